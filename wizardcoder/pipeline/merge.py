@@ -1,0 +1,42 @@
+"""merge stage: seed + evolved rounds -> deduplicated, decontaminated training set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from wizardcoder.config import load_section, to_dict
+from wizardcoder.errors import DataError
+from wizardcoder.evolve.rounds import load_rounds
+from wizardcoder.jsonl import read_jsonl, write_json, write_jsonl
+from wizardcoder.merge import MergeConfig, merge
+from wizardcoder.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, metrics: str,
+        plots: str) -> dict:
+    config = load_section(params, "merge", MergeConfig)
+    rounds = load_rounds(params)
+    seed_rows = read_jsonl(seed_path)
+    round_rows = {}
+    for key in rounds:
+        path = Path(evolved_dir) / f"{key}.jsonl"
+        if not path.exists():
+            raise DataError(path, None, None, f"output of round {key} is missing; run "
+                            f"`dvc repro evolve@{key}` first")
+        round_rows[key] = read_jsonl(path)
+    rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config)
+    with stage_run("merge", {"merge": to_dict(config), "rounds": rounds}) as run_:
+        write_jsonl(out, rows)
+        write_json(report, decontam_report)
+        write_json(metrics, stats)
+        write_json(plots, per_round)
+        run_.log_metrics(stats)
+        for record in per_round:
+            run_.log_metrics({k: v for k, v in record.items() if k != "round"},
+                             step=record["round"])
+    log.info("merge: %d rows (%d removed) from seed + %d rounds", stats["rows"],
+             stats["removed"], len(rounds))
+    return stats

@@ -1,0 +1,169 @@
+"""Seed instructions in Code Alpaca format (instruction, input, output).
+
+Three sources: the set bundled with this package (written for this project), a local
+JSON/JSONL file, or a Hugging Face dataset. Every row gets a stable content-derived id,
+so the same instruction keeps its id across runs, orderings and machines. Malformed rows
+fail with file:line and the field; nothing is written unless every row is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from wizardcoder.config import option, require
+from wizardcoder.errors import DataError, ExternalError
+
+SOURCES = ("bundled", "file", "hf")
+BUNDLED_RESOURCE = "seed_tasks.jsonl"
+
+
+@dataclass
+class SeedConfig:
+    """params.yaml section `seed`."""
+
+    source: str = option("bundled", choices=SOURCES,
+                         help="Where seeds come from: the bundled set, a local file or an HF dataset.")
+    path: str | None = option(None, help="JSON (list of objects) or JSONL file, for source=file.")
+    hf_dataset: str | None = option(
+        None, help="Hugging Face dataset name, e.g. sahil2801/CodeAlpaca-20k, for source=hf.")
+    hf_split: str = option("train", help="Split of the Hugging Face dataset.")
+    hf_revision: str | None = option(None, help="Dataset revision (commit) to pin, for source=hf.")
+    limit: int = option(0, help="Keep at most this many rows after shuffling (0 = all).")
+    shuffle_seed: int | None = option(
+        0, help="Seed of the shuffle applied before `limit`; null keeps the file order.")
+
+    def __post_init__(self):
+        require(self.limit >= 0, "seed", "limit", "an integer >= 0 (0 = all rows)")
+        if self.source == "file":
+            require(bool(self.path), "seed", "path", "a JSON/JSONL file path when source is 'file'")
+        if self.source == "hf":
+            require(bool(self.hf_dataset), "seed", "hf_dataset",
+                    "a dataset name (e.g. sahil2801/CodeAlpaca-20k) when source is 'hf'")
+
+
+def row_id(instruction: str, input_text: str) -> str:
+    digest = hashlib.sha256(f"{instruction.strip()}\x00{input_text.strip()}".encode()).hexdigest()
+    return f"seed-{digest[:12]}"
+
+
+def validate_row(obj: object, where: str, line: int | None) -> dict:
+    """Check one Code Alpaca row and return its normalised form."""
+    if not isinstance(obj, dict):
+        raise DataError(where, line, None, f"expected a JSON object, got {type(obj).__name__}")
+    instruction = obj.get("instruction")
+    if instruction is None:
+        raise DataError(where, line, "instruction", "missing (required)")
+    if not isinstance(instruction, str):
+        raise DataError(where, line, "instruction",
+                        f"expected a string, got {type(instruction).__name__}")
+    if not instruction.strip():
+        raise DataError(where, line, "instruction", "is empty")
+    row = {"instruction": instruction.strip()}
+    for name in ("input", "output"):
+        value = obj.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise DataError(where, line, name, f"expected a string, got {type(value).__name__}")
+        row[name] = value.strip()
+    return row
+
+
+def _json_array_rows(path: Path, text: str) -> list[tuple[int, object]]:
+    """Parse a JSON array, remembering the line on which each element starts."""
+    decoder = json.JSONDecoder()
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, None, f"invalid JSON: {exc.msg}") from None
+    pos = text.index("[") + 1
+    rows: list[tuple[int, object]] = []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return rows
+        line = text.count("\n", 0, pos) + 1
+        obj, pos = decoder.raw_decode(text, pos)
+        rows.append((line, obj))
+
+
+def read_seed_file(path: str | Path) -> list[tuple[int, object]]:
+    """(line, object) pairs from a JSON array or a JSONL file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, None, "file not found") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(path, line, None, f"not valid UTF-8 (byte {exc.start})") from None
+    if text.lstrip().startswith("["):
+        return _json_array_rows(path, text)
+    rows = []
+    for lineno, line_text in enumerate(text.splitlines(), start=1):
+        if not line_text.strip():
+            continue
+        try:
+            rows.append((lineno, json.loads(line_text)))
+        except json.JSONDecodeError as exc:
+            raise DataError(path, lineno, None, f"invalid JSON: {exc.msg}") from None
+    return rows
+
+
+def _bundled_rows() -> tuple[str, list[tuple[int, object]]]:
+    resource = resources.files("wizardcoder").joinpath("resources", BUNDLED_RESOURCE)
+    with resources.as_file(resource) as path:
+        return f"wizardcoder/resources/{BUNDLED_RESOURCE}", read_seed_file(path)
+
+
+def _hf_rows(config: SeedConfig) -> tuple[str, list[tuple[int, object]]]:
+    where = f"hf://{config.hf_dataset}[{config.hf_split}]"
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(config.hf_dataset, split=config.hf_split,
+                                        revision=config.hf_revision)
+    except Exception as exc:  # datasets raises many kinds (ConnectionError, FileNotFound, ...)
+        raise ExternalError(
+            f"cannot load Hugging Face dataset {config.hf_dataset!r} (split "
+            f"{config.hf_split!r}): {type(exc).__name__}: {str(exc)[:300]}. Offline? Download it "
+            f"once with network, or export it to JSONL and use seed.source=file.") from None
+    return where, [(index + 1, dict(row)) for index, row in enumerate(dataset)]
+
+
+def load_seeds(config: SeedConfig) -> tuple[list[dict], dict]:
+    """All seed rows (validated, with ids) and a small stats dict."""
+    if config.source == "bundled":
+        where, raw_rows = _bundled_rows()
+    elif config.source == "file":
+        where, raw_rows = str(config.path), read_seed_file(config.path)
+    else:
+        where, raw_rows = _hf_rows(config)
+    rows, seen, duplicates = [], set(), 0
+    for line, obj in raw_rows:
+        row = validate_row(obj, where, line)
+        rid = row_id(row["instruction"], row["input"])
+        if rid in seen:
+            duplicates += 1
+            continue
+        seen.add(rid)
+        rows.append({"id": rid, **row, "lineage": {"seed_id": rid, "parent_id": None, "round": 0,
+                                                    "source": where, "line": line}})
+    if not rows:
+        raise DataError(where, None, None, "no rows")
+    total = len(rows)
+    if config.shuffle_seed is not None:
+        random.Random(config.shuffle_seed).shuffle(rows)
+    if config.limit:
+        rows = rows[: config.limit]
+    stats = {"rows_read": len(raw_rows), "exact_duplicates": duplicates, "rows_unique": total,
+             "rows": len(rows), "missing_output": sum(1 for r in rows if not r["output"])}
+    return rows, stats
