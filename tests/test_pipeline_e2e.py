@@ -1,0 +1,147 @@
+"""The real stage graph, end to end, with DVC itself, on the smallest settings.
+
+A copy of this repository (tracked and new files) becomes a fresh git + DVC repo in a
+temp dir; params are shrunk (2 seeds, 1 round, 1 training step, 2 HumanEval tasks). The
+cold `dvc repro` runs inside a network namespace with only loopback up when this machine
+allows it (root), which proves the default path opens no outside connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "seed": {"limit": 2},
+    "rounds": {"r1": "data/seed.jsonl"},
+    "llm": {"max_in_flight": 1},
+    "evolve": {"evolve_max_tokens": 48, "answer_max_tokens": 64},
+    "train": {"max_steps": 1, "max_length": 128, "per_device_train_batch_size": 1},
+    "generate": {"limit": 2, "max_new_tokens": 32, "batch_size": 2},
+    "score": {"workers": 1},
+}
+
+
+def run(cmd, cwd, env, check=True, timeout=900):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, shell=isinstance(cmd, str))
+    output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd!r} failed ({proc.returncode}):\n{output[-6000:]}")
+    return output
+
+
+def can_isolate_network() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def make_repo(tmp: Path) -> tuple[Path, dict]:
+    repo = tmp / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        src = REPO / name
+        if src.is_file():
+            dst = repo / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in TINY.items():
+        if section == "rounds":
+            params["rounds"] = values
+        else:
+            params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PYTHONPATH": str(repo)}
+    for key in ("DVC_ROOT", "WIZARDCODER_ROOT", "WIZARDCODER_CACHE_DIR", "MLFLOW_TRACKING_URI",
+                "WIZARDCODER_MLFLOW"):
+        env.pop(key, None)
+    run("git init -q && git add -A && git commit -qm init", repo, env)
+    return repo, env
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    repo, env = make_repo(tmp_path_factory.mktemp("e2e"))
+    dvc = f"{sys.executable} -m dvc"
+    cmd = f"{dvc} repro"
+    if can_isolate_network():
+        cmd = f"unshare -n sh -c 'ip link set lo up && {cmd}'"
+    log = run(cmd, repo, env)
+    return repo, env, dvc, log
+
+
+def test_cold_repro_writes_real_metrics(pipeline):
+    repo, _, _, log = pipeline
+    for stage in ("seed", "evolve@r1", "merge", "train", "generate", "score"):
+        assert f"Running stage '{stage}'" in log
+    score = json.loads((repo / "metrics/score.json").read_text())
+    assert score["benchmark"] == "humaneval" and score["tasks"] == 2
+    assert 0.0 <= score["pass@1"] <= 1.0 and "pass@10" not in score
+    results = [json.loads(line) for line in (repo / "data/eval/results.jsonl").open()]
+    assert len(results) == 2 and all(r["kind"] for r in results)
+    evolve = json.loads((repo / "metrics/evolve/r1.json").read_text())
+    assert evolve["rows_in"] == 2 and evolve["calls"] >= 2
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["train_loss"] > 0
+    assert (repo / "models/sft/config.json").exists()
+
+
+def test_second_repro_is_a_noop(pipeline):
+    repo, env, dvc, _ = pipeline
+    log = run(f"{dvc} repro", repo, env)
+    assert "Running stage" not in log and "up to date" in log
+
+
+def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
+    repo, env, _, _ = pipeline
+    code = (
+        "import json, mlflow\n"
+        f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow.db')\n"
+        "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
+        "client = mlflow.MlflowClient()\n"
+        "train = [r for r in runs if r.data.tags['stage'] == 'train'][0]\n"
+        "print(json.dumps({'stages': sorted(r.data.tags['stage'] for r in runs),\n"
+        "  'revs': sorted({r.data.tags['git_revision'] for r in runs}),\n"
+        "  'loss_points': len(client.get_metric_history(train.info.run_id, 'loss')),\n"
+        "  'score': [r.data.metrics for r in runs if r.data.tags['stage'] == 'score'][0]}))\n"
+    )
+    out = run([sys.executable, "-c", code], repo, env).strip().splitlines()[-1]
+    info = json.loads(out)
+    assert info["stages"] == sorted(["seed", "evolve@r1", "merge", "train", "generate", "score"])
+    assert len(info["revs"]) == 1 and len(info["revs"][0]) == 40
+    assert info["loss_points"] >= 1 and "pass@1" in info["score"]
+
+
+def test_round_count_changes_rerun_only_what_changed(pipeline):
+    repo, env, dvc, _ = pipeline
+    run("git add -A && git commit -qm 'first run'", repo, env)
+    metrics_show = run(f"{dvc} exp show --no-pager --json", repo, env)
+    assert "pass@1" in metrics_show
+
+    more = run(f"{dvc} exp run -S '+rounds.r2=data/evolved/r1.jsonl'", repo, env)
+    assert "Running stage 'evolve@r2'" in more
+    assert "Running stage 'evolve@r1'" not in more
+    assert "Running stage 'merge'" in more
+    r2 = json.loads((repo / "metrics/evolve/r2.json").read_text())
+    assert r2["rows_in"] == 2 and r2["round"] == "r2"
+
+    back = run(f"{dvc} exp run -S '~rounds.r2'", repo, env)
+    assert "Running stage 'evolve@" not in back
+    assert "r2" not in yaml.safe_load((repo / "params.yaml").read_text())["rounds"]
