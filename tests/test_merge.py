@@ -54,7 +54,8 @@ def test_merge_removes_duplicates_and_contamination():
     ids = [r["id"] for r in rows]
     assert ids == ["seed-000000000000", "seed-000000000002", "seed-000000000003", "r1-00000002"]
     reasons = {r["id"]: r["reason"] for r in report["removed"]}
-    assert reasons == {"seed-000000000001": "exact_duplicate", "seed-000000000004": "ngram_overlap",
+    assert reasons == {"seed-000000000001": "exact_duplicate",
+                       "seed-000000000004": "ngram_overlap",
                        "seed-000000000005": "empty_output", "r1-00000001": "near_duplicate"}
     assert metrics["rows"] == 4 and metrics["removed"] == 4
     assert len(report["closest_training_row"]) == len(HE)

@@ -27,7 +27,8 @@ log = logging.getLogger("wizardcoder")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wizardcoder", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    common.add_argument("--params", default="params.yaml",
+                        help="params file (default: %(default)s)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Third-party chatter (HTTP request lines, MLflow banners) drowns the stage's own log.
-    for noisy in ("httpx", "urllib3", "mlflow", "alembic", "filelock"):
+    for noisy in ("httpx", "httpx2", "urllib3", "mlflow", "alembic", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -26,8 +26,9 @@ BUNDLED_RESOURCE = "seed_tasks.jsonl"
 class SeedConfig:
     """params.yaml section `seed`."""
 
-    source: str = option("bundled", choices=SOURCES,
-                         help="Where seeds come from: the bundled set, a local file or an HF dataset.")
+    source: str = option(
+        "bundled", choices=SOURCES,
+        help="Where seeds come from: the bundled set, a local file or an HF dataset.")
     path: str | None = option(None, help="JSON (list of objects) or JSONL file, for source=file.")
     hf_dataset: str | None = option(
         None, help="Hugging Face dataset name, e.g. sahil2801/CodeAlpaca-20k, for source=hf.")

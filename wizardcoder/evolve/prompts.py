@@ -80,6 +80,8 @@ REFUSAL_MARKERS = (
     "as an ai",
     "i apologize",
     "i apologise",
+    "i'm not sure what",
+    "i don't understand",
 )
 
 

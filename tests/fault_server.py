@@ -1,0 +1,164 @@
+"""A scripted OpenAI-compatible server on 127.0.0.1 for testing the LLM client's failure policy.
+
+Real providers fail in ways a happy-path test never sees: 429 with Retry-After, 5xx, answers
+slower than the client's timeout, truncated JSON. Mocking the client would test our guesses
+about the wire; this server speaks real HTTP so the openai package, its exceptions and our
+retry code are exercised end to end. Behaviour is scripted per prompt (the last message's
+content), because concurrent requests arrive in no fixed order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Actions, consumed one per request for a prompt; once a script is used up the prompt is
+# answered normally ("ok").
+OK = "ok"
+LENGTH = "length"            # a normal answer cut by max_tokens
+MALFORMED = "malformed"      # 200 with a body that is not JSON
+SERVER_ERROR = "500"
+
+
+def rate_limited(retry_after: str | None = "1") -> tuple:
+    """429; ``retry_after`` goes verbatim into the header (seconds or an HTTP date)."""
+    return ("429", retry_after)
+
+
+def delay(seconds: float, then: str = OK) -> tuple:
+    """Wait (abortable by shutdown), then act as ``then``."""
+    return ("delay", seconds, then)
+
+
+def status(code: int, message: str = "scripted error") -> tuple:
+    return ("status", code, message)
+
+
+def answer_text(prompt: str) -> str:
+    return f"answer to {prompt}"
+
+
+class FaultServer:
+    """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
+
+    def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model"):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.model = model
+        self.counts: Counter[str] = Counter()
+        self.auth_headers: list[str] = []
+        self.bodies: list[dict] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _next_action(self, prompt: str):
+        with self._lock:
+            self.counts[prompt] += 1
+            steps = self.script.get(prompt)
+            return steps.pop(0) if steps else OK
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep pytest output clean
+                pass
+
+            def _send(self, code: int, body: bytes, headers: dict | None = None,
+                      content_type: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): that is the point of the test
+
+            def _json(self, code: int, data: dict, headers: dict | None = None) -> None:
+                self._send(code, json.dumps(data).encode(), headers)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [
+                        {"id": server.model, "object": "model", "owned_by": "test"}]})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                    server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.bodies.append(body)
+                try:
+                    self._answer(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict) -> None:
+                prompt = str(body["messages"][-1]["content"])
+                action = server._next_action(prompt)
+                if isinstance(action, tuple) and action[0] == "delay":
+                    server._stop.wait(action[1])
+                    action = action[2]
+                if isinstance(action, tuple) and action[0] == "429":
+                    headers = {"Retry-After": action[1]} if action[1] is not None else {}
+                    self._json(429, {"error": {"message": "rate limited", "type": "requests"}},
+                               headers)
+                elif isinstance(action, tuple) and action[0] == "status":
+                    self._json(action[1], {"error": {"message": action[2]}})
+                elif action == SERVER_ERROR:
+                    self._json(500, {"error": {"message": "internal error"}})
+                elif action == MALFORMED:
+                    self._send(200, b'{"id": "x", "choices": [{"message": ')
+                elif action in (OK, LENGTH):
+                    text = answer_text(prompt)
+                    words = text.split()
+                    if action == LENGTH:
+                        text = " ".join(words[:2])
+                    self._json(200, {
+                        "id": f"chatcmpl-{server.total}", "object": "chat.completion",
+                        "created": int(time.time()), "model": server.model,
+                        "choices": [{"index": 0, "finish_reason": "stop" if action == OK
+                                     else "length",
+                                     "message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                                  "total_tokens": 10 + len(text.split())},
+                    })
+                else:
+                    raise ValueError(f"unknown fault action {action!r}")
+
+        return Handler

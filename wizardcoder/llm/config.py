@@ -1,0 +1,134 @@
+"""The `llm` section of params.yaml: which model answers, and how hard we may push it.
+
+Everything that changes *what* a model answers (model, sampling) lives in the stages that
+build requests; this section only says where requests go and how they are paced and retried,
+so changing concurrency or retry settings never invalidates cached answers. The key itself
+is never a parameter: params are logged to MLflow and committed to git, so only the *name*
+of the environment variable that holds it is configured here, and values that look like a
+key are rejected without being echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from wizardcoder.config import option, require
+from wizardcoder.embedded import EMBEDDED_MODEL_ID
+
+SECTION = "llm"
+PROVIDERS = ("embedded", "openai")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prefixes of well-known secret formats (OpenAI, Anthropic, HF, GitHub, Groq, ...).
+_KEY_PREFIXES = ("sk-", "sk_", "sess-", "hf_", "ghp_", "gsk_", "xai-", "pk-", "rk-")
+
+
+def looks_like_key(value: str) -> bool:
+    """True for strings that are probably a secret rather than a variable name."""
+    if value.lower().startswith(_KEY_PREFIXES):
+        return True
+    # Environment variable names are short and rarely mix case with digits; keys are long
+    # random strings.
+    mixed = (re.search(r"[a-z]", value) and re.search(r"[A-Z]", value)
+             and re.search(r"[0-9]", value))
+    return len(value) >= 32 and bool(mixed)
+
+
+@dataclass
+class LLMConfig:
+    provider: str = option(
+        "embedded", choices=PROVIDERS,
+        help="'embedded' starts llama.cpp's OpenAI-compatible server on 127.0.0.1 with the "
+             "bundled SmolLM2 GGUF (no network, no key); 'openai' sends requests to any "
+             "OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama) at base_url.")
+    base_url: str | None = option(
+        None,
+        help="OpenAI-compatible base URL including /v1, e.g. http://127.0.0.1:8000/v1 for "
+             "vLLM. null means https://api.openai.com/v1. Only used with provider 'openai'.")
+    model: str = option(
+        EMBEDDED_MODEL_ID,
+        help="Model name sent with each request. With 'embedded' it must be the bundled "
+             f"model ({EMBEDDED_MODEL_ID}); with 'openai' it is the provider's model name.")
+    api_key_env: str = option(
+        "OPENAI_API_KEY",
+        help="NAME of the environment variable holding the API key (never the key itself). "
+             "Required to be set for api.openai.com; optional for custom base_urls.")
+    max_in_flight: int = option(4, help="Most requests awaiting an answer at once.")
+    requests_per_minute: int = option(
+        0, help="Client-side request rate limit; 0 = unlimited.")
+    tokens_per_minute: int = option(
+        0, help="Client-side token rate limit, counting prompt chars/4 + max_tokens per "
+                "request (how providers meter); 0 = unlimited.")
+    timeout_s: float = option(
+        120.0, help="Seconds to wait for one answer before it counts as a failed attempt.")
+    max_retries: int = option(
+        6, help="Retries after the first attempt for 429, 5xx, timeouts, connection errors "
+                "and malformed answers; then the stage fails naming the request.")
+    backoff_initial_s: float = option(
+        1.0, help="First retry waits up to this long (exponential backoff, full jitter).")
+    backoff_max_s: float = option(
+        60.0, help="Cap of one backoff wait (a server's Retry-After is honoured as given).")
+    embedded_n_ctx: int = option(
+        2048, help="Context window of the embedded llama.cpp server (prompt + answer tokens).")
+    embedded_n_threads: int = option(
+        0, help="CPU threads of the embedded server; 0 = all cores.")
+    embedded_startup_timeout_s: float = option(
+        120.0, help="Seconds to wait for the embedded server to load the model and answer.")
+
+    def __post_init__(self) -> None:
+        s = SECTION
+        require(self.provider in PROVIDERS, s, "provider", f"one of {list(PROVIDERS)}")
+        require(bool(self.model and self.model.strip()), s, "model", "a non-empty model name")
+        if self.provider == "embedded":
+            require(self.model == EMBEDDED_MODEL_ID, s, "model",
+                    f"{EMBEDDED_MODEL_ID!r} with provider 'embedded' (it serves only the "
+                    f"bundled GGUF); use provider 'openai' with a base_url for other models")
+            require(self.base_url is None, s, "base_url",
+                    "null with provider 'embedded' (set provider: openai to use base_url)")
+        elif self.base_url is None:
+            require(self.model != EMBEDDED_MODEL_ID, s, "model",
+                    "an OpenAI model name (e.g. gpt-4o-mini) when base_url is null; the "
+                    "bundled model is served by provider 'embedded'")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            require(parts.scheme in ("http", "https") and bool(parts.hostname), s, "base_url",
+                    "null or an http(s) URL such as http://127.0.0.1:8000/v1")
+            # Credentials in the URL would be logged with params; keys belong in api_key_env.
+            require(parts.username is None and parts.password is None and not parts.query,
+                    s, "base_url", "a URL without user:password@ or ?query (keys go in the "
+                    "environment variable named by api_key_env)")
+        key_like = looks_like_key(self.api_key_env)
+        require(not key_like, s, "api_key_env",
+                "the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key "
+                "itself; the value given looks like a key and is not shown -- remove it from "
+                "params and rotate it if it was committed")
+        require(bool(_ENV_NAME.fullmatch(self.api_key_env)), s, "api_key_env",
+                "an environment variable name: letters, digits and _, e.g. OPENAI_API_KEY")
+        require(self.max_in_flight >= 1, s, "max_in_flight", "an integer >= 1")
+        require(self.requests_per_minute >= 0, s, "requests_per_minute",
+                "an integer >= 0 (0 = unlimited)")
+        require(self.tokens_per_minute >= 0, s, "tokens_per_minute",
+                "an integer >= 0 (0 = unlimited)")
+        require(self.timeout_s > 0, s, "timeout_s", "a number of seconds > 0")
+        require(self.max_retries >= 0, s, "max_retries", "an integer >= 0")
+        require(self.backoff_initial_s >= 0, s, "backoff_initial_s", "a number >= 0")
+        require(self.backoff_max_s >= self.backoff_initial_s, s, "backoff_max_s",
+                f"a number >= backoff_initial_s ({self.backoff_initial_s})")
+        require(self.embedded_n_ctx >= 128, s, "embedded_n_ctx", "an integer >= 128")
+        require(self.embedded_n_threads >= 0, s, "embedded_n_threads",
+                "an integer >= 0 (0 = all cores)")
+        require(self.embedded_startup_timeout_s > 0, s, "embedded_startup_timeout_s",
+                "a number of seconds > 0")
+
+    @property
+    def effective_base_url(self) -> str:
+        """Where 'openai' requests go (the embedded server's URL is only known once started)."""
+        return (self.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    @property
+    def is_openai_cloud(self) -> bool:
+        return self.provider == "openai" and (
+            urlsplit(self.effective_base_url).hostname == "api.openai.com")

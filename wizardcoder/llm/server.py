@@ -1,0 +1,245 @@
+"""Start the embedded llama.cpp server for the bundled GGUF, and open a client for any provider.
+
+The default pipeline must run with no key and no network, yet use the same client code as a
+paid API, so the bundled model is served through llama.cpp's OpenAI-compatible server on
+127.0.0.1. A model server is a heavy child process: if it outlives us (Ctrl-C, SIGTERM from
+`dvc exp` cancellation, our own SIGKILL) it keeps a port, gigabytes and CPU cores. So it runs
+in its own process group, is killed by the kernel when its parent dies (PR_SET_PDEATHSIG),
+and is always stopped on exit, exceptions and signals. Its chatter goes to a log file in the
+cache folder, not to the stage's output; the tail is quoted when it fails to start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from wizardcoder.embedded import embedded_gguf_path
+from wizardcoder.errors import ConfigError, ExternalError
+from wizardcoder.llm.cache import RequestCache
+from wizardcoder.llm.client import LLMClient
+from wizardcoder.llm.config import LLMConfig
+from wizardcoder.paths import cache_dir
+
+LOG_FILE = "embedded_server.log"
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_S = 10.0
+# Loaded in the parent: dlopen after fork() in a threaded process can deadlock.
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with_parent(parent_pid: int):
+    def preexec() -> None:
+        # The kernel sends SIGKILL when the thread that started us exits, even by SIGKILL.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl
+            os._exit(1)
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def model_identity_for_gguf(path: Path) -> str:
+    """Cache identity of a GGUF: name and size, independent of where and how it is served."""
+    return f"gguf:{path.name}:{path.stat().st_size}"
+
+
+class EmbeddedServer:
+    """``with EmbeddedServer(cfg) as srv:`` -> ``srv.base_url`` answers OpenAI chat requests."""
+
+    def __init__(self, config: LLMConfig, *, gguf_path: Path | None = None,
+                 log_path: Path | None = None):
+        self.config = config
+        self.gguf_path = Path(gguf_path) if gguf_path else embedded_gguf_path()
+        self.log_path = Path(log_path) if log_path else cache_dir() / LOG_FILE
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+        self._log_offset = 0
+        self._previous_sigterm = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("EmbeddedServer is not running")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pgid(self) -> int | None:
+        return self.process.pid if self.process else None  # start_new_session: pgid == pid
+
+    def command(self, port: int) -> list[str]:
+        threads = self.config.embedded_n_threads or _cpu_count()
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf_path),
+                "--model_alias", self.config.model, "--host", "127.0.0.1", "--port", str(port),
+                "--n_ctx", str(self.config.embedded_n_ctx), "--n_threads", str(threads)]
+
+    def __enter__(self) -> EmbeddedServer:
+        self._install_sigterm()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            import llama_cpp  # noqa: F401  (fail here, clearly, not in a child's log)
+        except ImportError as exc:
+            raise ExternalError("the embedded LLM needs llama-cpp-python with its server: "
+                                "pip install 'llama-cpp-python[server]'") from exc
+        env = {k: v for k, v in os.environ.items() if k != self.config.api_key_env}
+        env["HF_HUB_OFFLINE"] = "1"  # the model is a local file; never reach for the Hub
+        for attempt in range(3):  # the free port can be taken before the server binds it
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self._log_offset = log.tell()
+                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} "
+                          f"starting: {' '.join(self.command(self.port))}\n".encode())
+                log.flush()
+                self.process = subprocess.Popen(
+                    self.command(self.port), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()))
+            try:
+                self._wait_ready()
+                return
+            except ExternalError:
+                if attempt < 2 and "address already in use" in self.log_tail().lower():
+                    self._kill()
+                    continue
+                raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.embedded_startup_timeout_s
+        # No proxies: loopback traffic must not go through (or be broken by) one.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ExternalError(f"the embedded llama.cpp server exited with code {code} "
+                                    f"while starting (log: {self.log_path}):\n{self.log_tail()}")
+            try:
+                with opener.open(f"{self.base_url}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ExternalError(
+                    f"the embedded llama.cpp server did not answer on {self.base_url} within "
+                    f"{self.config.embedded_startup_timeout_s:g} s (llm.embedded_startup_"
+                    f"timeout_s; log: {self.log_path}):\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Terminate the whole process group, then kill it; safe to call twice."""
+        try:
+            self._kill()
+        finally:
+            self._restore_sigterm()
+
+    def _kill(self) -> None:
+        proc, self.process = self.process, None
+        try:
+            if proc is not None and proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=_STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc is not None:
+                # Also when the leader is gone: a grandchild may still hold the group.
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        finally:
+            self.port = None
+
+    def _install_sigterm(self) -> None:
+        # Python's default SIGTERM kills us without running `finally`, leaking the server;
+        # turning it into SystemExit makes every `with` block unwind. Only the main thread
+        # may install handlers; elsewhere PDEATHSIG is the safety net.
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigterm(signum, frame):
+            raise SystemExit(128 + signum)
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def read_api_key(config: LLMConfig) -> str | None:
+    """The key from the environment variable named by ``api_key_env``; never from params."""
+    key = os.environ.get(config.api_key_env, "").strip() or None
+    if key is None and config.is_openai_cloud:
+        raise ConfigError(f"llm.api_key_env: the environment variable {config.api_key_env} is "
+                          f"not set; export it with your OpenAI API key (provider 'openai', "
+                          f"base_url {config.effective_base_url})")
+    return key
+
+
+@contextmanager
+def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
+                ) -> Iterator[LLMClient]:
+    """A ready :class:`LLMClient` for ``config``; the embedded server lives as long as it."""
+    with RequestCache(cache_path) as cache:
+        if config.provider == "embedded":
+            with EmbeddedServer(config) as server:
+                yield LLMClient(config, server.base_url, None,
+                                model_identity_for_gguf(server.gguf_path), cache)
+        else:
+            key = read_api_key(config)
+            url = config.effective_base_url
+            parts = urlsplit(url)
+            # The port stays in the identity: two local servers may serve different weights
+            # under the same model name.
+            identity = f"openai:{config.model}@{parts.netloc}{parts.path}"
+            yield LLMClient(config, url, key, identity, cache)
