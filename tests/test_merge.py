@@ -39,7 +39,8 @@ def fixture_rows():
         seed_row(5, "Compute the running median of a stream.", output=""),   # no response
     ]
     r1 = [
-        evolved(seeds[2], 1, "Implement the binary search over a sorted list of integers."),  # near dup
+        # a near duplicate of seed 2
+        evolved(seeds[2], 1, "Implement the binary search over a sorted list of integers."),
         evolved(seeds[3], 2, "Parse an ISO 8601 date string, reject invalid dates, and return "
                              "the weekday name in French."),
         carried(seeds[0], "judge_equal"),
