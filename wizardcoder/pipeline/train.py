@@ -1,20 +1,28 @@
-"""train stage: supervised fine-tuning on the merged data (WizardCoder recipe)."""
+"""train stage: supervised fine-tuning on the merged data (WizardCoder recipe).
+
+With ``train.launcher: deepspeed`` the stage re-executes itself under DeepSpeed's launcher
+(multi-GPU, multi-node with a hostfile); each worker then runs this same function.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from wizardcoder.config import load_section, to_dict
-from wizardcoder.tracking import stage_run
+from wizardcoder.tracking import StageRun, stage_run
 
 log = logging.getLogger(__name__)
 
 
 def run(params: str, data: str, model_out: str, metrics: str, plots: str) -> dict:
-    from wizardcoder.training.config import TrainConfig
-    from wizardcoder.training.trainer import run_training
+    from wizardcoder.training import TrainConfig, maybe_relaunch, run_training
 
     config = load_section(params, "train", TrainConfig)
+    maybe_relaunch(config, argv=["train", "--params", params, "--data", data, "--out", model_out,
+                                 "--metrics", metrics, "--plots", plots], module="wizardcoder")
+    if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 talks to MLflow
+        return run_training(config, data, model_out, metrics, plots, run=StageRun(None))
     with stage_run("train", {"train": to_dict(config)}) as run_:
         result = run_training(config, data, model_out, metrics, plots, run=run_)
         run_.log_metrics({f"final_{k}": v for k, v in result.items()})
