@@ -4,7 +4,9 @@ Real providers fail in ways a happy-path test never sees: 429 with Retry-After, 
 slower than the client's timeout, truncated JSON. Mocking the client would test our guesses
 about the wire; this server speaks real HTTP so the openai package, its exceptions and our
 retry code are exercised end to end. Behaviour is scripted per prompt (the last message's
-content), because concurrent requests arrive in no fixed order.
+content), because concurrent requests arrive in no fixed order; a ``responder`` can instead
+answer by content (e.g. an evolved question for evolve prompts, code for answer prompts), and
+``latency`` slows every request down so a client can be killed mid-batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Actions, consumed one per request for a prompt; once a script is used up the prompt is
@@ -41,12 +44,25 @@ def answer_text(prompt: str) -> str:
     return f"answer to {prompt}"
 
 
+class Reply(tuple):
+    """What a responder returns for a normal answer: text and finish_reason."""
+
+    def __new__(cls, text: str, finish_reason: str = "stop"):
+        return super().__new__(cls, ("reply", text, finish_reason))
+
+
 class FaultServer:
     """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
 
-    def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model"):
+    def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model", *,
+                 responder: Callable[[dict], object] | None = None, latency: float = 0.0):
+        """``responder(body)`` answers unscripted requests: a :class:`Reply` or any action
+        (SERVER_ERROR, status(...), ...); ``latency`` seconds pass before every answer."""
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.model = model
+        self.responder = responder
+        self.latency = latency
+        self.answered: list[dict] = []  # bodies whose 200 answer was written in full
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
         self.bodies: list[dict] = []
@@ -76,11 +92,13 @@ class FaultServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def _next_action(self, prompt: str):
+    def _next_action(self, prompt: str, body: dict):
         with self._lock:
             self.counts[prompt] += 1
             steps = self.script.get(prompt)
-            return steps.pop(0) if steps else OK
+            if steps:
+                return steps.pop(0)
+        return self.responder(body) if self.responder else OK
 
     def _handler_class(self):
         server = self
@@ -102,7 +120,10 @@ class FaultServer:
                 try:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): that is the point of the test
+                    return  # the client gave up (timeout): that is the point of the test
+                if code == 200 and self.command == "POST":
+                    with server._lock:
+                        server.answered.append(self._body)
 
             def _json(self, code: int, data: dict, headers: dict | None = None) -> None:
                 self._send(code, json.dumps(data).encode(), headers)
@@ -116,7 +137,7 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = self._body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
@@ -130,7 +151,9 @@ class FaultServer:
 
             def _answer(self, body: dict) -> None:
                 prompt = str(body["messages"][-1]["content"])
-                action = server._next_action(prompt)
+                if server.latency:
+                    server._stop.wait(server.latency)
+                action = server._next_action(prompt, body)
                 if isinstance(action, tuple) and action[0] == "delay":
                     server._stop.wait(action[1])
                     action = action[2]
@@ -144,16 +167,18 @@ class FaultServer:
                     self._json(500, {"error": {"message": "internal error"}})
                 elif action == MALFORMED:
                     self._send(200, b'{"id": "x", "choices": [{"message": ')
-                elif action in (OK, LENGTH):
-                    text = answer_text(prompt)
-                    words = text.split()
+                elif isinstance(action, Reply) or action in (OK, LENGTH):
+                    if isinstance(action, Reply):
+                        _, text, finish = action
+                    else:
+                        text = answer_text(prompt)
+                        finish = "stop" if action == OK else "length"
                     if action == LENGTH:
-                        text = " ".join(words[:2])
+                        text = " ".join(text.split()[:2])
                     self._json(200, {
                         "id": f"chatcmpl-{server.total}", "object": "chat.completion",
                         "created": int(time.time()), "model": server.model,
-                        "choices": [{"index": 0, "finish_reason": "stop" if action == OK
-                                     else "length",
+                        "choices": [{"index": 0, "finish_reason": finish,
                                      "message": {"role": "assistant", "content": text}}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
                                   "total_tokens": 10 + len(text.split())},

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="default: data/evolved/<round>.jsonl")
     p.add_argument("--rejected", help="default: data/rejected/<round>.jsonl")
     p.add_argument("--metrics", help="default: metrics/evolve/<round>.json")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the round's calls (cached / to send), token and cost range "
+                        "and budget verdict; sends nothing, starts no server, writes nothing")
 
     p = add("merge", parents=[common], help="merge, dedupe and decontaminate seed + rounds")
     p.add_argument("--seed", default="data/seed.jsonl")
@@ -90,6 +93,9 @@ def _dispatch(args: argparse.Namespace) -> None:
         from wizardcoder.pipeline import evolve
 
         n = round_number(args.round)
+        if args.dry_run:
+            evolve.dry_run(args.params, args.round, args.input or round_input(n))
+            return
         evolve.run(args.params, args.round, args.input or round_input(n),
                    args.out or f"data/evolved/{args.round}.jsonl",
                    args.rejected or f"data/rejected/{args.round}.jsonl",

@@ -1,8 +1,9 @@
 """The `llm` section of params.yaml: which model answers, and how hard we may push it.
 
 Everything that changes *what* a model answers (model, sampling) lives in the stages that
-build requests; this section only says where requests go and how they are paced and retried,
-so changing concurrency or retry settings never invalidates cached answers. The key itself
+build requests; this section only says where requests go, how they are paced and retried,
+and what their tokens cost, so changing concurrency, retry or price settings never
+invalidates cached answers. The key itself
 is never a parameter: params are logged to MLflow and committed to git, so only the *name*
 of the environment variable that holds it is configured here, and values that look like a
 key are rejected without being echoed.
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 from wizardcoder.config import option, require
 from wizardcoder.embedded import EMBEDDED_MODEL_ID
+from wizardcoder.llm.limits import Prices
 
 SECTION = "llm"
 PROVIDERS = ("embedded", "openai")
@@ -71,6 +73,13 @@ class LLMConfig:
         1.0, help="First retry waits up to this long (exponential backoff, full jitter).")
     backoff_max_s: float = option(
         60.0, help="Cap of one backoff wait (a server's Retry-After is honoured as given).")
+    price_per_million_prompt_tokens: float = option(
+        0.0, help="USD per million prompt (input) tokens, for the cost figures of each round "
+                  "and for evolve.budget_usd; 0 = unpriced (e.g. the embedded model). Not "
+                  "part of the request cache key: changing it re-prices, never re-asks.")
+    price_per_million_completion_tokens: float = option(
+        0.0, help="USD per million completion (output) tokens; see "
+                  "price_per_million_prompt_tokens.")
     embedded_n_ctx: int = option(
         2048, help="Context window of the embedded llama.cpp server (prompt + answer tokens).")
     embedded_n_threads: int = option(
@@ -117,11 +126,18 @@ class LLMConfig:
         require(self.backoff_initial_s >= 0, s, "backoff_initial_s", "a number >= 0")
         require(self.backoff_max_s >= self.backoff_initial_s, s, "backoff_max_s",
                 f"a number >= backoff_initial_s ({self.backoff_initial_s})")
+        for name in ("price_per_million_prompt_tokens", "price_per_million_completion_tokens"):
+            require(getattr(self, name) >= 0, s, name, "a price in USD >= 0 (0 = unpriced)")
         require(self.embedded_n_ctx >= 128, s, "embedded_n_ctx", "an integer >= 128")
         require(self.embedded_n_threads >= 0, s, "embedded_n_threads",
                 "an integer >= 0 (0 = all cores)")
         require(self.embedded_startup_timeout_s > 0, s, "embedded_startup_timeout_s",
                 "a number of seconds > 0")
+
+    @property
+    def prices(self) -> Prices:
+        return Prices(self.price_per_million_prompt_tokens,
+                      self.price_per_million_completion_tokens)
 
     @property
     def effective_base_url(self) -> str:

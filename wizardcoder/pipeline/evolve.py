@@ -1,15 +1,30 @@
-"""evolve@rN stage: one round of Code Evol-Instruct through the configured LLM."""
+"""evolve@rN stage: one round of Code Evol-Instruct through the configured LLM.
+
+``run`` evolves a round (outputs written atomically, only when the whole round succeeded);
+``dry_run`` prints what the round would send and cost, reading only params, the round's
+input and the request cache: no request, no server start, no key, no output, no MLflow run.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.errors import DataError
-from wizardcoder.evolve.engine import EvolveConfig, evolve_round, round_number
-from wizardcoder.evolve.rounds import load_rounds
+from wizardcoder.evolve.engine import (
+    EvolveConfig,
+    RoundWork,
+    evolve_round,
+    round_number,
+)
+from wizardcoder.evolve.prompts import METHODS, answer_messages, evolve_messages, judge_messages
+from wizardcoder.evolve.rounds import load_rounds, round_input
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.llm.config import LLMConfig
+from wizardcoder.llm.limits import Prices, usd
+from wizardcoder.prompt_template import instruction_text
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -30,15 +45,18 @@ def read_round_input(path: str) -> list[dict]:
     return rows
 
 
-def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
-        metrics: str) -> dict:
+def _load(params: str, round_key: str, input_path: str) -> tuple[LLMConfig, EvolveConfig]:
     round_number(round_key)
     rounds = load_rounds(params)
     if round_key in rounds and rounds[round_key] != input_path:
         log.warning("evolve %s: input %s differs from params rounds.%s=%s", round_key,
                     input_path, round_key, rounds[round_key])
-    llm_config = load_section(params, "llm", LLMConfig)
-    config = load_section(params, "evolve", EvolveConfig)
+    return load_section(params, "llm", LLMConfig), load_section(params, "evolve", EvolveConfig)
+
+
+def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
+        metrics: str) -> dict:
+    llm_config, config = _load(params, round_key, input_path)
     rows = read_round_input(input_path)
 
     from wizardcoder.llm.server import open_client
@@ -53,6 +71,183 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         write_jsonl(rejected, rejected_rows)
         write_json(metrics, stats)
         run_.log_metrics({k: v for k, v in stats.items() if k != "round"})
-    log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s", round_key,
-             stats["rows_in"], stats["kept"], stats["dropped"], stats["dropped_by_rule"])
+    log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s; %d requests sent "
+             "(%d prompt + %d completion tokens, %s), %d from the cache", round_key,
+             stats["rows_in"], stats["kept"], stats["dropped"], stats["dropped_by_rule"],
+             stats["network_calls"], stats["network"]["prompt_tokens"],
+             stats["network"]["completion_tokens"], usd(stats["cost_usd"]),
+             stats["cache_hits"])
     return stats
+
+
+# -- dry run ------------------------------------------------------------------------------
+
+def model_identity(config: LLMConfig) -> str:
+    """The cache identity ``open_client`` gives this config, without starting anything."""
+    if config.provider == "embedded":
+        from wizardcoder.embedded import embedded_gguf_path
+        from wizardcoder.llm.server import model_identity_for_gguf
+
+        return model_identity_for_gguf(embedded_gguf_path())
+    parts = urlsplit(config.effective_base_url)
+    return f"openai:{config.model}@{parts.netloc}{parts.path}"
+
+
+def _cache_lookup():
+    """``get(key)`` on the request cache if it exists; never creates one."""
+    from wizardcoder.llm.cache import CACHE_FILE, RequestCache
+    from wizardcoder.paths import cache_dir
+
+    path = cache_dir() / CACHE_FILE
+    return RequestCache(path) if path.exists() else None
+
+
+def _tokens(messages: list[dict]) -> int:
+    """The client's prompt estimate (chars/4 + 1) for a message list."""
+    return sum(len(str(m["content"])) for m in messages) // 4 + 1
+
+
+class _Plan:
+    def __init__(self, prices: Prices):
+        self.prices = prices
+        self.figures = {"evolve_calls": 0, "evolve_cached": 0, "evolve_to_send": 0,
+                        "later_calls_max": 0, "later_cached": 0, "later_to_send_max": 0,
+                        "prompt_tokens_est": 0, "max_completion_tokens": 0,
+                        "min_usd": 0.0, "max_usd": 0.0, "cached_usd": 0.0}
+
+    def cached(self, step: str, hit) -> None:
+        f = self.figures
+        f["evolve_calls" if step == "evolve" else "later_calls_max"] += 1
+        f["evolve_cached" if step == "evolve" else "later_cached"] += 1
+        f["cached_usd"] += self.prices.cost(hit.prompt_tokens or 0, hit.completion_tokens or 0)
+
+    def send(self, step: str, prompt_tokens: int, max_tokens: int, certain: bool) -> None:
+        f = self.figures
+        f["evolve_calls" if step == "evolve" else "later_calls_max"] += 1
+        f["evolve_to_send" if step == "evolve" else "later_to_send_max"] += 1
+        f["prompt_tokens_est"] += prompt_tokens
+        f["max_completion_tokens"] += max_tokens
+        f["max_usd"] += self.prices.cost(prompt_tokens, max_tokens)
+        if certain:
+            f["min_usd"] += self.prices.cost(prompt_tokens, 0)
+
+
+def plan_round(rows: list[dict], config: EvolveConfig, round_key: str, identity: str,
+               cache, prices: Prices) -> dict:
+    """Calls and cost of a round whose input exists: exact where the cache decides a step,
+    upper bounds where a step's prompt depends on an answer not known yet."""
+    return _walk(RoundWork(rows, config, round_key), config, identity, cache, _Plan(prices))
+
+
+def _walk(rnd: RoundWork, config: EvolveConfig, identity: str, cache, plan: _Plan) -> dict:
+    judge_on = "judge_equal" in config.eliminate
+    evolved_max = config.evolve_max_tokens  # an evolved question has at most this many tokens
+    for row in rnd.work:
+        certain = True  # the request will be sent whatever the answers before it say
+        for step in ("evolve", "answer", "judge"):
+            if not rnd.rows_for(step, [row]):
+                break  # eliminated (or the judge is off): no further step
+            if step != "evolve" and "evolve" not in row.usage:
+                # The evolved question is unknown: bound its length by evolve_max_tokens.
+                prompt = (_tokens(answer_messages("")) if step == "answer"
+                          else _tokens(judge_messages(row.question, ""))) + evolved_max
+                max_tokens = (config.answer_max_tokens if step == "answer"
+                              else config.judge_max_tokens)
+                plan.send(step, prompt, max_tokens, certain=False)
+                continue
+            req = rnd.request(row, step)
+            hit = cache.get(req.key(identity)) if cache is not None and certain else None
+            if hit is None:
+                plan.send(step, req.estimated_prompt_tokens(), req.max_tokens, certain)
+                certain = False  # later steps depend on this answer
+                if step == "evolve":
+                    continue  # bound answer and judge below
+                if step == "answer" and judge_on:
+                    plan.send("judge", _tokens(judge_messages(row.question, row.evolved)),
+                              config.judge_max_tokens, certain=False)
+                break
+            plan.cached(step, hit)
+            rnd.apply(step, row, hit.text, hit.finish_reason, hit.prompt_tokens or 0,
+                      hit.completion_tokens or 0, True)
+    return {"rows": len(rnd.work), **plan.figures}
+
+
+def _bound_missing(rows: list[dict], config: EvolveConfig, plan: _Plan) -> dict:
+    """Upper bounds for a round whose input does not exist yet, from an earlier input:
+    every round keeps the row count, and a question is either an earlier one (carried) or
+    an evolved one of at most evolve_max_tokens tokens."""
+    longest = max(METHODS, key=lambda m: len(METHODS[m]))
+    shortest = min(METHODS, key=lambda m: len(METHODS[m]))
+    judge_on = "judge_equal" in config.eliminate
+    e = config.evolve_max_tokens
+    for row in rows:
+        q = max(_tokens([{"content": instruction_text(row["instruction"],
+                                                      row.get("input", ""))}]), e)
+        plan.send("evolve", _tokens(evolve_messages("", longest)) + q, e, certain=False)
+        plan.figures["min_usd"] += plan.prices.cost(_tokens(evolve_messages("", shortest)), 0)
+        plan.send("answer", _tokens(answer_messages("")) + e, config.answer_max_tokens, False)
+        if judge_on:
+            plan.send("judge", _tokens(judge_messages("", "")) + q + e,
+                      config.judge_max_tokens, False)
+    return {"rows": len(rows), **plan.figures}
+
+
+def dry_run(params: str, round_key: str, input_path: str, echo=print) -> dict:
+    """Print (and return) the round's calls, tokens and cost range; sends nothing."""
+    n = round_number(round_key)
+    llm_config, config = _load(params, round_key, input_path)
+    prices, identity = llm_config.prices, model_identity(llm_config)
+    echo(f"dry run of evolve {round_key}: no request sent, no server started, nothing written")
+    echo(f"  model identity     {identity}")
+    result: dict = {"round": round_key, "input": input_path, "input_exists": True}
+    if Path(input_path).exists():
+        rows = read_round_input(input_path)
+        cache = _cache_lookup()
+        try:
+            figures = plan_round(rows, config, round_key, identity, cache, prices)
+        finally:
+            if cache is not None:
+                cache.close()
+        echo(f"  input              {input_path}: {len(rows)} rows")
+    else:
+        result["input_exists"] = False
+        earlier = [round_input(k) for k in range(n - 1, 0, -1) if Path(round_input(k)).exists()]
+        if not earlier:
+            also = ", nor does any earlier round's input" if n > 1 else ""
+            echo(f"  input              {input_path} does not exist yet{also}: run the seed "
+                 f"stage first (dvc repro seed)")
+            return {**result, "rows": None}
+        rows = read_round_input(earlier[0])
+        figures = _bound_missing(rows, config, _Plan(prices))
+        echo(f"  input              {input_path} does not exist yet (run the earlier rounds "
+             f"first); upper bounds from {earlier[0]} ({len(rows)} rows; every round keeps "
+             f"the row count); cache not consulted")
+    f = figures
+    echo(f"  evolve calls       {f['evolve_calls']} needed: {f['evolve_cached']} cached, "
+         f"{f['evolve_to_send']} to send")
+    echo(f"  answer+judge calls at most {f['later_calls_max']}: {f['later_cached']} cached, "
+         f"at most {f['later_to_send_max']} to send")
+    echo(f"  prompt tokens      ~{f['prompt_tokens_est']:,} at most, to send (estimate: "
+         f"chars/4)")
+    echo(f"  completion tokens  {f['max_completion_tokens']:,} at most, to send (max_tokens)")
+    if prices.free:
+        echo("  cost               unpriced: set llm.price_per_million_prompt_tokens and "
+             "llm.price_per_million_completion_tokens")
+    else:
+        echo(f"  cost               {usd(f['min_usd'])} .. {usd(f['max_usd'])} to send now "
+             f"(cache hits are free now; they cost {usd(f['cached_usd'])} when first paid)")
+    cap = config.budget_usd
+    if not cap:
+        verdict = "no cap (evolve.budget_usd = 0)"
+    elif prices.free:
+        verdict = f"{usd(cap)}, but without prices it cannot stop anything"
+    elif f["cached_usd"] + f["max_usd"] <= cap:
+        verdict = f"{usd(cap)}: the round fits even in the worst case"
+    elif f["cached_usd"] + f["min_usd"] > cap:
+        verdict = f"{usd(cap)}: the round will stop at the cap (raise evolve.budget_usd)"
+    else:
+        verdict = f"{usd(cap)}: the round may stop at the cap (worst case " \
+                  f"{usd(f['cached_usd'] + f['max_usd'])} counting cached answers)"
+    echo(f"  budget             {verdict}")
+    return {**result, **{k: round(v, 6) if isinstance(v, float) else v
+                         for k, v in figures.items()}, "budget_usd": cap}

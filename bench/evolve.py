@@ -1,0 +1,327 @@
+"""LLM client throughput and one evolution round against a fixed-latency local server.
+
+    python bench/evolve.py                        # about a minute on 2 cores
+    python bench/evolve.py --distilabel-python /tmp/distilabel-venv/bin/python
+
+A benchmark, not a test: it prints figures and ratios measured in this process, against
+baselines measured in the same process. A fixed-latency OpenAI-compatible server (aiohttp, this
+script in its own process, so it never competes for this process's GIL) answers every chat
+request after ``--latency`` seconds (200 ms) with a short deterministic answer that fits
+this project's evolve / answer / judge prompts and distilabel's. First a raw aiohttp
+burst checks that the server really holds 256 requests at once; then:
+
+1. ``LLMClient.chat_many`` at 1, 8, 32 and 128 requests in flight, each level with a fresh
+   request cache so every call reaches the server, beside the ideal rate (in flight /
+   latency), the ratio, the openai SDK's AsyncOpenAI at the same concurrency, and a
+   sequential baseline (plain one-at-a-time ``openai.OpenAI`` calls). Goal: >= 0.9x ideal at
+   32 in flight.
+2. One evolve round (``evolve_round``) over the 72 bundled seeds at 32 in flight, with and
+   without the judge step, wall time and server-side call counts; with
+   ``--distilabel-python``, distilabel's EvolInstruct (one evolution + answer per seed, batches
+   of 32) on the same seeds and server, run by ``bench/evolve_distilabel.py`` in that venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wizardcoder.config import from_dict  # noqa: E402
+from wizardcoder.evolve.engine import EvolveConfig, evolve_round  # noqa: E402
+from wizardcoder.llm import ChatRequest, LLMClient, LLMConfig, RequestCache  # noqa: E402
+from wizardcoder.seeds import SeedConfig, load_seeds  # noqa: E402
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# -- the latency server (run as `python bench/evolve.py --serve ...` in its own process) --
+
+JUDGE_MARK = "Answer with exactly one of: Equal, Not Equal."
+EVOLVE_MARK = "Rewrite the programming question below"
+
+
+def completion_text(messages: list[dict]) -> str:
+    """A plausible answer for this project's prompts, and for distilabel's."""
+    prompt = str(messages[-1].get("content", ""))
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    if JUDGE_MARK in prompt:
+        return "Not Equal"
+    if EVOLVE_MARK in prompt or "#Rewritten Prompt#" in prompt or "#Created Prompt#" in prompt:
+        question = prompt.rsplit("\n", 1)[-1][:200]
+        return (f"{question} Additionally, the function must reject invalid input with a "
+                f"ValueError and run in linear time (variant {digest}).")
+    return f"def solve(data):\n    # solution {digest}\n    return sorted(data)\n"
+
+
+class Server:
+    def __init__(self, latency: float):
+        self.latency = latency
+        self.requests = 0
+        self.in_flight = 0
+        self.peak = 0
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.latency)
+        finally:
+            self.in_flight -= 1
+        text = completion_text(body.get("messages") or [{}])
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in body["messages"]) // 4 + 1
+        completion_tokens = len(text) // 4 + 1
+        return web.json_response({
+            "id": f"chatcmpl-{self.requests}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", "latency-model"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "latency-model", "object": "model", "owned_by": "bench"}]})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.requests, "peak_in_flight": self.peak})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.requests = self.peak = 0
+        return web.json_response({"ok": True})
+
+
+async def serve(latency: float, port_file: str) -> None:
+    server = Server(latency)
+    app = web.Application(client_max_size=8 * 2**20)
+    app.add_routes([web.post("/v1/chat/completions", server.chat),
+                    web.get("/v1/models", server.models),
+                    web.get("/stats", server.stats), web.post("/reset", server.reset)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    tmp = f"{port_file}.tmp"
+    with open(tmp, "w") as out:
+        json.dump({"port": port, "pid": os.getpid()}, out)
+    os.replace(tmp, port_file)  # the parent polls for this file
+    await asyncio.Event().wait()
+
+
+def start_server(latency: float, workdir: Path) -> tuple[str, subprocess.Popen]:
+    port_file = workdir / "port.json"
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(latency),
+                             "--port-file", str(port_file)])
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the latency server did not start")
+        time.sleep(0.05)
+    port = json.loads(port_file.read_text())["port"]
+    return f"http://127.0.0.1:{port}", proc
+
+
+def server_stats(root: str, reset: bool = False) -> dict:
+    if reset:
+        _OPENER.open(urllib.request.Request(f"{root}/reset", data=b"{}", method="POST"))
+    with _OPENER.open(f"{root}/stats") as resp:
+        return json.loads(resp.read())
+
+
+def body(i: int, tag: str) -> dict:
+    return {"model": "latency-model", "max_tokens": 64,
+            "messages": [{"role": "user", "content": f"{tag} question {i}: sort a list"}]}
+
+
+async def raw_burst(url: str, concurrency: int, n: int) -> float:
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one(i: int) -> None:
+            async with sem, session.post(f"{url}/chat/completions",
+                                         json=body(i, "raw")) as resp:
+                await resp.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n / (time.perf_counter() - start)
+
+
+def client_rate(url: str, in_flight: int, n: int, cache_path: Path) -> float:
+    cfg = LLMConfig(provider="openai", base_url=url, model="latency-model",
+                    max_in_flight=in_flight, timeout_s=60)
+    client = LLMClient(cfg, url, "bench-dummy", f"bench@{url}", RequestCache(cache_path))
+    requests = [ChatRequest(body(i, f"client{in_flight}")["messages"], max_tokens=64)
+                for i in range(n)]
+    start = time.perf_counter()
+    results = client.chat_many(requests, progress=False)
+    elapsed = time.perf_counter() - start
+    assert client.stats["calls"] == n and not any(r.cached for r in results)
+    return n / elapsed
+
+
+async def sdk_async_rate(url: str, in_flight: int, n: int) -> float:
+    import openai
+
+    api = openai.AsyncOpenAI(base_url=url, api_key="bench-dummy", max_retries=0,
+                             http_client=openai.DefaultAsyncHttpxClient(trust_env=False))
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await api.chat.completions.create(**body(i, f"sdk{in_flight}"))
+
+    await one(-1)  # connection and lazy imports outside the timing
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    rate = n / (time.perf_counter() - start)
+    await api.close()
+    return rate
+
+
+def sequential_rate(url: str, n: int) -> float:
+    import openai
+
+    api = openai.OpenAI(base_url=url, api_key="bench-dummy", max_retries=0,
+                        http_client=openai.DefaultHttpxClient(trust_env=False))
+    api.chat.completions.create(**body(-1, "seq"))
+    start = time.perf_counter()
+    for i in range(n):
+        api.chat.completions.create(**body(i, "seq"))
+    return n / (time.perf_counter() - start)
+
+
+def throughput(url: str, latency: float, levels: list[int], waves: int, workdir: Path,
+               sdk: bool) -> None:
+    # Warm up imports and the loopback path once, outside every timing.
+    client_rate(url, 1, 2, workdir / "warmup.sqlite")
+    seq = sequential_rate(url, max(10, waves))
+    print(f"\nLLMClient.chat_many, {latency * 1000:.0f} ms per request, fresh cache per "
+          f"level (every call hits the server); sequential openai.OpenAI baseline: "
+          f"{seq:.2f} req/s ({seq * latency:.2f}x of 1/latency)")
+    head = f"{'in flight':>9} {'requests':>8} {'req/s':>8} {'ideal':>7} {'ratio':>6} " \
+           f"{'x sequential':>12}"
+    print(head + (f" {'openai SDK async':>16} {'ratio':>6}" if sdk else ""))
+    for level in levels:
+        n = max(20, level * waves)
+        rate = client_rate(url, level, n, workdir / f"level{level}.sqlite")
+        ideal = level / latency
+        line = (f"{level:>9} {n:>8} {rate:>8.1f} {ideal:>7.0f} {rate / ideal:>6.3f} "
+                f"{rate / seq:>12.1f}")
+        if sdk:
+            sdk_rate = asyncio.run(sdk_async_rate(url, level, n))
+            line += f" {sdk_rate:>16.1f} {sdk_rate / ideal:>6.3f}"
+        print(line, flush=True)
+
+
+def evolve_bench(url: str, root: str, seeds: list[dict], in_flight: int, judge: bool,
+                 cache_path: Path) -> tuple[float, dict]:
+    cfg = LLMConfig(provider="openai", base_url=url, model="latency-model",
+                    max_in_flight=in_flight, timeout_s=60)
+    client = LLMClient(cfg, url, "bench-dummy", f"bench@{url}", RequestCache(cache_path))
+    rules = ["truncated", "empty", "template_copy", "refusal"] + (["judge_equal"] if judge
+                                                                    else [])
+    config = from_dict(EvolveConfig, {"eliminate": rules, "evolve_max_tokens": 160}, "evolve")
+    server_stats(root, reset=True)
+    start = time.perf_counter()
+    _, _, stats = evolve_round(seeds, config, client, "r1", model="latency-model",
+                               progress=False)
+    wall = time.perf_counter() - start
+    return wall, {"server_calls": server_stats(root)["requests"], "kept": stats["kept"],
+                  "calls": stats["network_calls"]}
+
+
+def evolution(url: str, root: str, latency: float, in_flight: int, workdir: Path,
+              distilabel_python: str | None) -> None:
+    seeds, _ = load_seeds(SeedConfig(source="bundled", limit=0))
+    ideal_steps = -(-len(seeds) // in_flight) * latency
+    print(f"\nOne evolve round over the {len(seeds)} bundled seeds, {in_flight} in flight, "
+          f"{latency * 1000:.0f} ms per request (a step of {len(seeds)} requests takes "
+          f">= {ideal_steps:.1f} s)")
+    print(f"{'engine':<44} {'wall s':>7} {'server calls':>12} {'kept':>5}")
+    for judge in (True, False):
+        wall, info = evolve_bench(url, root, seeds, in_flight, judge,
+                                  workdir / f"evolve{int(judge)}.sqlite")
+        name = "wizardcoder evolve_round (evolve+answer+judge)" if judge else \
+            "wizardcoder evolve_round (evolve+answer)"
+        print(f"{name:<44} {wall:>7.2f} {info['server_calls']:>12} {info['kept']:>5}",
+              flush=True)
+    if not distilabel_python:
+        print("distilabel: skipped (pass --distilabel-python PATH of a venv with distilabel)")
+        return
+    seeds_path = workdir / "seeds.jsonl"
+    seeds_path.write_text("".join(json.dumps(r) + "\n" for r in seeds))
+    server_stats(root, reset=True)
+    try:
+        proc = subprocess.run([distilabel_python, str(ROOT / "bench" / "evolve_distilabel.py"),
+                               "--base-url", url, "--seeds", str(seeds_path),
+                               "--batch-size", str(in_flight)],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "DISTILABEL_LOG_LEVEL": "WARNING"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"distilabel: not run ({exc})")
+        return
+    if proc.returncode != 0:
+        print(f"distilabel: failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        return
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    calls = server_stats(root)["requests"]
+    name = f"distilabel {info['distilabel']} EvolInstruct (evolve+answer)"
+    print(f"{name:<44} {info['wall_s']:>7.2f} {calls:>12} {info['answered']:>5}"
+          f"   (of which {info['load_s']:.2f} s to import and load)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per request")
+    parser.add_argument("--levels", default="1,8,32,128", help="requests in flight")
+    parser.add_argument("--waves", type=int, default=20,
+                        help="requests per level = in flight x waves (ramp-up amortised)")
+    parser.add_argument("--no-sdk", action="store_true",
+                        help="skip the openai AsyncOpenAI column")
+    parser.add_argument("--distilabel-python", help="python of a venv with distilabel")
+    parser.add_argument("--skip-evolve", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:  # the server process started by start_server()
+        asyncio.run(serve(args.latency, args.port_file))
+        return
+    levels = [int(x) for x in args.levels.split(",")]
+    with tempfile.TemporaryDirectory(prefix="wizardcoder-bench-") as tmp:
+        workdir = Path(tmp)
+        root, server = start_server(args.latency, workdir)
+        url = f"{root}/v1"
+        try:
+            server_stats(root, reset=True)
+            burst = asyncio.run(raw_burst(url, 256, 256 * 4))
+            peak = server_stats(root)["peak_in_flight"]
+            print(f"server check: raw aiohttp burst of 256 in flight -> peak {peak} held at "
+                  f"once, {burst:.0f} req/s ({burst / (256 / args.latency):.2f}x ideal)")
+            throughput(url, args.latency, levels, args.waves, workdir, not args.no_sdk)
+            if not args.skip_evolve:
+                evolution(url, root, args.latency, 32, workdir, args.distilabel_python)
+        finally:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""SIGKILL the real evolve stage mid-round, rerun it, and compare with an undisturbed run.
+
+The stage runs as DVC runs it (``python -m stages.evolve`` in a subprocess) against the
+scripted server on 127.0.0.1 (provider openai + base_url), which answers slowly so the kill
+lands after some answers were cached and before the round finished. The server's request
+log proves that the rerun repeats no call that had finished, and the resumed output must be
+byte-identical to that of a run that was never interrupted (its own directory and cache).
+The dummy API key must reach the server and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.fault_server import FaultServer
+from tests.test_evolve_engine import FAST, PRICES, responder, seed_rows
+from wizardcoder.jsonl import write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+KEY_ENV = "WC_CRASH_TEST_KEY"
+KEY = "sk-crash-" + "D0ntL3akM3" * 3
+MARKERS = ["[cut]", "[refuse]", "[same]", "[copy]"]
+
+
+def make_workdir(root: Path, url: str) -> Path:
+    root.mkdir(parents=True)
+    write_jsonl(root / "data" / "seed.jsonl", seed_rows(MARKERS, plain=6))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["rounds"] = {"r1": "data/seed.jsonl"}
+    params["llm"] = {"provider": "openai", "base_url": url, "model": "fault-model",
+                     "api_key_env": KEY_ENV, "max_in_flight": 2, **FAST, **PRICES}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def stage(workdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WIZARDCODER_CACHE_DIR": str(workdir / "cache"),
+           "WIZARDCODER_MLFLOW": "0", KEY_ENV: KEY}
+    cmd = [sys.executable, "-m", "stages.evolve", "--params", "params.yaml", "--round", "r1",
+           "--input", "data/seed.jsonl", "--out", "data/evolved/r1.jsonl",
+           "--rejected", "data/rejected/r1.jsonl", "--metrics", "metrics/evolve/r1.json"]
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    return out + err
+
+
+def cached_requests(workdir: Path) -> set[str]:
+    path = workdir / "cache" / "llm_requests.sqlite"
+    if not path.exists():
+        return set()
+    with sqlite3.connect(path) as db:
+        try:
+            rows = db.execute("SELECT request FROM responses").fetchall()
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return set()
+    return {canonical(json.loads(r[0])) for r in rows}
+
+
+def canonical(body: dict) -> str:
+    """A request as the cache stores it: messages + sampling (no model, no transport)."""
+    return json.dumps({k: v for k, v in body.items() if k != "model"}, sort_keys=True)
+
+
+def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
+    with FaultServer(responder=responder, latency=0.1) as server:
+        crashed = make_workdir(tmp_path / "crashed", server.url)
+        proc = stage(crashed)
+        deadline = time.monotonic() + 60
+        try:
+            # 10 evolve calls, then answers: kill once a few answers are in the cache.
+            while len(cached_requests(crashed)) < 13:
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "the stage never got that far"
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            out, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        logs = out + err
+        before = cached_requests(crashed)
+        first_run = [canonical(b) for b in server.bodies]
+        assert not (crashed / "data" / "evolved" / "r1.jsonl").exists()
+        assert 13 <= len(before) < 25
+
+        logs += finish(stage(crashed))
+        rerun = [canonical(b) for b in server.bodies[len(first_run):]]
+        assert not before & set(rerun)  # no finished (cached) call was sent again
+        # At most the requests in flight at the kill (max_in_flight) were sent twice.
+        assert len(set(first_run) & set(rerun)) <= 2
+        assert len(before) + len(rerun) == 25  # 10 evolve + 8 answers + 7 judges
+
+        clean = make_workdir(tmp_path / "clean", server.url)
+        sent = len(server.bodies)
+        logs += finish(stage(clean))
+        assert len(server.bodies) - sent == 25
+        auth = set(server.auth_headers)
+
+    assert auth == {f"Bearer {KEY}"}  # the key was used, on the wire only
+    for name in ("data/evolved/r1.jsonl", "data/rejected/r1.jsonl"):
+        resumed, undisturbed = (crashed / name).read_text(), (clean / name).read_text()
+        assert resumed == undisturbed
+        assert [json.loads(x) for x in resumed.splitlines()] == \
+            [json.loads(x) for x in undisturbed.splitlines()]
+    metrics = json.loads((crashed / "metrics/evolve/r1.json").read_text())
+    clean_metrics = json.loads((clean / "metrics/evolve/r1.json").read_text())
+    assert metrics["cache_hits"] == len(before) and metrics["network_calls"] == 25 - len(before)
+    assert clean_metrics["cache_hits"] == 0 and clean_metrics["cost_usd"] > 0
+    assert metrics["cost_usd"] < clean_metrics["cost_usd"]
+    assert metrics["kept"] == clean_metrics["kept"] == 6
+    texts = [logs] + [p.read_text(errors="replace") for d in (crashed, clean)
+                      for p in d.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl",
+                                                                              ".yaml", ".log")]
+    texts += [p.read_bytes().decode("utf-8", "replace") for d in (crashed, clean)
+              for p in (d / "cache").glob("*")]
+    for text in texts:
+        assert KEY not in text and KEY[:12] not in text
