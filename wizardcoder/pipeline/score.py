@@ -63,8 +63,7 @@ def read_samples(path: str) -> tuple[dict, list[dict]]:
 def run(params: str, samples: str, metrics: str, results: str,
         benchmark: str | None = None) -> dict:
     from wizardcoder.generation.benchmarks import load_benchmark
-    from wizardcoder.scoring.passk import pass_at_k_summary
-    from wizardcoder.scoring.sandbox import SandboxLimits, evaluate_samples
+    from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
 
     config = load_section(params, "score", ScoreConfig)
     header, rows = read_samples(samples)
