@@ -126,7 +126,7 @@ def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
     info = json.loads(out)
     assert info["stages"] == sorted(["seed", "evolve@r1", "merge", "train", "generate", "score"])
     assert len(info["revs"]) == 1 and len(info["revs"][0]) == 40
-    assert info["loss_points"] >= 1 and "pass@1" in info["score"]
+    assert info["loss_points"] >= 1 and "pass_at_1" in info["score"]
 
 
 def test_round_count_changes_rerun_only_what_changed(pipeline):

@@ -58,6 +58,11 @@ def _setup_mlflow():
     return mlflow
 
 
+def metric_name(key: str) -> str:
+    """MLflow rejects '@' in metric names: pass@1 is logged as pass_at_1."""
+    return key.replace("@", "_at_")
+
+
 class StageRun:
     """A thin handle on the active MLflow run (or a no-op when tracking is off)."""
 
@@ -71,7 +76,7 @@ class StageRun:
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if not self._mlflow:
             return
-        clean = {k: float(v) for k, v in flatten(metrics).items()
+        clean = {metric_name(k): float(v) for k, v in flatten(metrics).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if clean:
             self._mlflow.log_metrics(clean, step=step)
