@@ -323,3 +323,27 @@ def test_killed_run_resumes_from_the_last_whole_batch(tmp_path):
     assert [r["task_id"] for r in rows] == [f"HumanEval/{i}" for i in range(5)]
     # Seeds follow task positions, so a resumed batch is seeded as in an unbroken run.
     assert "return 2" in rows[2]["solution"] and "return 4" in rows[4]["solution"]
+
+
+def test_cut_after_code_block():
+    from wizardcoder.generation.base import cut_after_code_block
+
+    text = "Here:\n```python\ndef f():\n    return 1\n```\nThis function returns 1."
+    assert cut_after_code_block(text) == "Here:\n```python\ndef f():\n    return 1\n```"
+    assert cut_after_code_block("```python\ndef f(): pass") == "```python\ndef f(): pass"
+    assert cut_after_code_block("def f(): pass\n") == "def f(): pass\n"
+
+
+def test_stop_after_code_block_criterion(loaded):
+    from wizardcoder.generation.hf import StopAfterCodeBlock
+
+    _, tokenizer = loaded
+    prompt = tokenizer.encode("### Response:")
+    closed = tokenizer.encode("\n```python\nx = 1\n```\nmore")
+    still_open = tokenizer.encode("\n```python\nx = 1\nmore text")
+    width = max(len(closed), len(still_open))
+    pad = tokenizer.pad_token_id
+    rows = [prompt + closed + [pad] * (width - len(closed)),
+            prompt + still_open + [pad] * (width - len(still_open))]
+    done = StopAfterCodeBlock(tokenizer, len(prompt))(torch.tensor(rows), None)
+    assert done.tolist() == [True, False]

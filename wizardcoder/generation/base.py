@@ -73,6 +73,18 @@ def truncate_at_stop(text: str, stop: list[str]) -> str:
     return text[:cut]
 
 
+FENCE = "```"
+
+
+def cut_after_code_block(text: str) -> str:
+    """``text`` up to the end of its first closed fenced code block (unchanged if none)."""
+    start = text.find(FENCE)
+    if start < 0:
+        return text
+    close = text.find(FENCE, start + len(FENCE))
+    return text if close < 0 else text[: close + len(FENCE)]
+
+
 def make_backend(config: GenerateConfig, model_dir: str | Path) -> Backend:
     """The backend named by ``config.backend``, its module imported lazily."""
     try:

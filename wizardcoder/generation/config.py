@@ -62,6 +62,10 @@ class GenerateConfig:
         default_factory=lambda: ["\n### Instruction:", "\nif __name__"],
         help="Generation stops at the first of these strings (which is cut off); EOS always "
              "stops. The defaults end a runaway next template turn and demo code.")
+    stop_after_code_block: bool = option(
+        True, help="Stop a sample once a fenced code block it opened has closed: instruction "
+                   "models explain their code afterwards, which costs tokens and scores "
+                   "nothing (the text after the closing fence is dropped).")
     device: str = option(
         "auto", choices=DEVICES,
         help="hf backend: 'auto' uses CUDA when available, else the CPU.")

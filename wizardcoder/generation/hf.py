@@ -19,7 +19,7 @@ from pathlib import Path
 
 from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
 from wizardcoder.errors import ExternalError
-from wizardcoder.generation.base import Backend, truncate_at_stop
+from wizardcoder.generation.base import FENCE, Backend, cut_after_code_block, truncate_at_stop
 from wizardcoder.generation.config import GenerateConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,20 @@ class StopOnStrings(StoppingCriteria):
         tails = input_ids[:, self.prompt_len:][:, -self.window:].tolist()
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
         done = [any(s in t for s in self.stop) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class StopAfterCodeBlock(StoppingCriteria):
+    """Marks a row done once its generated text holds a closed fenced code block."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:].tolist(),
+                                            skip_special_tokens=True)
+        done = [t.count(FENCE) >= 2 for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -168,6 +182,8 @@ class HFBackend(Backend):
         criteria = StoppingCriteriaList()
         if self.config.stop:
             criteria.append(StopOnStrings(self.tokenizer, self.config.stop, prompt_len))
+        if self.config.stop_after_code_block:
+            criteria.append(StopAfterCodeBlock(self.tokenizer, prompt_len))
         with torch.inference_mode():
             out = self.model.generate(**batch, stopping_criteria=criteria,
                                       **self._decoding_kwargs(n))
@@ -176,7 +192,10 @@ class HFBackend(Backend):
             end = next((j for j, t in enumerate(row) if t in self.end_ids), len(row))
             self.stats.new_tokens += min(end + 1, len(row))  # the EOS was generated too
             text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
-            texts.append(truncate_at_stop(text, self.config.stop))
+            text = truncate_at_stop(text, self.config.stop)
+            if self.config.stop_after_code_block:
+                text = cut_after_code_block(text)
+            texts.append(text)
         return texts
 
     def close(self) -> None:
