@@ -115,6 +115,7 @@ def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
         "import json, mlflow\n"
         f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow.db')\n"
         "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
+        "runs = [r for r in runs if 'stage' in r.data.tags]\n"
         "client = mlflow.MlflowClient()\n"
         "train = [r for r in runs if r.data.tags['stage'] == 'train'][0]\n"
         "print(json.dumps({'stages': sorted(r.data.tags['stage'] for r in runs),\n"
@@ -145,3 +146,51 @@ def test_round_count_changes_rerun_only_what_changed(pipeline):
     back = run(f"{dvc} exp run -S '~rounds.r2'", repo, env)
     assert "Running stage 'evolve@" not in back
     assert "r2" not in yaml.safe_load((repo / "params.yaml").read_text())["rounds"]
+
+
+def test_mlflow_ui_serves_the_runs(pipeline):
+    """`mlflow ui` as documented in the README answers with every stage run."""
+    import socket
+    import time
+    import urllib.request
+
+    repo, env, _, _ = pipeline
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+         f"sqlite:///{repo}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=repo, env=server_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with opener.open(f"{base}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        with opener.open(f"{base}/", timeout=30) as resp:
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+        query = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=wizardcoder"
+        with opener.open(query, timeout=30) as resp:
+            experiment_id = json.loads(resp.read())["experiment"]["experiment_id"]
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search", method="POST",
+            data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode(),
+            headers={"Content-Type": "application/json"})
+        with opener.open(request, timeout=30) as resp:
+            runs = json.loads(resp.read())["runs"]
+        stages = {tag["value"] for run in runs for tag in run["data"].get("tags", [])
+                  if tag["key"] == "stage"}
+        assert {"seed", "evolve@r1", "merge", "train", "generate", "score"} <= stages
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
