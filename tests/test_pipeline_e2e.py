@@ -29,6 +29,7 @@ TINY = {
     "train": {"max_steps": 1, "max_length": 128, "per_device_train_batch_size": 1},
     "generate": {"limit": 2, "max_new_tokens": 32, "batch_size": 2},
     "score": {"workers": 1},
+    "select": {"dev_limit": 2},
 }
 
 
@@ -89,7 +90,8 @@ def pipeline(tmp_path_factory):
 
 def test_cold_repro_writes_real_metrics(pipeline):
     repo, _, _, log = pipeline
-    for stage in ("seed", "evolve@r1", "merge", "train", "generate", "score"):
+    for stage in ("seed", "evolve@r1", "merge", "train", "generate", "score", "generate_dev",
+                  "score_dev"):
         assert f"Running stage '{stage}'" in log
     score = json.loads((repo / "metrics/score.json").read_text())
     assert score["benchmark"] == "humaneval" and score["tasks"] == 2
@@ -125,7 +127,8 @@ def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
     )
     out = run([sys.executable, "-c", code], repo, env).strip().splitlines()[-1]
     info = json.loads(out)
-    assert info["stages"] == sorted(["seed", "evolve@r1", "merge", "train", "generate", "score"])
+    assert info["stages"] == sorted(["seed", "evolve@r1", "merge", "train", "generate", "score",
+                                     "generate_dev", "score_dev"])
     assert len(info["revs"]) == 1 and len(info["revs"][0]) == 40
     assert info["loss_points"] >= 1 and "pass_at_1" in info["score"]
 

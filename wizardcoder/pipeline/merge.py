@@ -1,7 +1,12 @@
-"""merge stage: seed + evolved rounds -> deduplicated, decontaminated training set."""
+"""merge stage: seed + evolved rounds -> deduplicated, decontaminated training set.
+
+Reads params `merge`, `rounds` and, for `merge.baseline: equal_size`, `seed` (the pool of
+unevolved rows is the seed source without `seed.limit`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -9,7 +14,8 @@ from wizardcoder.config import load_section, to_dict
 from wizardcoder.errors import DataError
 from wizardcoder.evolve.rounds import load_rounds
 from wizardcoder.jsonl import read_jsonl, write_json, write_jsonl
-from wizardcoder.merge import MergeConfig, merge
+from wizardcoder.merge import Holdout, MergeConfig, merge
+from wizardcoder.seeds import SeedConfig, load_seeds
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -27,7 +33,17 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
             raise DataError(path, None, None, f"output of round {key} is missing; run "
                             f"`dvc repro evolve@{key}` first")
         round_rows[key] = read_jsonl(path)
-    rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config)
+    pool = None
+    if config.baseline == "equal_size":
+        seed_config = load_section(params, "seed", SeedConfig)
+        pool, _ = load_seeds(dataclasses.replace(seed_config, limit=0))
+    holdout = Holdout()
+    if config.holdout_dev:
+        from wizardcoder import devset
+
+        holdout = Holdout(*devset.holdout())
+    rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config, pool=pool,
+                                                    holdout=holdout)
     with stage_run("merge", {"merge": to_dict(config), "rounds": rounds}) as run_:
         write_jsonl(out, rows)
         write_json(report, decontam_report)
@@ -37,6 +53,10 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
         for record in per_round:
             run_.log_metrics({k: v for k, v in record.items() if k != "round"},
                              step=record["round"])
-    log.info("merge: %d rows (%d removed) from seed + %d rounds", stats["rows"],
-             stats["removed"], len(rounds))
+    log.info("merge: %d rows, ~%d tokens (%d removed) from seed + %d rounds, baseline %s",
+             stats["rows"], stats["tokens_est"], stats["removed"], len(rounds), config.baseline)
+    if stats.get("shortfall_rows"):
+        log.warning("merge: equal_size baseline is %d rows short of the evolved set's %d: the "
+                    "seed pool has only %d unevolved rows left", stats["shortfall_rows"],
+                    stats["target_rows"], stats["pool_rows"])
     return stats

@@ -1,0 +1,317 @@
+"""Screenshots of the MLflow UI (and of any local page) in headless Chromium.
+
+    python scripts/screenshot_mlflow.py --db mlflow.db --out-dir docs
+        starts `mlflow server` on the sqlite store (127.0.0.1, a free port, one worker, no job
+        runner), waits for /health, saves the runs table (parent run per experiment, stage
+        runs nested) as mlflow_runs.png and the training-loss chart of the newest train run
+        as mlflow_metric.png, then stops the server.
+    python scripts/screenshot_mlflow.py --page dvc_plots/index.html --out plots.png
+        one page (a file or URL), e.g. the output of `dvc plots show`.
+
+Needs Chromium and ChromeDriver (scripts/install-browser.sh: Debian's chromium and
+chromium-driver), driven over WebDriver's HTTP API with the standard library only. Nothing
+leaves loopback: Chromium runs with background networking off and a fresh profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> str | None:
+    env = os.environ.get("CHROMIUM")
+    if env:
+        return env if shutil.which(env) or Path(env).is_file() else None
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def missing_browser() -> str | None:
+    """Why the browser cannot run here (None when chromium and chromedriver are present)."""
+    if not find_chromium():
+        return "chromium not installed (optional: bash scripts/install-browser.sh)"
+    if not shutil.which("chromedriver"):
+        return "chromedriver not installed (optional: bash scripts/install-browser.sh)"
+    return None
+
+
+def chromium_args(chromium: str, profile: str) -> list[str]:
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-extensions", "--hide-scrollbars",
+            "--force-device-scale-factor=1", f"--user-data-dir={profile}"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 120) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{method} {url}: {exc.code} {exc.read()[:2000]!r}") from exc
+
+
+class Browser:
+    """Headless Chromium driven through ChromeDriver's W3C WebDriver HTTP API (stdlib only):
+    navigate, wait for a JavaScript condition, click, take a screenshot."""
+
+    def __init__(self, size: tuple[int, int] = (1600, 1000)):
+        self.size = size
+        reason = missing_browser()
+        if reason:
+            raise SystemExit(reason)
+        self.chromium, self.driver = find_chromium(), shutil.which("chromedriver")
+
+    def __enter__(self) -> Browser:
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        port = free_port()
+        self.proc = subprocess.Popen([self.driver, f"--port={port}"], start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if _http("GET", f"{self.base}/status", timeout=2)["value"].get("ready"):
+                    break
+            except (OSError, RuntimeError, KeyError):
+                time.sleep(0.1)
+        args = [*chromium_args(self.chromium, self.profile.name)[1:],
+                f"--window-size={self.size[0]},{self.size[1]}"]
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": self.chromium, "args": args}}}}
+        session_id = _http("POST", f"{self.base}/session", caps)["value"]["sessionId"]
+        self.session = f"{self.base}/session/{session_id}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            _http("DELETE", self.session, timeout=30)
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.profile.cleanup()
+
+    def get(self, url: str) -> None:
+        _http("POST", f"{self.session}/url", {"url": url})
+
+    def js(self, script: str, *args):
+        return _http("POST", f"{self.session}/execute/sync",
+                     {"script": script, "args": list(args)})["value"]
+
+    def wait(self, condition: str, timeout_s: float = 60, what: str = "") -> object:
+        """Poll ``return <condition>`` until it is truthy; returns its value."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = self.js(f"return {condition};")
+            if value:
+                return value
+            time.sleep(0.5)
+        raise TimeoutError(f"page never showed {what or condition}")
+
+    def find(self, xpath: str) -> str:
+        found = _http("POST", f"{self.session}/element", {"using": "xpath", "value": xpath})
+        return next(iter(found["value"].values()))
+
+    def click(self, xpath: str) -> None:
+        _http("POST", f"{self.session}/element/{self.find(xpath)}/click", {})
+
+    def type(self, xpath: str, text: str) -> None:
+        _http("POST", f"{self.session}/element/{self.find(xpath)}/value", {"text": text})
+
+    def text(self) -> str:
+        return self.js("return document.body.innerText;")
+
+    def screenshot(self, out: str | Path) -> Path:
+        out = Path(out).resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        png = _http("GET", f"{self.session}/screenshot")["value"]
+        out.write_bytes(base64.b64decode(png))
+        return out
+
+
+class MlflowServer:
+    """`mlflow server` on a sqlite store, started and stopped as a context manager."""
+
+    def __init__(self, db: str | Path, port: int | None = None, timeout_s: float = 180):
+        self.db = Path(db).resolve()
+        if not self.db.is_file():
+            raise SystemExit(f"{self.db}: no MLflow store (run the pipeline first)")
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.timeout_s = timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> MlflowServer:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+               f"sqlite:///{self.db}", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", "1"]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"mlflow server exited: {self.log.read()[-3000:]!r}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"mlflow server not healthy after {self.timeout_s:.0f} s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its worker
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def api(self, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/api/2.0/mlflow/{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+
+HEADLINE_COLUMNS = ("pass_at_1", "train.train_loss", "merge.rows", "evolve_r1.keep_rate")
+HIDDEN_COLUMNS = ("Dataset", "Models")
+
+
+def mlflow_pages(server: MlflowServer, experiment: str = "wizardcoder") -> dict[str, str]:
+    """UI addresses: the runs table and the metric charts of the newest train run."""
+    exp = server.api(f"experiments/get-by-name?experiment_name={experiment}")["experiment"]
+    exp_id = exp["experiment_id"]
+    runs = server.api("runs/search", {"experiment_ids": [exp_id], "max_results": 1,
+                                      "filter": "tags.stage = 'train'",
+                                      "order_by": ["attributes.start_time DESC"]})
+    pages = {"runs": f"{server.url}/#/experiments/{exp_id}/runs"}
+    if runs.get("runs"):
+        run_id = runs["runs"][0]["info"]["run_id"]
+        pages["metric"] = f"{server.url}/#/experiments/{exp_id}/runs/{run_id}/model-metrics"
+    return pages
+
+
+def _close_assistant(b: Browser) -> None:
+    b.js("const c = document.querySelector('button[aria-label=Close]'); if (c) c.click();")
+
+
+EXPANDERS = "button[data-component-id$='runnamecellrenderer.tsx_46']"
+
+
+def shoot_runs_table(b: Browser, url: str, out: str | Path, wait_for: str | None = None,
+                     columns: tuple[str, ...] = HEADLINE_COLUMNS) -> str:
+    """The runs table with the headline metric columns and every parent row expanded
+    (once ``wait_for`` is on the page, or any parent row); returns the page's text."""
+    b.get(url)
+    if wait_for:
+        b.wait(f"document.body.innerText.includes({json.dumps(wait_for)})", 90, wait_for)
+    else:
+        b.wait(f"document.querySelectorAll({json.dumps(EXPANDERS)}).length", 90, "a parent run")
+    time.sleep(1)
+    _close_assistant(b)
+    b.click("//button[normalize-space()='Columns']")
+    search = "//input[@placeholder='Search columns']"
+    for name in (*HIDDEN_COLUMNS, *columns):
+        b.type(search, "\ue009a\ue009\ue017" + name)  # ctrl+a, delete, then the name
+        title = f"//span[contains(@class,'tree-title') and normalize-space()='{name}']"
+        try:
+            b.wait(f"document.evaluate({json.dumps(title)}, document, null, 9, null)"
+                   ".singleNodeValue", 10, name)
+            b.click(title)
+        except TimeoutError:
+            print(f"column {name!r} not offered (no such metric yet)", file=sys.stderr)
+    b.click("//button[normalize-space()='Columns']")
+    # expand the parent runs: their stage runs nest below
+    b.js(f"document.querySelectorAll({json.dumps(EXPANDERS)}).forEach(e => e.click());")
+    time.sleep(2)
+    b.screenshot(out)
+    return b.text()
+
+
+def shoot_metric(b: Browser, url: str, out: str | Path, search: str = "loss") -> str:
+    """The run's metric charts whose name contains ``search``; returns the page's text."""
+    b.get(url)
+    b.wait("document.body.innerText.includes('Model metrics')", 90, "the metric charts")
+    _close_assistant(b)
+    b.type("//input[@placeholder='Search metric charts']", search)
+    b.wait("document.querySelectorAll('.js-plotly-plot').length", 60, "a plotly chart")
+    time.sleep(2)
+    b.screenshot(out)
+    return b.text()
+
+
+def shoot_page(b: Browser, url: str, out: str | Path, charts: int = 1) -> int:
+    """A page with vega charts (e.g. `dvc plots show`): waits for ``charts`` drawn charts
+    (larger than 50 x 50 px: a plot whose data failed is an empty, tiny canvas)."""
+    b.get(url)
+    drawn = ("Array.from(document.querySelectorAll('canvas.marks, svg.marks'))"
+             ".filter(e => e.getBoundingClientRect().width > 50"
+             " && e.getBoundingClientRect().height > 50).length")
+    b.wait(f"{drawn} >= {charts}", 60, f"{charts} vega charts")
+    time.sleep(1)
+    b.screenshot(out)
+    return b.js(f"return {drawn};")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="mlflow.db", help="sqlite MLflow store")
+    parser.add_argument("--out-dir", default="docs", help="where the MLflow PNGs go")
+    parser.add_argument("--experiment", default="wizardcoder")
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--page", help="screenshot only this file or URL (no MLflow)")
+    parser.add_argument("--charts", type=int, default=1, help="vega charts --page must show")
+    parser.add_argument("--out", help="PNG for --page")
+    parser.add_argument("--size", default="1600x1000", help="window WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    if args.page:
+        url = args.page if "://" in args.page else Path(args.page).resolve().as_uri()
+        with Browser(size) as b:
+            n = shoot_page(b, url, args.out or "page.png", args.charts)
+        print(f"{url}: {n} charts -> {args.out or 'page.png'}")
+        return 0
+    out_dir = Path(args.out_dir)
+    with MlflowServer(args.db, args.port) as server, Browser(size) as b:
+        pages = mlflow_pages(server, args.experiment)
+        shoot_runs_table(b, pages["runs"], out_dir / "mlflow_runs.png")
+        print(f"runs table: {pages['runs']} -> {out_dir / 'mlflow_runs.png'}")
+        if "metric" in pages:
+            shoot_metric(b, pages["metric"], out_dir / "mlflow_metric.png")
+            print(f"metric charts: {pages['metric']} -> {out_dir / 'mlflow_metric.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""`wizardcoder report` on a real git + DVC repository whose single stage writes the
+pipeline's metrics files (same shapes as the real stages, no model): a baseline run and a
+`dvc exp run` experiment, compared side by side; and `dvc plots show` rendered offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wizardcoder import report
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = 10
+
+FAKE_STAGE = '''
+import json, os, yaml
+p = yaml.safe_load(open("params.yaml"))
+rounds = list(p["rounds"])
+n = len(rounds)
+rules = ["truncated", "empty", "template_copy", "refusal", "judge_equal"]
+methods = ["add_constraints", "rarer_requirement", "more_reasoning", "erroneous_code",
+           "higher_complexity"]
+def dump(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    json.dump(data, open(path, "w"), indent=1)
+dump("metrics/seed.json", {"rows": 4, "rows_read": 4})
+# Every record has the same keys (DVC plots read a list only when they do).
+per_round = [{"round": 0, "rows": 4, "evolved_kept": 0, "evolved_dropped": 0,
+              **{f"dropped_{r}": 0 for r in rules}, **{f"kept_{m}": 0 for m in methods},
+              "instruction_words": 10.0, "response_words": 30.0,
+              "constraint_terms": 0.5, "diversity_mean_cosine": 0.2,
+              "benchmark_similarity": 0.1}]
+for i, key in enumerate(rounds, 1):
+    by_method = {m: {"kept": 1 if j < 3 else 0, "dropped": 1 if j == 3 else 0,
+                     "dropped_by_rule": {r: int(j == 3 and r == "truncated") for r in rules}}
+                 for j, m in enumerate(methods)}
+    dump(f"metrics/evolve/{key}.json", {
+        "round": key, "rows_in": 4, "kept": 3, "dropped": 1, "keep_rate": 0.75,
+        "dropped_by_rule": {r: int(r == "truncated") for r in rules}, "by_method": by_method,
+        "cost_usd": 0.0, "network_calls": 8})
+    per_round.append({"round": i, "rows": 3, "evolved_kept": 3, "evolved_dropped": 1,
+                      **{f"dropped_{r}": int(r == "truncated") for r in rules},
+                      **{f"kept_{m}": int(j < 3) for j, m in enumerate(methods)},
+                      "instruction_words": 10.0 + 5 * i, "response_words": 30.0 + 4 * i,
+                      "constraint_terms": 0.5 + i, "diversity_mean_cosine": 0.2 - 0.02 * i,
+                      "benchmark_similarity": 0.1 + 0.01 * i})
+dump("metrics/rounds.json", per_round)
+dump("metrics/merge.json", {"rows": 4 + 3 * n, "removed": 1, "rounds": n})
+lr = p["train"]["learning_rate"]
+dump("metrics/train_curve.json", [{"step": s, "loss": 2.0 / s + lr, "learning_rate": lr}
+                                  for s in range(1, 6)])
+dump("metrics/train.json", {"train_loss": 0.4 + lr, "eval_loss": 0.5})
+passed = [t < 2 + 3 * n for t in range(TASKS)]
+with open("data/eval/results.jsonl", "w") as f:
+    for t, ok in enumerate(passed):
+        f.write(json.dumps({"task_id": f"HumanEval/{t}", "sample_index": 0, "passed": ok,
+                            "kind": "passed" if ok else "failed", "detail": "",
+                            "duration_s": 0.1}) + "\\n")
+dump("metrics/score.json", {"benchmark": "humaneval", "pass@1": sum(passed) / TASKS,
+                            "tasks": TASKS, "samples": TASKS})
+dump("data/merged/decontamination.json", {
+    "removed": [{"id": "x", "round": 1, "reason": "tfidf_cosine",
+                 "benchmark_task": "HumanEval/3", "score": 0.91}],
+    "closest_training_row": [{"task_id": f"HumanEval/{t}", "closest_row": "seed-1",
+                              "cosine": round(0.1 * t, 2)} for t in range(TASKS)],
+    "benchmarks": ["humaneval"], "skipped_benchmarks": ["mbpp"]})
+'''.replace("TASKS", str(TASKS))
+
+DVC_YAML = {"stages": {"pipeline": {
+    "cmd": "python fake_stage.py",
+    "deps": ["fake_stage.py"],
+    "params": ["rounds", "train", "score"],
+    "outs": ["data/eval/results.jsonl", "data/merged/decontamination.json"],
+    "metrics": [{p: {"cache": False}} for p in (
+        "metrics/seed.json", "metrics/evolve", "metrics/merge.json", "metrics/train.json",
+        "metrics/score.json")],
+    "plots": [{p: {"cache": False}} for p in (
+        "metrics/rounds.json", "metrics/train_curve.json")]}}}
+
+
+def sh(cmd: str, cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, shell=True, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """Baseline commit (1 round) + experiment `two-rounds` (2 rounds, higher pass@1)."""
+    repo = tmp_path_factory.mktemp("report") / "repo"
+    (repo / "data/eval").mkdir(parents=True)
+    (repo / "fake_stage.py").write_text(FAKE_STAGE)
+    shutil.copytree(REPO / "configs/plots", repo / "configs/plots")  # plots template + vega
+    (repo / "params.yaml").write_text(yaml.safe_dump({
+        "rounds": {"r1": "data/seed.jsonl"}, "train": {"learning_rate": 0.01},
+        "score": {"ks": [1, 10]}}, sort_keys=False))
+    project_dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({**DVC_YAML, "plots": project_dvc["plots"]},
+                                                  sort_keys=False))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "WIZARDCODER_MLFLOW": "0"}
+    for key in ("DVC_ROOT", "WIZARDCODER_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):
+        env.pop(key, None)
+    dvc = f"{sys.executable} -m dvc"
+    sh(f"git init -q && {dvc} init -q && {dvc} config core.analytics false", repo, env)
+    config = (REPO / ".dvc/config").read_text()  # the project's plots section, as committed
+    (repo / ".dvc/config").write_text((repo / ".dvc/config").read_text()
+                                      + config[config.index("[plots]"):])
+    sh(f"{dvc} repro -q && git add -A && git commit -qm baseline", repo, env)
+    sh(f"{dvc} exp run -q -n two-rounds -S '+rounds.r2=data/evolved/r1.jsonl'", repo, env)
+    return repo, env
+
+
+def test_wilson_and_bootstrap_intervals():
+    low, high = report.wilson(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert report.wilson(0, 10)[0] == 0.0 and report.wilson(10, 10)[1] == 1.0
+    rows = [{"task_id": f"t{t}", "passed": t < 3} for t in range(10)]
+    ci = report.passk_with_ci(rows, [1, 10])
+    assert list(ci) == [1]  # pass@10 needs 10 samples per task
+    assert ci[1]["value"] == pytest.approx(0.3)
+    assert 0.0 <= ci[1]["low"] < 0.3 < ci[1]["high"] <= 0.7
+    assert ci[1]["wilson"] == pytest.approx(report.wilson(3, 10))
+    many = [{"task_id": f"t{t}", "passed": s < t} for t in range(5) for s in range(4)]
+    ci = report.passk_with_ci(many, [1, 2, 4])
+    assert sorted(ci) == [1, 2, 4] and "wilson" not in ci[1]
+    assert ci[4]["value"] == pytest.approx(4 / 5)  # tasks 1..4 have a passing sample
+    plus = [{"task_id": f"t{t}", "passed": t < 6, "plus_passed": t < 2} for t in range(10)]
+    assert report.passk_with_ci(plus, [1])[1]["value"] == pytest.approx(0.6)
+    assert report.passk_with_ci(plus, [1], plus=True)[1]["value"] == pytest.approx(0.2)
+
+
+def test_report_compares_baseline_and_experiment(dvc_repo, tmp_path):
+    repo, _ = dvc_repo
+    paths = report.build_report(repo, tmp_path / "out", n_boot=200)
+    html = paths["html"].read_text()
+    md = paths["md"].read_text()
+    # both experiments, side by side, with their own pass@1 (2+3n of 10 tasks pass)
+    summary = md.split("## Experiments")[1].split("##")[0]
+    assert re.search(r"\| two-rounds \| \w{10} \| 2 \| 10 \|.*\| 0\.800 \[", summary)
+    assert re.search(r"\| (master|main) \| \w{10} \| 1 \| 7 \|.*\| 0\.500 \[", summary)
+    assert "| rounds.r2 | - | data/evolved/r1.jsonl |" in md  # the params that differ
+    # figures: inlined in the HTML, files next to the Markdown
+    for name in ("passk", "passk_rounds", "rounds", "elimination", "methods", "train_loss"):
+        assert f'id="fig-{name}"' in html and f"](figures/{name}.png)" in md
+        assert (tmp_path / "out/figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert html.count("data:image/png;base64,") == 6 and "<script" not in html
+    # tables: per round, elimination per rule and method, contamination
+    assert "| two-rounds | r2 | 4 | 3 | 0.75 | 1 | 0 | 0 | 0 | 0 |" in md
+    assert "| two-rounds | r1 | erroneous_code | 0 | 1 | truncated 1 |" in md
+    assert "| two-rounds | humaneval | mbpp | 0 | 0 | 0 | 0 | 0 | 1 |" in md
+    assert "| two-rounds | HumanEval/9 | seed-1 | 0.9 |" in md
+    # reproducibility record
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip()
+    assert f"| git revision | {head} |" in md
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["pipeline"]["outs"]
+               if o["path"] == "data/eval/results.jsonl")
+    assert "| data/eval/results.jsonl | " in md and md5 in md
+    for package in ("torch", "transformers", "dvc", "mlflow", "deepspeed", "evalplus",
+                    "llama-cpp-python"):
+        assert re.search(rf"\| {package} \| [\w.+]+ \|", md), package
+    for item in ("CPU", "cores", "RAM", "GPU"):
+        assert f"| {item} | " in md
+
+
+def test_report_of_a_single_workspace_run(dvc_repo, tmp_path):
+    repo, env = dvc_repo
+    out = subprocess.run([sys.executable, "-m", "wizardcoder", "report", "--workspace-only",
+                          "--out-dir", str(tmp_path / "ws"), "--bootstrap", "100",
+                          "--no-mlflow"], cwd=repo, env={**env, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    md = (tmp_path / "ws/report.md").read_text()
+    assert "# wizardcoder report: workspace" in md
+    assert "| workspace | workspace | 2 |" in md and "| git revision |" in md
+    assert str(tmp_path / "ws/report.html") in out.stdout
+
+
+def test_report_without_any_run_says_so(tmp_path):
+    from wizardcoder.errors import WizardcoderError
+
+    with pytest.raises(WizardcoderError, match="no experiment found"):
+        report.build_report(tmp_path, tmp_path / "out", workspace_only=True)
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_renders_offline_in_chromium(dvc_repo, tmp_path):
+    """`dvc plots show` with the committed template: every plot of dvc.yaml is drawn with
+    no network (the vega libraries are inlined; the page loads nothing)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import screenshot_mlflow as shots
+
+    if shots.missing_browser():
+        pytest.skip(shots.missing_browser())
+    repo, env = dvc_repo
+    shown = json.loads(sh(f"{sys.executable} -m dvc plots show --json", repo, env))
+    assert not shown.get("errors") and all(shown["data"].values())  # every plot has data
+    out = tmp_path / "plots"
+    sh(f"{sys.executable} -m dvc plots show -o {out}", repo, env)  # .dvc/config's template
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
+    n_plots = page.count("vegaEmbed(")  # the top-level plots and the stages' plot files
+    assert n_plots >= len(yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"])
+    with shots.Browser((1400, 1000)) as browser:
+        drawn = shots.shoot_page(browser, (out / "index.html").as_uri(), tmp_path / "p.png",
+                                 charts=n_plots)
+        errors = browser.js("return document.body.innerText;")
+    assert drawn == n_plots
+    assert "Error" not in errors
+    from tests.test_tracking import colourful_pixels
+
+    assert colourful_pixels(tmp_path / "p.png") > 2000
+
+
+def test_plots_template_is_configured_and_self_contained():
+    config = (REPO / ".dvc/config").read_text()
+    assert "html_template = ../configs/plots/template.html" in config
+    text = (REPO / "configs/plots/template.html").read_text()
+    assert "{plot_divs}" in text and "<script src=" not in text
+    for lib in ("vega@5.20.2", "vega-lite@5.2.0", "vega-embed@6.18.2"):
+        assert f'data-lib="{lib}"' in text and lib in text.split("-->")[0]
+    assert text.count("Redistribution and use in source and binary forms") == 3
