@@ -13,10 +13,11 @@ import urllib.error
 
 import pytest
 
+from tests.fault_server import SERVER_ERROR, FaultServer, Reply
+from tests.fault_server import status as fault_status
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, DataError, ExternalError
 from wizardcoder.generation import (
-    Backend,
     GenerateConfig,
     export_samples,
     generate_samples,
@@ -210,57 +211,89 @@ def test_vllm_missing_is_a_clear_error():
         make_backend(GenerateConfig(backend="vllm"), "embedded")
 
 
-class _FakeOpenAIClient:
-    """Answers like a server that ignores n (one choice per request)."""
-
-    def __init__(self):
-        self.requests = []
-        self.completions = self
-
-    def create(self, **params):
-        from types import SimpleNamespace
-
-        self.requests.append(params)
-        choice = SimpleNamespace(text=f"    return {len(self.requests)}\nif __name__ == 1")
-        return SimpleNamespace(choices=[choice], usage=SimpleNamespace(completion_tokens=5))
+ANSWER = ("Sure:\n```python\ndef f():\n    return 1\n```\nIt returns 1.\n"
+          "if __name__ == '__main__':\n    f()")
 
 
-def test_openai_backend_fills_missing_choices_and_cuts_stops():
-    from wizardcoder.generation.openai_compat import OpenAIBackend
+def _prompt_of(body: dict) -> str:
+    return body["messages"][-1]["content"]
 
-    config = GenerateConfig(backend="openai", temperature=0.5, n_samples=2, batch_size=1)
-    client = _FakeOpenAIClient()
-    with OpenAIBackend(config, "/models/x", client=client) as backend:
-        out = backend.generate(["def f():\n"], 2, seed=3)
-    assert out == [["    return 1", "    return 2"]]
-    assert [r["n"] for r in client.requests] == [2, 1]
-    assert client.requests[0]["model"] == "/models/x" and client.requests[0]["seed"] == 3
-    assert backend.stats.new_tokens == 10
+
+def test_openai_backend_against_a_local_server(monkeypatch):
+    """A real HTTP server on 127.0.0.1 that answers one choice whatever ``n`` asks for,
+    fails once with a 500, and checks the key."""
+    monkeypatch.setenv("WIZARDCODER_TEST_KEY", "local-key-123")
+    with FaultServer({"def g():\n": [SERVER_ERROR], "bad": [fault_status(400, "no model")]},
+                     responder=lambda body: Reply(ANSWER)) as server:
+        config = GenerateConfig(backend="openai", openai_api="chat", base_url=server.url,
+                                model="fault-model", temperature=0.5, n_samples=2,
+                                batch_size=2, api_key_env="WIZARDCODER_TEST_KEY")
+        with make_backend(config, "/models/x") as backend:
+            out = backend.generate(["def f():\n", "def g():\n"], 2, seed=3)
+            with pytest.raises(ExternalError, match="400.*no model"):
+                backend.generate(["bad"], 1, seed=0)
+        plain = dataclasses.replace(config, stop_after_code_block=False, n_samples=1,
+                                    temperature=0.0)
+        with make_backend(plain, "/models/x") as greedy:
+            (uncut,), = greedy.generate(["def h():\n"], 1)
+    block = "Sure:\n```python\ndef f():\n    return 1\n```"
+    assert out == [[block, block], [block, block]]  # cut after the code block
+    assert uncut == block + "\nIt returns 1."  # cut at the "\nif __name__" stop string only
+    asked: dict[str, list] = {}
+    for body in server.answered:
+        asked.setdefault(_prompt_of(body), []).append((body["n"], body.get("seed")))
+    # one choice came back per request: the missing one was asked for again, reseeded
+    assert sorted(asked["def f():\n"]) == [(1, 4), (2, 3)]
+    assert sorted(asked["def g():\n"]) == [(1, 5), (2, 4)]
+    assert server.counts["def g():\n"] == 3  # the 500 was retried by the client
+    assert set(server.auth_headers) == {"Bearer local-key-123"}
+    first = server.answered[0]
+    assert first["model"] == "fault-model" and first["stop"] == config.stop[:4]
+    assert first["temperature"] == 0.5 and first["max_tokens"] == config.max_new_tokens
+    assert backend.stats.new_tokens == 4 * len(ANSWER.split())
+    assert backend.stats.prompts == 2 and backend.stats.completions == 4  # the 400 counts not
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                    reason="llama-cpp-python is not installed")
+def test_openai_backend_completions_on_the_embedded_llama_cpp_server(tmp_path, monkeypatch):
+    from wizardcoder.llm import EmbeddedServer, LLMConfig
+
+    monkeypatch.setenv("WIZARDCODER_CACHE_DIR", str(tmp_path / "cache"))
+    llm = LLMConfig(embedded_n_threads=2, embedded_n_ctx=1024)
+    out = tmp_path / "samples.jsonl"
+    with EmbeddedServer(llm) as server:
+        config = GenerateConfig(benchmark="humaneval", limit=1, prompt_format="completion",
+                                backend="openai", openai_api="completions",
+                                base_url=server.base_url, model=llm.model, max_new_tokens=16,
+                                batch_size=2)
+        summary = generate_samples(config, "embedded", out, progress=False)
+        again = generate_samples(dataclasses.replace(config, limit=2), "embedded", out,
+                                 progress=False)
+    assert summary["generated"] == 1 and again["reused"] == 1 and again["generated"] == 1
+    assert 0 < summary["backend"]["new_tokens"] <= 16
+    header, rows = read_samples(out)
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+    assert all(r["raw"][0].strip() and r["solution"][0] for r in rows)
 
 
 # --- runner -------------------------------------------------------------------------------
 
-class CountingBackend(Backend):
-    """Returns a correct body for HumanEval/0..3-like prompts; counts calls."""
-
-    name = "fake"
-
-    def __init__(self, config, fail_on_call: int | None = None):
-        super().__init__(config, "fake-model")
-        self.fail_on_call = fail_on_call
-
-    def generate(self, prompts, n, *, seed=None):
-        self.stats.calls += 1
-        if self.stats.calls == self.fail_on_call:
-            raise KeyboardInterrupt  # a run killed mid-way
-        self.stats.prompts += len(prompts)
-        return [[f"```python\ndef x():\n    return {seed}\n```"] * n for _ in prompts]
+def code_reply(body: dict) -> Reply:
+    """A model that answers every prompt with a code block naming the request's seed."""
+    return Reply(f"```python\ndef x():\n    return {body.get('seed')}\n```\nExplanation.")
 
 
 def _config(**settings):
     base = dict(benchmark="humaneval", limit=3, batch_size=2, prompt_format="completion",
                 max_new_tokens=8)
     return GenerateConfig(**{**base, **settings})
+
+
+def _openai_config(server, **settings):
+    return _config(backend="openai", openai_api="chat", base_url=server.url,
+                   model="fault-model", **settings)
 
 
 def test_runner_writes_header_and_rows_with_the_hf_backend(loaded, tiny_model_dir, tmp_path):
@@ -281,48 +314,47 @@ def test_runner_writes_header_and_rows_with_the_hf_backend(loaded, tiny_model_di
 
 def test_runner_resumes_restarts_and_survives_a_cut_line(tmp_path):
     out = tmp_path / "samples.jsonl"
-    config = _config()
-    first = CountingBackend(config)
-    generate_samples(config, "m", out, progress=False, backend=first)
-    assert first.stats.calls == 2
-    again = CountingBackend(config)
-    summary = generate_samples(config, "m", out, progress=False, backend=again)
-    assert again.stats.calls == 0 and summary["reused"] == 3 and summary["generated"] == 0
+    with FaultServer(responder=code_reply) as server:
+        config = _openai_config(server)
+        summary = generate_samples(config, "m", out, progress=False)
+        assert summary["generated"] == 3 and server.total == 3
+        summary = generate_samples(config, "m", out, progress=False)
+        assert summary["reused"] == 3 and summary["generated"] == 0 and server.total == 3
 
-    with open(out, "a") as handle:  # a killed writer left half a line
-        handle.write('{"type": "sample", "task_id": "HumanEval/3", "raw": ["x')
-    more = CountingBackend(_config(limit=4))  # a larger selection keeps what exists
-    summary = generate_samples(_config(limit=4), "m", out, progress=False, backend=more)
-    assert summary["generated"] == 1 and more.stats.prompts == 1
-    header, rows = read_samples(out)
-    assert header["settings"]["limit"] == 4 and len(rows) == 4
+        with open(out, "a") as handle:  # a killed writer left half a line
+            handle.write('{"type": "sample", "task_id": "HumanEval/3", "raw": ["x')
+        bigger = _openai_config(server, limit=4)  # a larger selection keeps what exists
+        summary = generate_samples(bigger, "m", out, progress=False)
+        assert summary["generated"] == 1 and server.total == 4
+        header, rows = read_samples(out)
+        assert header["settings"]["limit"] == 4 and len(rows) == 4
 
-    changed = CountingBackend(_config(limit=4, max_new_tokens=9))
-    summary = generate_samples(_config(limit=4, max_new_tokens=9), "m", out, progress=False,
-                               backend=changed)
-    assert summary["reused"] == 0 and changed.stats.prompts == 4
-    other_model = CountingBackend(_config(limit=4, max_new_tokens=9))
-    generate_samples(_config(limit=4, max_new_tokens=9), "other", out, progress=False,
-                     backend=other_model)
-    assert other_model.stats.prompts == 4
+        changed = _openai_config(server, limit=4, max_new_tokens=9)
+        summary = generate_samples(changed, "m", out, progress=False)
+        assert summary["reused"] == 0 and server.total == 8
+        generate_samples(changed, "other", out, progress=False)  # another model: start over
+        assert server.total == 12
 
 
 def test_killed_run_resumes_from_the_last_whole_batch(tmp_path):
     out = tmp_path / "samples.jsonl"
-    config = _config(limit=5)
-    with pytest.raises(KeyboardInterrupt):
-        generate_samples(config, "m", out, progress=False,
-                         backend=CountingBackend(config, fail_on_call=2))
-    assert len(read_samples(out)[1]) == 2
-    with pytest.raises(DataError, match="incomplete"):
-        export_samples(out)
-    resumed = CountingBackend(config)
-    generate_samples(config, "m", out, progress=False, backend=resumed)
-    assert resumed.stats.prompts == 3
+    third = load_benchmark("humaneval", limit=3)["HumanEval/2"]["prompt"]
+    with FaultServer({third: [fault_status(400, "scripted failure")]},
+                     responder=code_reply) as server:
+        config = _openai_config(server, limit=5)
+        with pytest.raises(ExternalError, match="scripted failure"):
+            generate_samples(config, "m", out, progress=False)
+        assert len(read_samples(out)[1]) == 2  # the batch with the failure was not written
+        with pytest.raises(DataError, match="incomplete"):
+            export_samples(out)
+        before = server.total
+        generate_samples(config, "m", out, progress=False)
+        assert server.total - before == 3
     rows = export_samples(out)
     assert [r["task_id"] for r in rows] == [f"HumanEval/{i}" for i in range(5)]
     # Seeds follow task positions, so a resumed batch is seeded as in an unbroken run.
     assert "return 2" in rows[2]["solution"] and "return 4" in rows[4]["solution"]
+    assert "Explanation" not in rows[0]["solution"]
 
 
 def test_cut_after_code_block():

@@ -476,3 +476,40 @@ def test_background_process_is_killed(layers, hook, tmp_path):
     pids = eval(out.read_text())  # noqa: S307 - our own repr of a list of ints
     assert len(pids) >= 2  # the candidate and its daemon were running during check()
     assert wait_gone(pids, layers) == []
+
+
+def test_digest_of_large_values_is_exact_and_independent_of_sharing():
+    from wizardcoder.scoring.codec import TooLarge, digest_value
+
+    shared = ("Dog", "Cat")
+    assert digest_value([shared, shared]) == digest_value([("Dog", "Cat"), ("D" + "og", "Cat")])
+    assert digest_value([1, 2]) != digest_value([1.0, 2]) != digest_value((1, 2))
+    with pytest.raises(ValueError):  # only exact builtin types
+        digest_value([collections_counter()])
+    with pytest.raises(TooLarge):
+        encode_value("x" * 100, 50)
+
+
+def collections_counter():
+    import collections
+
+    return collections.Counter(a=1)
+
+
+def test_samples_of_a_batch_never_share_a_process_or_a_directory(problems):
+    """Workers are started ahead of time (spares), but each serves exactly one sample."""
+    problem = {"task_id": "Adv/fresh", "prompt": "", "entry_point": "f",
+               "test": "def check(candidate):\n    assert candidate() == [False, False]\n"}
+    program = textwrap.dedent("""
+        import builtins, os
+        seen = [os.path.exists("marker"), hasattr(builtins, "_marker")]
+        open("marker", "w").write("x")
+        builtins._marker = True
+        def f():
+            return seen
+        """)
+    verdicts = evaluate_samples({"Adv/fresh": problem},
+                                [{"task_id": "Adv/fresh", "solution": program}] * 8, FAST,
+                                workers=2, progress=False)
+    assert [v.kind for v in verdicts] == ["passed"] * 8, verdicts
+    assert sandbox_mod._spares == {}  # drained after the batch

@@ -5,9 +5,10 @@ client runs in a small thread pool (``batch_size`` requests in flight). The key 
 the environment variable named by ``api_key_env`` at run time and never stored; local
 servers accept any key, so an unset variable is sent as a placeholder.
 
-Servers differ in how they honour ``n``: missing choices are requested again one by one,
-and at most 4 stop strings go to the server (the OpenAI limit); all of them are applied to
-the returned text afterwards.
+Servers differ in how they honour ``n``: missing choices are requested again, and at most 4
+stop strings go to the server (the OpenAI limit); all of them are applied to the returned text
+afterwards, and so is ``stop_after_code_block`` (text after the first closed fenced code block
+is dropped: no server can be told to stop there, as the opening fence looks the same).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from wizardcoder.errors import ExternalError
-from wizardcoder.generation.base import Backend, truncate_at_stop
+from wizardcoder.generation.base import Backend, cut_after_code_block, truncate_at_stop
 from wizardcoder.generation.config import GenerateConfig
 
 PLACEHOLDER_KEY = "EMPTY"
@@ -28,18 +30,21 @@ MAX_SERVER_STOPS = 4
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, config: GenerateConfig, model_dir: str | Path, client=None):
+    def __init__(self, config: GenerateConfig, model_dir: str | Path):
         super().__init__(config, model_dir)
         self.model = config.model or str(model_dir)
-        if client is None:
-            try:
-                import openai
-            except ImportError:
-                raise ExternalError("the openai backend needs the package openai "
-                                    "(pip install openai)") from None
-            api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
-            client = openai.OpenAI(base_url=config.base_url, api_key=api_key, max_retries=3)
-        self.client = client
+        try:
+            import openai
+        except ImportError:
+            raise ExternalError("the openai backend needs the package openai "
+                                "(pip install openai)") from None
+        api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        # A proxy from the environment must never see (or break) loopback traffic; remote
+        # endpoints honour HTTPS_PROXY as the SDK does by default.
+        loopback = urlsplit(config.base_url).hostname in ("127.0.0.1", "localhost", "::1")
+        http_client = openai.DefaultHttpxClient(trust_env=False) if loopback else None
+        self.client = openai.OpenAI(base_url=config.base_url, api_key=api_key, max_retries=3,
+                                    http_client=http_client)
         self.pool = ThreadPoolExecutor(max_workers=config.batch_size,
                                        thread_name_prefix="wizardcoder-openai")
 
@@ -80,7 +85,11 @@ class OpenAIBackend(Backend):
             if not got or attempts > n:
                 raise ExternalError(f"{self.config.base_url} returned {len(texts)} of {n} "
                                     f"choices for one prompt")
-        return [truncate_at_stop(t, self.config.stop) for t in texts]
+        return [self._finish(t) for t in texts]
+
+    def _finish(self, text: str) -> str:
+        text = truncate_at_stop(text, self.config.stop)
+        return cut_after_code_block(text) if self.config.stop_after_code_block else text
 
     def generate(self, prompts: list[str], n: int, *, seed: int | None = None) -> list[list[str]]:
         start = time.perf_counter()
@@ -95,6 +104,4 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        close = getattr(self.client, "close", None)
-        if callable(close):
-            close()
+        self.client.close()

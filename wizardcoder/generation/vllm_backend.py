@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from wizardcoder.errors import ExternalError
-from wizardcoder.generation.base import Backend, truncate_at_stop
+from wizardcoder.generation.base import Backend, cut_after_code_block, truncate_at_stop
 from wizardcoder.generation.config import GenerateConfig
 
 
@@ -52,7 +52,10 @@ class VLLMBackend(Backend):
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for out in outputs:
-            results.append([truncate_at_stop(o.text, cfg.stop) for o in out.outputs])
+            texts = [truncate_at_stop(o.text, cfg.stop) for o in out.outputs]
+            if cfg.stop_after_code_block:
+                texts = [cut_after_code_block(t) for t in texts]
+            results.append(texts)
             self.stats.new_tokens += sum(len(o.token_ids) for o in out.outputs)
         self.stats.calls += 1
         self.stats.prompts += len(prompts)

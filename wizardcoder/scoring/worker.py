@@ -1,9 +1,10 @@
 """Untrusted side of the scorer: runs candidate programs and serves calls of their entry point.
 
-Started by :mod:`wizardcoder.scoring.sandbox` as ``python -s -S -P -B worker.py --zygote FD NET``;
-the trusted harness imports this module only for the value codec. The candidate is hostile; it
-never shares an interpreter with the code that decides the verdict, so the worst a compromised
-worker can do is send wrong *plain data*. Processes:
+Started by :mod:`wizardcoder.scoring.sandbox` as ``python -s -S -P -B worker.py --zygote FD NET``
+(the value codec and the audit hook come from ``codec.py`` and ``audit.py`` beside it, loaded by
+path: no site-packages here). The trusted side never imports this module to decide anything.
+The candidate is hostile; it never shares an interpreter with the code that decides the verdict,
+so the worst a compromised worker can do is send wrong *plain data*. Processes:
 
 * zygote (trusted, never runs candidate code): a fresh interpreter with a scrubbed environment, an
   empty network namespace, a mount namespace where every filesystem is read-only and the project
@@ -27,150 +28,42 @@ import signal
 import sys
 import time
 
-TAG, MAX_DEPTH = "$", 100
-_BIG_INT_BITS = 12000  # beyond ~3600 digits: sent as hex (int<->str conversion is capped at 4300)
-_STD_DICTS = {"Counter", "OrderedDict", "defaultdict"}
+try:  # imported as part of the package (tests, the trusted side)
+    from wizardcoder.scoring.audit import _make_audit_hook
+    from wizardcoder.scoring.codec import (
+        ProtocolError,
+        TooLarge,
+        Unserializable,
+        decode_value,
+        digest_value,
+        encode_value,
+        read_frame,
+        write_frame,
+    )
+except ImportError:  # run as the sandbox's script: load the files beside this one by path,
+    import importlib.util as _util  # in the zygote, before any directory is hidden
+
+    def _beside(name):
+        spec = _util.spec_from_file_location(
+            f"_wizardcoder_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 f"{name}.py"))
+        module = _util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    _codec, _make_audit_hook = _beside("codec"), _beside("audit")._make_audit_hook
+    ProtocolError, TooLarge, Unserializable = (_codec.ProtocolError, _codec.TooLarge,
+                                               _codec.Unserializable)
+    decode_value, digest_value, encode_value = (_codec.decode_value, _codec.digest_value,
+                                                _codec.encode_value)
+    read_frame, write_frame = _codec.read_frame, _codec.write_frame
+    del _util, _beside, _codec
+
+__all__ = ["ProtocolError", "TooLarge", "Unserializable", "decode_value", "encode_value"]
+
 PRELOAD = ("typing", "collections", "re", "math", "cmath", "itertools", "functools", "operator",
            "heapq", "bisect", "string", "hashlib", "random", "statistics", "fractions",
            "decimal", "copy", "datetime", "array", "json", "dataclasses")
-
-
-class Unserializable(Exception):
-    """A return value that is not made only of exact builtin types (or is too big/deep)."""
-
-
-class ProtocolError(Exception):
-    """A frame that does not follow the protocol."""
-
-
-def _make_codec():
-    # Everything the codec uses is bound here, before any candidate code runs, so a candidate
-    # that monkeypatches builtins cannot change how its return value is encoded.
-    _type, _len, _hex, _isinstance, _list, _dict = type, len, hex, isinstance, list, dict
-    _str, _int, _float, _bool, _bytes, _complex = str, int, float, bool, bytes, complex
-    _int_repr, _float_repr, _items = int.__repr__, float.__repr__, dict.items
-    _fromhex, _inf, _enumerate = bytes.fromhex, float("inf"), enumerate
-    _Unser, _Proto, _TypeError, _ValueError = Unserializable, ProtocolError, TypeError, ValueError
-    from _json import encode_basestring_ascii as _esc
-
-    seqs = {tuple: '{"$":"tuple","v":[', set: '{"$":"set","v":[',
-            frozenset: '{"$":"frozenset","v":['}
-    builders = {"tuple": tuple, "set": set, "frozenset": frozenset}
-    floats = {"inf": _inf, "-inf": -_inf, "nan": _float("nan")}
-
-    def encode(value, limit):
-        out, total = [], 0
-
-        def enc(v, depth):
-            nonlocal total
-            t = _type(v)
-            if (t is _str or t is _bytes) and total + _len(v) > limit:
-                raise _Unser(f"value larger than {limit} bytes")
-            if t is _str:
-                s = _esc(v)
-            elif t is _int:
-                s = _int_repr(v) if v.bit_length() <= _BIG_INT_BITS else \
-                    '{"$":"int","v":"' + _hex(v) + '"}'
-            elif t is _float:
-                s = _float_repr(v) if -_inf < v < _inf else '{"$":"float","v":"' + (
-                    "nan" if v != v else "inf" if v > 0 else "-inf") + '"}'
-            elif v is None or t is _bool:
-                s = "null" if v is None else "true" if v else "false"
-            elif t is _bytes:
-                s = '{"$":"bytes","v":"' + v.hex() + '"}'
-            elif depth >= MAX_DEPTH:
-                raise _Unser(f"value nested deeper than {MAX_DEPTH} levels")
-            elif t is _list or t in seqs:
-                out.append("[" if t is _list else seqs[t])
-                for i, item in _enumerate(v):
-                    if i:
-                        out.append(",")
-                    enc(item, depth + 1)
-                s = "]" if t is _list else "]}"
-            elif t is _dict or (_isinstance(v, _dict) and t.__module__ == "collections"
-                                and t.__name__ in _STD_DICTS):
-                # Counter/OrderedDict/defaultdict compare like their plain-dict contents.
-                out.append('{"$":"dict","v":[')
-                for i, (key, item) in _enumerate(_items(v)):
-                    out.append(",[" if i else "[")
-                    enc(key, depth + 1)
-                    out.append(",")
-                    enc(item, depth + 1)
-                    out.append("]")
-                s = "]}"
-            elif t is _complex:
-                out.append('{"$":"complex","v":[')
-                enc(v.real, depth + 1)
-                out.append(",")
-                enc(v.imag, depth + 1)
-                s = "]}"
-            else:
-                raise _Unser(f"cannot send a value of type {t.__module__}.{t.__qualname__}")
-            total += _len(s) + 1
-            if total > limit:
-                raise _Unser(f"value larger than {limit} bytes")
-            out.append(s)
-
-        enc(value, 0)
-        return "".join(out)
-
-    def decode(obj, depth=0):
-        t = _type(obj)
-        if t is _str or t is _int or t is _float or t is _bool or obj is None:
-            return obj
-        if depth >= MAX_DEPTH:
-            raise _Proto("value nested too deeply")
-        if t is _list:
-            return [decode(x, depth + 1) for x in obj]
-        if t is not _dict or _len(obj) != 2 or TAG not in obj or "v" not in obj:
-            raise _Proto("malformed value")
-        tag, v = obj[TAG], obj["v"]
-        try:
-            if tag in builders and _type(v) is _list:
-                return builders[tag]([decode(x, depth + 1) for x in v])
-            if tag == "dict" and _type(v) is _list:
-                pairs = [(decode(p[0], depth + 1), decode(p[1], depth + 1)) for p in v
-                         if _type(p) is _list and _len(p) == 2]
-                if _len(pairs) == _len(v):
-                    return _dict(pairs)
-            elif tag == "complex" and _type(v) is _list and _len(v) == 2:
-                parts = [decode(x, depth + 1) for x in v]
-                if _type(parts[0]) is _float and _type(parts[1]) is _float:
-                    return _complex(*parts)
-            elif tag == "bytes" and _type(v) is _str:
-                return _fromhex(v)
-            elif tag == "float" and v in floats:
-                return floats[v]
-            elif tag == "int" and _type(v) is _str and _len(v) < (1 << 22):
-                return _int(v, 16)
-        except (_TypeError, _ValueError) as exc:  # unhashable key, bad hex...
-            raise _Proto(f"malformed {tag}: {exc}") from None
-        raise _Proto(f"malformed value tagged {tag!r}")
-
-    return encode, decode
-
-
-encode_value, decode_value = _make_codec()
-
-
-def write_frame(fd, text):
-    data = text.encode("ascii")  # the encoder escapes everything outside ASCII
-    data = len(data).to_bytes(4, "big") + data
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def read_frame(fd):
-    """One frame from the (trusted) harness, or None at EOF."""
-    buf, want = b"", 4
-    while len(buf) < want:
-        chunk = os.read(fd, min(want - len(buf), 1 << 20))
-        if not chunk:
-            return None
-        buf += chunk
-        if want == 4 and len(buf) == 4:
-            want += int.from_bytes(buf, "big")
-    return buf[4:].decode("ascii")
 
 
 # ---------------------------------------------------------------- isolation (worker only)
@@ -371,143 +264,44 @@ def _serve(cfg):
         os._exit(0)
     send('{"loaded":true}')
     while (frame := read_frame(req)) is not None:
-        args, kwargs = decode_value(json.loads(frame))["call"]
-        try:
-            reply = '{"ok":' + enc(fn(*args, **kwargs), limit) + "}"
-        except Unserializable as exc:
-            reply = '{"unserializable":' + enc(str(exc), 1 << 12) + "}"
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt... are answers too
-            try:
-                reply = '{"exc":' + enc(_describe(exc), 1 << 16) + "}"
-            except BaseException:
-                reply = '{"exc":["Exception","<unprintable exception>",false]}'
-        send(reply)
+        msg = decode_value(json.loads(frame))
+        if "run" in msg:  # differential tests: every input in turn, one reply per input
+            send('{"started":true}')
+            for args in msg["run"]:
+                send(_answer(fn, args, {}, msg.get("not_none"), digest_value, limit))
+            continue
+        args, kwargs = msg["call"]
+        send(_answer(fn, args, kwargs, None, None, limit))
     os._exit(0)
 
 
-def _make_audit_hook(tmp, read_roots):
-    """Second layer: refuse what a HumanEval solution never needs. Everything the hook calls is
-    bound now (C functions, builtin-type methods), so monkeypatching ``os`` or ``builtins``
-    cannot change its checks."""
-    import _stat
-    import posix
-
-    getcwd, lstat, stat, readlink = posix.getcwd, posix.lstat, posix.stat, posix.readlink
-    is_link, s_isdir = _stat.S_ISLNK, _stat.S_ISDIR
-    _type, _len, _str, _bytes, _int, _zip = type, len, str, bytes, int, zip
-    Denied, _OSError, _ValueError = PermissionError, OSError, ValueError
-    write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
-    own_pid, devices = posix.getpid(), ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
-    deny = frozenset(("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec",
-                      "os.system", "subprocess.Popen", "os.killpg", "sys.addaudithook",
-                      "sys._current_frames", "sys._current_exceptions", "sys.settrace",
-                      "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-                      "code.__new__"))
-    deny_prefixes = ("socket.", "ctypes.")
-    deny_imports = frozenset(("ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters",
-                              "_testcapi", "_testinternalcapi", "_testbuffer", "_xxtestfuzz"))
-    # event -> (positions of the paths it changes, positions of their dir_fd arguments)
-    modifying = {"os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
-                 "os.rename": ((0, 1), (2, 3)), "os.link": ((0, 1), (2, 3)),
-                 "os.symlink": ((1,), (2,)), "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)),
-                 "os.utime": ((0,), (3,)), "os.truncate": ((0,), (-1,)),
-                 "os.setxattr": ((0,), (-1,)), "os.removexattr": ((0,), (-1,))}
-
-    def resolve(path, dir_fd=-1):
-        if _type(path) is _bytes:
-            path = path.decode("utf-8", "surrogateescape")
-        elif _type(path) is not _str:  # a PathLike could answer differently the second time
-            raise Denied("sandbox: only str or bytes paths are allowed")
-        if "\0" in path:
-            raise Denied("sandbox: NUL in path")
-        if not path.startswith("/"):
-            base = getcwd() if dir_fd is None or dir_fd == -1 else \
-                readlink("/proc/self/fd/" + _str(dir_fd))
-            path = base + "/" + path
-        pending, parts, links = path.split("/")[::-1], [], 0
-        while pending:
-            name = pending.pop()
-            if name == "" or name == ".":
-                continue
-            if name == "..":
-                if parts:
-                    parts.pop()
-                continue
-            here = "/" + "/".join(parts) + ("/" if parts else "") + name
-            try:
-                link = is_link(lstat(here).st_mode)
-            except (_OSError, _ValueError):
-                link = False
-            if not link:
-                parts.append(name)
-                continue
-            links += 1
-            if links > 40:
-                raise Denied("sandbox: too many symbolic links")
-            target = readlink(here)
-            if target.startswith("/"):
-                parts = []
-            pending.extend(target.split("/")[::-1])
-        return "/" + "/".join(parts)
-
-    def inside(path, root):
-        return path == root or path.startswith(root + "/")
-
-    tmp = resolve(tmp)
-    read_roots = tuple(resolve(root) for root in read_roots)
-
-    def check_write(path, dir_fd=-1):
-        if dir_fd is True:  # from "open": no dir_fd argument
-            dir_fd = -1
-        if _type(path) is _int:
-            raise Denied("sandbox: changing files through a descriptor is blocked")
-        full = resolve(path, dir_fd)
-        if not inside(full, tmp) and full != "/dev/null":
-            raise Denied("sandbox: writing outside the sandbox directory is blocked: " + full)
-
-    def check_read(path, opening=False):
-        if _type(path) is _int or path is None:
-            return  # an open descriptor (already checked) or the working directory
-        full = resolve(path)
-        if inside(full, tmp) or full in devices:
-            return
+def _answer(fn, args, kwargs, not_none, digest, limit, _type=type, _bool=bool, _str=str,
+            enc=encode_value):
+    """One reply: ``ok`` (the value), ``digest`` (of a value above ``limit``, when ``digest`` is
+    given), ``unserializable`` or ``exc``. ``not_none``: "all" sends ``value is not None``,
+    "non_bool" does so unless the value is a bool (evalplus's MBPP oracle for outputs such as
+    ``re.Match`` objects)."""
+    out = None
+    try:
+        out = fn(*args, **kwargs)
+        if not_none == "all" or (not_none == "non_bool" and _type(out) is not _bool):
+            out = out is not None
+        return '{"ok":' + enc(out, limit) + "}"
+    except TooLarge as exc:
+        if digest is None:
+            return '{"unserializable":' + enc(_str(exc), 1 << 12) + "}"
         try:
-            is_dir = opening and s_isdir(stat(full).st_mode)
-        except (_OSError, _ValueError):
-            is_dir = False
-        if not is_dir and "/site-packages" not in full and "/dist-packages" not in full:
-            for root in read_roots:
-                if inside(full, root):
-                    return
-        raise Denied("sandbox: reading outside the sandbox directory is blocked: " + full)
-
-    def hook(event, args):
-        if event == "open":
-            if _type(args[0]) is _int:
-                return
-            # os.open(..., dir_fd=) is audited without its dir_fd, so no directory outside the
-            # sandbox may be opened: a dir_fd can only point inside it.
-            (check_write if args[2] & write_flags else check_read)(args[0], True)
-        elif event in modifying:
-            paths, fds = modifying[event]
-            for i, where in _zip(paths, fds, strict=True):
-                check_write(args[i], -1 if where < 0 else args[where])
-        elif event == "os.listdir" or event == "os.scandir":
-            check_read(args[0] if args else None)
-        elif event == "os.kill":
-            if args[0] != own_pid:
-                raise Denied("sandbox: signalling other processes is blocked")
-        elif event == "import":
-            if args[0] in deny_imports:
-                raise Denied("sandbox: importing " + _str(args[0]) + " is blocked")
-        elif event == "object.__getattr__":
-            # Tracebacks of exceptions raised here lead to this hook's frames and closures.
-            if args[1] == "tb_frame":
-                raise Denied("sandbox: reading traceback frames is blocked")
-        elif event in deny or event.startswith(deny_prefixes):
-            raise Denied("sandbox: " + event + " is blocked")
-
-    return hook
+            return '{"digest":"' + digest(out) + '"}'
+        except BaseException:  # not exact builtin types (ValueError), out of memory...
+            return '{"unserializable":"a value too large to send, and not made only of exact ' \
+                   'builtin types"}'
+    except Unserializable as exc:
+        return '{"unserializable":' + enc(_str(exc), 1 << 12) + "}"
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt... are answers too
+        try:
+            return '{"exc":' + enc(_describe(exc), 1 << 16) + "}"
+        except BaseException:
+            return '{"exc":["Exception","<unprintable exception>",false]}'
 
 
 def _supervise(cfg, pid, out_r, layers):
