@@ -192,21 +192,26 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_model_dir, train_jsonl, tm
 DS_SCRIPT = textwrap.dedent("""
     import json, sys
     from wizardcoder.training import TrainConfig, run_training
-    model_dir, train, out, ds = sys.argv[1:5]
-    config = TrainConfig(base_model=model_dir, max_length=64, max_steps=2, learning_rate=1e-3,
-                         warmup_steps=0, per_device_train_batch_size=4,
-                         gradient_checkpointing=False, gradient_accumulation_steps=1,
-                         logging_steps=1, deepspeed=ds)
+    model_dir, train, out, ds, extra = sys.argv[1:6]
+    values = dict(base_model=model_dir, max_length=64, max_steps=2, learning_rate=1e-3,
+                  warmup_steps=0, per_device_train_batch_size=4, gradient_checkpointing=False,
+                  gradient_accumulation_steps=1, logging_steps=1, deepspeed=ds)
+    config = TrainConfig(**{**values, **json.loads(extra)})
     m = run_training(config, train, out + "/model", out + "/metrics.json", out + "/plots.json")
     print("METRICS", json.dumps(m))
 """)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_deepspeed_trains_on_cpu(tiny_model_dir, train_jsonl, tmp_path, stage):
+@pytest.mark.parametrize("stage, extra", [
+    ("zero2", {}), ("zero3", {}),
+    ("zero2", {"packing": True, "max_length": 256}),
+    ("zero3", {"lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}),
+])
+def test_deepspeed_trains_on_cpu(tiny_model_dir, train_jsonl, tmp_path, stage, extra):
     """Two real steps under DeepSpeed without a launcher (first use compiles a comm op)."""
     pytest.importorskip("deepspeed")
+    import torch
     from transformers import AutoModelForCausalLM
 
     ds_config = ROOT / "configs" / "deepspeed" / f"{stage}.json"
@@ -214,13 +219,23 @@ def test_deepspeed_trains_on_cpu(tiny_model_dir, train_jsonl, tmp_path, stage):
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     proc = subprocess.run(
         [sys.executable, "-c", DS_SCRIPT, str(tiny_model_dir), str(train_jsonl),
-         str(tmp_path), str(ds_config)],
+         str(tmp_path), str(ds_config), json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     metrics = json.loads(proc.stdout.split("METRICS", 1)[1])
     assert metrics["global_step"] == 2 and math.isfinite(metrics["train_loss"])
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.config.num_hidden_layers == 2  # ZeRO-3 gathered full weights on save
+    if extra.get("packing"):
+        assert metrics["packing_examples_per_row"] > 1
+    if extra.get("lora_r"):  # merged under ZeRO-3: full-size weights, q_proj changed
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        q = "model.layers.0.self_attn.q_proj.weight"
+        assert model.state_dict()[q].shape == base.state_dict()[q].shape
+        assert not torch.equal(model.state_dict()[q], base.state_dict()[q])
+        assert torch.equal(model.state_dict()["model.embed_tokens.weight"],
+                           base.state_dict()["model.embed_tokens.weight"])
+        assert (tmp_path / "model" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 LAUNCH_SCRIPT = textwrap.dedent("""
@@ -272,6 +287,76 @@ def test_embedded_gguf_model_trains_one_step(tmp_path, monkeypatch):
     assert "SmolLM2" in (tmp_path / "model" / "README.md").read_text()
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_tokens_seen_counts_real_tokens_with_and_without_packing(tiny_model_dir, train_jsonl,
+                                                                 tmp_path, packing):
+    """One epoch sees every real token exactly once: no padding, every EOS (pad == EOS)."""
+    config = tiny_config(tiny_model_dir, max_steps=-1, num_train_epochs=1, max_length=256,
+                         per_device_train_batch_size=2, packing=packing, eval_fraction=0.25)
+    metrics = run_training(config, train_jsonl, **outputs(tmp_path))
+    assert metrics["tokens_seen"] == metrics["train_tokens"] > 0
+    assert metrics["train_samples"] == 9 and metrics["eval_samples"] == 3
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["eval_loss"])
+    if packing:
+        # ~50-token examples in 256-token rows: 9 examples fit in 2 or 3 rows
+        rows = metrics["packed_rows"]
+        assert rows in (2, 3) and metrics["packing_examples_per_row"] == round(9 / rows, 3)
+        assert metrics["packing_density"] == round(metrics["train_tokens"] / (rows * 256), 4)
+        assert metrics["global_step"] == math.ceil(rows / 2)
+    else:
+        assert "packed_rows" not in metrics and metrics["global_step"] == 5
+
+
+def test_lora_trains_only_adapters_and_saves_a_merged_model(tiny_model_dir, train_jsonl,
+                                                            tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    class Grads(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+            self.frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+
+    grads = Grads()
+    config = tiny_config(tiny_model_dir, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         lora_target_modules=["q_proj", "v_proj"], learning_rate=1e-2,
+                         gradient_checkpointing=True)
+    out = outputs(tmp_path)
+    metrics = run_training(config, train_jsonl, callbacks=[grads], **out)
+
+    assert grads.trainable and all("lora_" in n for n in grads.trainable)
+    assert any("q_proj.base_layer" in n for n in grads.frozen)
+    # 2 layers x (q: 64x4 + 4x64, v: 64x4 + 4x32) = 2 x (512 + 384)
+    assert metrics["trainable_parameters"] == 2 * (512 + 384)
+    assert metrics["trainable_parameters"] < metrics["total_parameters"] / 100
+
+    model_dir = out["output_dir"]
+    assert not (model_dir / "adapter_config.json").exists()  # loads as a plain model
+    assert (model_dir / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    m, b = merged.state_dict(), base.state_dict()
+    assert set(m) == set(b)
+    changed = {k for k in b if not torch.equal(m[k], b[k])}
+    assert changed == {f"model.layers.{i}.self_attn.{p}.weight"
+                       for i in range(2) for p in ("q_proj", "v_proj")}
+    assert merged.config.use_cache is True
+
+    # The merged weights compute what base + adapter compute.
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
+    with_adapter = PeftModel.from_pretrained(base, model_dir / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(ids).logits, with_adapter(ids).logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_lora_unknown_target_module_is_a_config_error(tiny_model_dir, train_jsonl, tmp_path):
+    config = tiny_config(tiny_model_dir, lora_r=4, lora_target_modules=["c_attn"])
+    with pytest.raises(ConfigError, match=r"train\.lora_target_modules"):
+        run_training(config, train_jsonl, **outputs(tmp_path))
+
+
 # --- data encoding -----------------------------------------------------------------------
 
 def test_truncation_is_counted_and_prompt_only_rows_dropped(tokenizer):
@@ -319,6 +404,11 @@ def test_pad_token_falls_back_to_eos_and_collator_masks_padding(tiny_model_dir):
     ({"precision": "fp8"}, "train.precision"),
     ({"lr_scheduler_type": "cosin"}, "train.lr_scheduler_type"),
     ({"warmup_ratio": 0.1}, "warmup_ratio"),
+    ({"lora_r": -1}, "train.lora_r"),
+    ({"lora_dropout": 1.0}, "train.lora_dropout"),
+    ({"lora_target_modules": []}, "train.lora_target_modules"),
+    ({"lora_target_modules": "q_proj"}, "train.lora_target_modules"),
+    ({"packing": "yes"}, "train.packing"),
 ])
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

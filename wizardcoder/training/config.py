@@ -88,6 +88,21 @@ class TrainConfig:
     seed: int = option(42, help="Seed for init, shuffling and the eval split.")
     eval_fraction: float = option(
         0.0, help="Fraction of rows held out for eval_loss (0 = no eval split).")
+    packing: bool = option(
+        False,
+        help="Pack several examples into each row of up to max_length tokens (no padding). "
+             "Examples never see each other: position_ids restart per example and the "
+             "attention mask is block-diagonal. per_device_train_batch_size then counts "
+             "packed rows, so a step holds more examples (see packing_examples_per_row).")
+    lora_r: int = option(
+        0, help="LoRA rank (peft); 0 = full fine-tuning. The merged model is saved in the "
+                "output dir, the adapter in its 'adapter' subfolder.")
+    lora_alpha: int = option(16, help="LoRA scaling numerator (scale = lora_alpha / lora_r).")
+    lora_dropout: float = option(0.05, help="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] = option(
+        default_factory=lambda: ["all-linear"],
+        help="Module names to adapt, e.g. [q_proj, v_proj]; [all-linear] = every linear "
+             "layer except the output head.")
     deepspeed: str | None = option(
         None, help="Path to a DeepSpeed JSON config (configs/deepspeed/zero2.json, zero3.json, "
                    "zero3_offload.json); null trains without DeepSpeed.")
@@ -124,6 +139,12 @@ class TrainConfig:
         require(self.save_steps >= 1, s, "save_steps", "an integer >= 1")
         require(self.save_total_limit >= 1, s, "save_total_limit", "an integer >= 1")
         require(0.0 <= self.eval_fraction < 1.0, s, "eval_fraction", "a number in [0, 1)")
+        require(self.lora_r >= 0, s, "lora_r", "an integer >= 0 (0 = full fine-tuning)")
+        require(self.lora_alpha > 0, s, "lora_alpha", "an integer > 0")
+        require(0.0 <= self.lora_dropout < 1.0, s, "lora_dropout", "a number in [0, 1)")
+        require(bool(self.lora_target_modules)
+                and all(isinstance(m, str) and m for m in self.lora_target_modules), s,
+                "lora_target_modules", "a non-empty list of module names")
         require(self.deepspeed is None or self.deepspeed.endswith(".json"), s, "deepspeed",
                 "null or the path of a DeepSpeed .json config")
         require(self.launcher == "none" or self.deepspeed is not None, s, "launcher",

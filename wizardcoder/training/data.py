@@ -43,6 +43,7 @@ class SupervisedDataset:
 
     examples: list[dict[str, list[int]]]
     stats: EncodeStats = field(default_factory=EncodeStats)
+    pack_stats: Any = None  # packing.PackStats when the examples are packed rows
 
     def __len__(self) -> int:
         return len(self.examples)

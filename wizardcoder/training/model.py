@@ -94,8 +94,9 @@ def load_base_model(config: TrainConfig, precision: str | None = None):
         raise _load_error(config, "model", exc) from None
     if gguf_file:
         _detach_gguf_quantizer(model)
-    if config.gradient_checkpointing:
-        model.config.use_cache = False  # the KV cache is useless in training and conflicts
+    # Training never reuses a KV cache, and with one transformers ignores packed position_ids
+    # (no block-diagonal mask: packed examples would attend to each other).
+    model.config.use_cache = False
     return model, tokenizer
 
 
@@ -153,6 +154,9 @@ def model_card(base_model: str, data_sha256: str, train_file: str, params: dict,
         f"- Base model: `{base_model}`",
         f"- Training data: `{train_file}`",
         f"- Training data sha256: `{data_sha256}`",
+        f"- Fine-tuning: {_method(params)}",
+        "- Packing: " + ("on (several examples per row, no attention across them)"
+                         if params.get("packing") else "off"),
         "",
         "## Parameters (params.yaml `train`)",
         "",
@@ -168,6 +172,14 @@ def model_card(base_model: str, data_sha256: str, train_file: str, params: dict,
         "",
     ]
     return "\n".join(lines)
+
+
+def _method(params: dict) -> str:
+    if not params.get("lora_r"):
+        return "full (all weights)"
+    return (f"LoRA r={params['lora_r']} alpha={params.get('lora_alpha')} on "
+            f"{params.get('lora_target_modules')}, merged into these weights; the adapter "
+            "alone is in `adapter/`")
 
 
 def publish_dir(staging: Path, output_dir: Path) -> None:

@@ -36,11 +36,18 @@ from wizardcoder.training.data import (
     load_rows,
     split_rows,
 )
+from wizardcoder.training.lora import apply_lora, parameter_counts, save_lora_model
 from wizardcoder.training.model import (
     describe_source,
     load_base_model,
     model_card,
     publish_dir,
+)
+from wizardcoder.training.packing import (
+    REAL_TOKENS_KEY,
+    PackedCollator,
+    pack_dataset,
+    uses_flash_attention,
 )
 
 log = logging.getLogger(__name__)
@@ -136,6 +143,38 @@ def train_logger(run=None):
 _TrainLogger = None
 
 
+def sft_trainer_class():
+    """``transformers.Trainer`` that counts real tokens of packed batches.
+
+    Packed batches have no attention_mask, and the stock fallback (tokens != pad id) would
+    miss every EOS when pad == EOS and count the pad segments otherwise; the collator
+    counts them instead (``REAL_TOKENS_KEY``), and the key never reaches the model.
+    """
+    global _SFTTrainer
+    if _SFTTrainer is None:
+        from transformers import Trainer
+
+        class SFTTrainer(Trainer):
+            def compute_loss(self, model, inputs, *args, **kwargs):
+                inputs = {k: v for k, v in inputs.items() if k != REAL_TOKENS_KEY}
+                return super().compute_loss(model, inputs, *args, **kwargs)
+
+            def _track_num_input_tokens(self, inputs):
+                real = inputs.get(REAL_TOKENS_KEY)
+                if real is None or self.args.include_num_input_tokens_seen == "no":
+                    return super()._track_num_input_tokens(inputs)
+                import torch
+
+                count = torch.as_tensor(real, device=self.args.device).sum().to(torch.int64)
+                self.state.num_input_tokens_seen += self.accelerator.gather(count).sum().item()
+
+        _SFTTrainer = SFTTrainer
+    return _SFTTrainer
+
+
+_SFTTrainer = None
+
+
 # --- training ----------------------------------------------------------------------------
 
 def build_training_args(config: TrainConfig, output_dir: Path, precision: str,
@@ -198,8 +237,6 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     ``plots_path`` (per-step loss and learning rate). ``run`` is a tracking.StageRun;
     ``callbacks`` are extra TrainerCallbacks (tests use them to interrupt a run).
     """
-    from transformers import Trainer
-
     train_file, output_dir = Path(train_file), Path(output_dir)
     precision = resolve_precision(config)
     if precision == "fp16" and not _cuda():
@@ -229,12 +266,22 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     log.info("train rows %d (truncated %d, dropped %d), %d tokens; pad token: %s",
              stats.examples, stats.truncated_examples, stats.dropped_examples, stats.tokens,
              pad_action)
+    if config.packing:
+        train_ds = pack_dataset(train_ds, config.max_length)
+        eval_ds = pack_dataset(eval_ds, config.max_length) if eval_ds else None
+        collator = PackedCollator(tokenizer.pad_token_id, flatten=uses_flash_attention(model))
+        log.info("packing: %s", train_ds.pack_stats.as_dict())
+    else:
+        collator = SupervisedCollator(tokenizer.pad_token_id)
+    if config.lora_r > 0:
+        model = apply_lora(model, config)
+    trainable, total = parameter_counts(model)
 
     logger_cb = train_logger(run)
-    trainer = Trainer(
+    trainer = sft_trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=SupervisedCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer, callbacks=[logger_cb, *(callbacks or [])])
+        data_collator=collator, processing_class=tokenizer,
+        callbacks=[logger_cb, *(callbacks or [])])
     resume = last_checkpoint(ckpt_root, clean=trainer.is_world_process_zero())
     if resume is not None:
         log.info("resuming from %s", resume)
@@ -254,7 +301,7 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
         "train_runtime_s": round(runtime, 3),  # this process only, when resumed
         "seconds_per_step": round(runtime / session_steps, 3) if session_steps else None,
         "train_tokens_per_s": round(session_tokens / runtime, 1) if runtime else None,
-        "train_samples": len(train_ds),
+        "train_samples": stats.examples,
         "train_tokens": stats.tokens,
         "train_response_tokens": stats.response_tokens,
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
@@ -263,10 +310,14 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
         "global_step": int(trainer.state.global_step),
         "resumed_from_step": _step_of(resume),
         "precision": precision,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
     }
+    if train_ds.pack_stats is not None:
+        metrics.update(train_ds.pack_stats.as_dict())
     if eval_ds is not None and len(eval_ds):
         metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
-        metrics["eval_samples"] = len(eval_ds)
+        metrics["eval_samples"] = eval_ds.stats.examples
         metrics["eval_truncated_examples"] = eval_ds.stats.truncated_examples
     if not all(math.isfinite(metrics[k]) for k in ("train_loss", "train_loss_mean")):
         log.warning("training loss is not finite: %s", metrics["train_loss"])
@@ -307,7 +358,10 @@ def _save_final(trainer, model, tokenizer, config: TrainConfig, train_file: Path
             else tokenizer.eos_token_id
         gen.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = True  # the saved model is for generation
-    trainer.save_model(str(staging))
+    if config.lora_r > 0:
+        save_lora_model(trainer, model, staging, trainer.is_world_process_zero())
+    else:
+        trainer.save_model(str(staging))
     if not trainer.is_world_process_zero():
         return
     # A pickle of TrainingArguments: not needed to use the model, and it differs run to run.
