@@ -303,11 +303,8 @@ def test_queued_grid_over_the_real_pipeline(tmp_path):
     root and shares the LLM request cache there; select-rounds picks from the two evolved."""
     from tests.test_pipeline_e2e import make_repo, run
 
-    repo, env = make_repo(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["select"]["dev_limit"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run("git commit -qam 'tiny dev set'", repo, env)
+    repo, env = make_repo(tmp_path)  # TINY params: 2 seeds, 2 dev tasks, 1 training step
+    assert yaml.safe_load((repo / "params.yaml").read_text())["select"]["dev_limit"] == 2
     wiz = f"{sys.executable} -m wizardcoder"
     log = run(f"{wiz} exp grid --rounds 1 2 --baselines seed_only --run -j 1 --timeout 900",
               repo, env, timeout=1000)
