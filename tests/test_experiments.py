@@ -306,8 +306,8 @@ def test_queued_grid_over_the_real_pipeline(tmp_path):
     repo, env = make_repo(tmp_path)  # TINY params: 2 seeds, 2 dev tasks, 1 training step
     assert yaml.safe_load((repo / "params.yaml").read_text())["select"]["dev_limit"] == 2
     wiz = f"{sys.executable} -m wizardcoder"
-    log = run(f"{wiz} exp grid --rounds 1 2 --baselines seed_only --run -j 1 --timeout 900",
-              repo, env, timeout=1000)
+    log = run(f"{wiz} exp grid --rounds 1 2 --baselines seed_only --run -j 1 --timeout 2400",
+              repo, env, timeout=2500)
     assert "$ dvc queue start -j 1" in log and "seed-only: Success" in log, log[-3000:]
 
     show = json.loads(run(f"{sys.executable} -m dvc exp show --json --no-pager", repo, env))
