@@ -5,7 +5,7 @@
     python bench/train.py --data data/merged/train.jsonl --model embedded --cases ''
 
 A benchmark, not a test: it prints figures and ratios against baselines measured in the
-same run (about 10 minutes on 2 busy cores with the defaults). Two parts:
+same run (3 to 6 minutes on 2 shared cores with the defaults). Two parts:
 
 1. Padding vs packing, interleaved in this process: one training step of each mode in turn
    (same model, optimizer and code as run_training: encode_rows, pack_dataset and the two
@@ -16,10 +16,11 @@ same run (about 10 minutes on 2 busy cores with the defaults). Two parts:
    Interleaving matters on a shared machine: its load moves throughput far more than the
    modes differ, and each mode sees the same load.
 2. ``run_training`` cases, each in its own subprocess (per-case peak memory; DeepSpeed's
-   process-wide state cannot leak): padding, packing, zero2 and zero3
+   process-wide state cannot leak): padding, packing, packing-eq, zero2 and zero3
    (``configs/deepspeed/zero2.json`` / ``zero3.json``, one process, gloo on a CPU; padding
-   mode). padding is also ZeRO-0, the plain Trainer. ``--steps`` timed steps after a warm-up
-   step.
+   mode). padding is also ZeRO-0, the plain Trainer. The subprocesses take turns step by
+   step (each blocks before a step until the parent lets it go), so they are interleaved
+   too. ``--steps`` timed steps after a warm-up step.
 
 tokens/s counts real tokens only (no padding). Peak memory: the subprocess's peak RSS
 (VmHWM) and its growth over the RSS at the start of training; on a GPU
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from wizardcoder.seeds import SeedConfig, load_seeds  # noqa: E402
 
 DEEPSPEED = {"zero2": "configs/deepspeed/zero2.json", "zero3": "configs/deepspeed/zero3.json"}
+STEP_DONE = "BENCH-STEP-DONE"
 RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -142,7 +144,8 @@ def ab_packing(model_src: str, data: Path, max_length: int, batches: dict[str, i
     streams = {name: batch_stream(encoded.examples if name == "padding" else packed.examples,
                                   size, pad_collate if name == "padding" else pack_collate)
                for name, size in batches.items()}
-    totals = {name: {"tokens": 0, "positions": 0, "seconds": 0.0} for name in batches}
+    totals = {name: {"tokens": 0, "positions": 0, "seconds": 0.0, "rates": []}
+              for name in batches}
     for step in range(steps):
         for name, stream in streams.items():
             batch = next(stream)
@@ -162,6 +165,7 @@ def ab_packing(model_src: str, data: Path, max_length: int, batches: dict[str, i
                 t["tokens"] += int(real)
                 t["positions"] += batch["input_ids"].numel()
                 t["seconds"] += time.perf_counter() - start
+                t["rates"].append(int(real) / (time.perf_counter() - start))
     for t in totals.values():
         t["tokens_per_s"] = t["tokens"] / t["seconds"]
         t["positions_per_s"] = t["positions"] / t["seconds"]
@@ -171,14 +175,21 @@ def ab_packing(model_src: str, data: Path, max_length: int, batches: dict[str, i
 
 def print_ab(totals: dict[str, dict], batches: dict[str, int]) -> None:
     base = totals["padding"]
-    print(f"\n{'mode (interleaved)':<19} {'batch':>5} {'tokens/s':>9} {'ratio':>6} "
+    print(f"\n{'mode (interleaved)':<19} {'batch':>5} {'tokens/s':>9} {'ratio':>6} {'paired':>7} "
           f"{'positions/s':>12} {'real/positions':>15}")
     for name, t in totals.items():
         print(f"{name:<19} {batches[name]:>5} {t['tokens_per_s']:>9.0f} "
-              f"{t['tokens_per_s'] / base['tokens_per_s']:>5.2f}x {t['positions_per_s']:>12.0f} "
+              f"{t['tokens_per_s'] / base['tokens_per_s']:>5.2f}x "
+              f"{paired_ratio(t['rates'], base['rates']):>6.2f}x {t['positions_per_s']:>12.0f} "
               f"{t['real_fraction']:>15.1%}")
     print("ratio = (positions/s ratio) x (real/positions ratio): what packing removes is the "
-          "padding; the\nrest is the cost per position of longer rows and bigger tensors.")
+          "padding; the\nrest is the cost per position of longer rows and bigger tensors. "
+          "paired: median over rounds of\nthe step-rate ratio to the padding step of the same "
+          "round (robust to load that drifts).")
+
+
+def paired_ratio(rates: list[float], base: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(rates, base, strict=True))
 
 
 # --- one run_training case (child process) ---------------------------------------------------
@@ -193,18 +204,24 @@ def worker(spec: dict) -> dict:
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.steps: list[tuple[int, float]] = []
+            self.steps: list[tuple[int, float, float]] = []
             self.rss_start = psutil.Process().memory_info().rss
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.t, self.tokens = time.perf_counter(), state.num_input_tokens_seen
+            sys.stdin.readline()  # wait for this case's turn (see run_cases)
+            self.t, self.cpu = time.perf_counter(), time.process_time()
+            self.tokens = state.num_input_tokens_seen
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step > 1:  # warm-up step excluded
                 self.steps.append((state.num_input_tokens_seen - self.tokens,
-                                   time.perf_counter() - self.t))
+                                   time.perf_counter() - self.t, time.process_time() - self.cpu))
+            print(STEP_DONE, flush=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            sys.stdin.readline()  # save only once every case has finished its steps
 
     clock = Clock()
     config = TrainConfig(**spec["config"])
@@ -234,24 +251,57 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_case(name: str, base: dict, work: Path, data: Path, **overrides) -> dict:
-    case_dir = work / name
-    case_dir.mkdir()
-    spec = {"config": {**base, **overrides}, "work": str(case_dir), "data": str(data)}
+def run_cases(cases: dict[str, dict], base: dict, work: Path, data: Path,
+              steps: int) -> dict[str, dict]:
+    """Start one run_training subprocess per case and let them take turns, step by step.
+
+    Every worker blocks before each optimizer step until told to go, and reports when the
+    step is done; the parent lets one case step at a time, round-robin. So the cases are
+    interleaved like the in-process table, see the same machine load, and never compete
+    with each other (model loading and saving happen outside the timed steps).
+    """
     env = {k: v for k, v in os.environ.items() if k not in RANK_VARS}
-    env["WIZARDCODER_CACHE_DIR"] = str(case_dir / "cache")  # never resume an old checkpoint
     env.setdefault("WIZARDCODER_MLFLOW", "0")
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT,
-                          env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"case {name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    procs, logs = {}, []
+    for name, overrides in cases.items():
+        case_dir = work / name
+        case_dir.mkdir()
+        spec = {"config": {**base, **overrides}, "work": str(case_dir), "data": str(data)}
+        env["WIZARDCODER_CACHE_DIR"] = str(case_dir / "cache")  # never resume old checkpoints
+        logs.append(open(case_dir / "stderr.txt", "w"))
+        procs[name] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[-1], text=True)
+    try:
+        for _ in range(steps):
+            for name, proc in procs.items():
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                while (line := proc.stdout.readline()) and line.strip() != STEP_DONE:
+                    pass
+                if not line:
+                    raise SystemExit(f"case {name} failed:\n"
+                                     f"{(work / name / 'stderr.txt').read_text()[-3000:]}")
+        results = {}
+        for name, proc in procs.items():
+            out, _ = proc.communicate("go\n")
+            if proc.returncode != 0:
+                raise SystemExit(f"case {name} failed:\n"
+                                 f"{(work / name / 'stderr.txt').read_text()[-3000:]}")
+            results[name] = summarize(json.loads(out.strip().splitlines()[-1]))
+        return results
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for handle in logs:
+            handle.close()
 
 
 def summarize(result: dict) -> dict:
-    tokens = sum(n for n, _ in result["steps"])
-    result["tokens_per_s"] = tokens / sum(t for _, t in result["steps"])
-    result["median_step_tokens_per_s"] = statistics.median(n / t for n, t in result["steps"])
+    tokens = sum(n for n, _, _ in result["steps"])
+    result["tokens_per_s"] = tokens / sum(t for _, t, _ in result["steps"])
+    result["tokens_per_cpu_s"] = tokens / sum(c for _, _, c in result["steps"])
     return result
 
 
@@ -288,13 +338,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8, help="per_device_train_batch_size")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--ab-steps", type=int, default=6,
+    parser.add_argument("--ab-steps", type=int, default=8,
                         help="interleaved steps per mode (0 skips the padding/packing A/B)")
-    parser.add_argument("--steps", type=int, default=5, help="optimizer steps per case")
-    parser.add_argument("--cases", default="padding,packing,zero2,zero3",
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per case")
+    parser.add_argument("--cases", default="padding,packing,packing-eq,zero2,zero3",
                         help="run_training cases ('' skips them)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over the cases (round-robin); per-step rates are pooled")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -328,34 +376,42 @@ def main() -> None:
                     per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
                     gradient_checkpointing=False, learning_rate=1e-4, warmup_steps=0,
                     logging_steps=1, save_steps=10**6, seed=0)
-        results: dict[str, dict] = {}
-        for i in range(args.repeat):
-            for name in cases:
-                overrides = {"packing": True} if name == "packing" else {}
-                if name in DEEPSPEED:
-                    overrides["deepspeed"] = str(ROOT / DEEPSPEED[name])
-                r = run_case(f"{name}-{i}", base, work, data, **overrides)
-                if name in results:  # pool the steps, keep the highest memory
-                    r["steps"] += results[name]["steps"]
-                    for key in ("peak_rss_mib", "rss_growth_mib"):
-                        r[key] = max(r[key], results[name][key])
-                results[name] = summarize(r)
-        print_table(results)
+        overrides = {}
+        for name in cases:
+            overrides[name] = {"packing": True} if name.startswith("packing") else {}
+            if name == "packing-eq":
+                overrides[name]["per_device_train_batch_size"] = eq_batch
+            if name in DEEPSPEED:
+                overrides[name]["deepspeed"] = str(ROOT / DEEPSPEED[name])
+        print_table(run_cases(overrides, base, work, data, args.steps + 1))
 
 
 def print_table(results: dict[str, dict]) -> None:
     baseline = results.get("padding")
-    print(f"\n{'run_training':<12} {'tokens/s':>9} {'ratio':>6} {'median step':>12} "
-          f"{'ex/row':>7} {'peak RSS MiB':>13} {'RSS growth':>11} {'CUDA MiB':>9}")
+    print(f"\n{'run_training':<12} {'tokens/s':>9} {'ratio':>6} {'paired':>7} "
+          f"{'tokens/CPU-s':>13} {'ratio':>6} {'ex/row':>7} {'peak RSS MiB':>13} "
+          f"{'RSS growth':>11} {'CUDA MiB':>9}")
     for name, r in results.items():
         ratio = r["tokens_per_s"] / baseline["tokens_per_s"] if baseline else float("nan")
         cuda = f"{r['cuda_peak_mib']:.0f}" if r["cuda_peak_mib"] is not None else "-"
-        print(f"{name:<12} {r['tokens_per_s']:>9.0f} {ratio:>5.2f}x "
-              f"{r['median_step_tokens_per_s']:>12.0f} {r['examples_per_row']:>7.2f} "
+        cpu_ratio = r["tokens_per_cpu_s"] / baseline["tokens_per_cpu_s"] if baseline \
+            else float("nan")
+        paired = paired_ratio([n / t for n, t, _ in r["steps"]],
+                              [n / t for n, t, _ in baseline["steps"]]) if baseline \
+            else float("nan")
+        print(f"{name:<12} {r['tokens_per_s']:>9.0f} {ratio:>5.2f}x {paired:>6.2f}x "
+              f"{r['tokens_per_cpu_s']:>13.0f} "
+              f"{cpu_ratio:>5.2f}x {r['examples_per_row']:>7.2f} "
               f"{r['peak_rss_mib']:>13.0f} {r['rss_growth_mib']:>11.0f} {cuda:>9}")
-    print("one process per case, run one after another: ratios against padding (= ZeRO-0, the "
-          "plain Trainer);\non a shared CPU they move with the machine's load, the interleaved "
-          "table above does not")
+    print("one process per case, taking turns step by step; ratios against padding (= ZeRO-0, "
+          "the plain Trainer);\npaired: median over rounds of the step-rate ratio to the "
+          "padding step of the same round")
+    if baseline:
+        same = [name for name in results if name in DEEPSPEED and
+                [n for n, _, _ in results[name]["steps"]] == [n for n, _, _ in baseline["steps"]]]
+        if same:
+            print(f"{', '.join(same)}: the same real tokens at every step as padding (same "
+                  "batches)")
 
 
 if __name__ == "__main__":
