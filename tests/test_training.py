@@ -207,7 +207,7 @@ DS_SCRIPT = textwrap.dedent("""
     ("zero2", {}), ("zero3", {}),
     ("zero2", {"packing": True, "max_length": 256}),
     ("zero3", {"lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]}),
-])
+], ids=["zero2", "zero3", "zero2-packing", "zero3-lora"])
 def test_deepspeed_trains_on_cpu(tiny_model_dir, train_jsonl, tmp_path, stage, extra):
     """Two real steps under DeepSpeed without a launcher (first use compiles a comm op)."""
     pytest.importorskip("deepspeed")
