@@ -77,17 +77,23 @@ def write_json(path: str | Path, obj: Any) -> None:
                        encoding="utf-8")
 
 
-def read_json(path: str | Path) -> Any:
+def read_utf8(path: str | Path) -> str:
+    """The file's text; a missing file or non-UTF-8 bytes raise DataError with the line."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, None, None, "file not found") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(path, line, None, f"not valid UTF-8 (byte {exc.start})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    text = read_utf8(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from wizardcoder.config import option, require
 from wizardcoder.errors import DataError, ExternalError
+from wizardcoder.jsonl import read_utf8
 
 SOURCES = ("bundled", "file", "hf")
 BUNDLED_RESOURCE = "seed_tasks.jsonl"
@@ -97,15 +98,7 @@ def _json_array_rows(path: Path, text: str) -> list[tuple[int, object]]:
 def read_seed_file(path: str | Path) -> list[tuple[int, object]]:
     """(line, object) pairs from a JSON array or a JSONL file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, None, "file not found") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(path, line, None, f"not valid UTF-8 (byte {exc.start})") from None
+    text = read_utf8(path)
     if text.lstrip().startswith("["):
         return _json_array_rows(path, text)
     rows = []
