@@ -2,6 +2,8 @@
 
     python bench/generate.py                       # 16 HumanEval prompts, 64 new tokens
     python bench/generate.py --threads 1 2 --batch-sizes 1 16 --prompts 16 --max-new-tokens 64
+    python bench/generate.py --device cuda --dtype bfloat16 --model DIR --threads 1 \
+        --batch-sizes 1 16 64 --prompts 64 --max-new-tokens 256       # on a GPU
 
 The bundled SmolLM2-135M (``model: embedded``, the GGUF dequantized to fp32 by transformers),
 greedy decoding, the instruction prompt format of the pipeline, through
@@ -37,6 +39,10 @@ def main() -> None:
                         help="the pipeline's stop strings and stop_after_code_block")
     parser.add_argument("--repeats", type=int, default=1,
                         help="interleaved rounds; the fastest of each is kept")
+    parser.add_argument("--model", default="embedded",
+                        help="'embedded' (the bundled GGUF), a model directory or a .gguf file")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--split", action="store_true",
                         help="also time the prompt pass alone (max_new_tokens 1) and report "
                              "the decoding rate without it")
@@ -50,9 +56,11 @@ def main() -> None:
     problems = load_benchmark("humaneval", limit=args.prompts)
     prompts = [prompt_text(p, "instruction") for p in problems.values()]
     start = time.perf_counter()
-    model, tokenizer = load_model("embedded", "cpu", "float32")
+    model, tokenizer = load_model(args.model, args.device, args.dtype)
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    print(f"model: embedded SmolLM2-135M fp32, loaded in {time.perf_counter() - start:.1f} s; "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPUs"
+    print(f"model: {args.model} {args.dtype} on {where}, loaded in "
+          f"{time.perf_counter() - start:.1f} s; "
           f"{len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens, "
           f"max_new_tokens {args.max_new_tokens}, greedy, stops {'on' if args.stops else 'off'}"
           f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -61,8 +69,10 @@ def main() -> None:
     def run(threads: int, batch_size: int, max_new_tokens: int):
         config = GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 threads=threads, **extra)
-        backend = HFBackend(config, "embedded", model=model, tokenizer=tokenizer)
+        backend = HFBackend(config, args.model, model=model, tokenizer=tokenizer)
         outputs = backend.generate(prompts, 1)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
         return backend.stats, outputs
 
     for threads in args.threads:

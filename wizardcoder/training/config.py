@@ -116,6 +116,9 @@ class TrainConfig:
     hostfile: str | None = option(None, help="DeepSpeed hostfile for multi-node runs.")
     master_port: int | None = option(
         None, help="Rendezvous port (null = a free port is picked).")
+    peak_tflops: float | None = option(
+        None, help="Peak dense bf16/fp16 TFLOP/s of one device, for the MFU metric; null = "
+                   "looked up by CUDA device name (H100, H200, A100, ...), no MFU on CPU.")
 
     def __post_init__(self) -> None:
         s = SECTION
@@ -123,6 +126,8 @@ class TrainConfig:
                 "base_model", "'embedded', a model id or a local directory")
         require(self.gguf_file is None or self.gguf_file.endswith(".gguf"), s, "gguf_file",
                 "null or a file name ending in .gguf")
+        require(self.peak_tflops is None or self.peak_tflops > 0, s, "peak_tflops",
+                "null or a positive number of TFLOP/s")
         require(self.max_length >= 16, s, "max_length", "an integer >= 16")
         require(self.num_train_epochs > 0, s, "num_train_epochs", "a number > 0")
         require(self.max_steps == -1 or self.max_steps > 0, s, "max_steps",

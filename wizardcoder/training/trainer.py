@@ -113,6 +113,8 @@ def train_logger(run=None):
                 self._t: float | None = None
                 self._tokens = 0
                 self.start_tokens = 0  # tokens already seen by a resumed checkpoint
+                self.first_log: tuple[float, int] | None = None  # (time, tokens seen)
+                self.last_log: tuple[float, int] | None = None
 
             def on_train_begin(self, args, state, control, **kwargs):
                 self._t = time.perf_counter()
@@ -130,11 +132,21 @@ def train_logger(run=None):
                     if self._t is not None and now > self._t:
                         row["tokens_per_s"] = (seen - self._tokens) / (now - self._t)
                     self._t, self._tokens = now, seen
+                    self.first_log = self.first_log or (now, seen)
+                    self.last_log = (now, seen)
                     self.history.append({"step": state.global_step, **row})
                 if "eval_loss" in logs:
                     row["eval_loss"] = float(logs["eval_loss"])
                 if row and self.run is not None and state.is_world_process_zero:
                     self.run.log_metrics(row, step=state.global_step)
+
+            def steady_tokens_per_s(self) -> float | None:
+                """Tokens/s from the first log to the last: start-up and the first
+                step (allocator warm-up, DeepSpeed init, kernel autotuning) left out."""
+                if not (self.first_log and self.last_log) or self.last_log == self.first_log:
+                    return None
+                (t0, n0), (t1, n1) = self.first_log, self.last_log
+                return (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
         _TrainLogger = TrainLogger
     return _TrainLogger(run)
@@ -219,6 +231,31 @@ def build_training_args(config: TrainConfig, output_dir: Path, precision: str,
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),  # pinning without a GPU only warns
     )
+
+
+def _speed_metrics(config: TrainConfig, model, logger_cb, stats, total_parameters: int
+                   ) -> dict[str, Any]:
+    """Steady-state tokens/s, model TFLOP/s and MFU per device, peak GPU memory."""
+    import torch
+
+    from wizardcoder.training.flops import peak_tflops, utilization
+
+    out: dict[str, Any] = {}
+    steady = logger_cb.steady_tokens_per_s()
+    if steady is None:
+        return out
+    out["steady_tokens_per_s"] = round(steady, 1)
+    devices = torch.distributed.get_world_size() \
+        if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    peak = config.peak_tflops
+    if peak is None and _cuda():
+        peak = peak_tflops(torch.cuda.get_device_name())
+    # Attention is counted over the examples' own lengths: packed rows are block-diagonal.
+    seq_len = round(stats.tokens / stats.examples) if stats.examples else config.max_length
+    out.update(utilization(steady, model.config, total_parameters, seq_len, peak, devices))
+    if _cuda():
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def _cuda() -> bool:
@@ -315,6 +352,7 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     }
     if train_ds.pack_stats is not None:
         metrics.update(train_ds.pack_stats.as_dict())
+    metrics.update(_speed_metrics(config, model, logger_cb, stats, total))
     if eval_ds is not None and len(eval_ds):
         metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
         metrics["eval_samples"] = eval_ds.stats.examples
@@ -324,7 +362,10 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
 
     _save_final(trainer, model, tokenizer, config, train_file, data_sha, output_dir, metrics)
     if trainer.is_world_process_zero():
-        plots = [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+        rates = {row["step"]: row["tokens_per_s"] for row in logger_cb.history
+                 if "tokens_per_s" in row}
+        plots = [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate"),
+                  "tokens_per_s": round(rates[e["step"]], 1) if e["step"] in rates else None}
                  for e in trainer.state.log_history if "loss" in e]
         write_json(plots_path, plots)
         write_json(metrics_path, metrics)
