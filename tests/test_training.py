@@ -119,7 +119,8 @@ def test_tiny_training_writes_model_metrics_and_plots(tiny_model_dir, train_json
 
     run = RecordingRun()
     out = outputs(tmp_path)
-    config = tiny_config(tiny_model_dir, eval_fraction=0.25, gradient_checkpointing=True)
+    config = tiny_config(tiny_model_dir, eval_fraction=0.25, gradient_checkpointing=True,
+                         peak_tflops=1.0)
     metrics = run_training(config, train_jsonl, run=run, **out)
 
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
@@ -128,10 +129,15 @@ def test_tiny_training_writes_model_metrics_and_plots(tiny_model_dir, train_json
     assert metrics["train_samples"] == 9 and metrics["eval_samples"] == 3
     assert metrics["truncated_examples"] == 0 and metrics["train_tokens"] > 0
     assert metrics["seconds_per_step"] > 0 and metrics["train_tokens_per_s"] > 0
+    # steps 2-3 only (the first log closes the start-up interval); MFU against the 1 TFLOP/s
+    # given, model TFLOP/s from the PaLM count of this model's shape
+    assert metrics["steady_tokens_per_s"] > 0
+    assert 0 < metrics["mfu"] == pytest.approx(metrics["model_tflops_per_s"], rel=0.02)
     assert json.loads(out["metrics_path"].read_text()) == metrics
     plots = json.loads(out["plots_path"].read_text())
     assert [p["step"] for p in plots] == [1, 2, 3]
-    assert set(plots[0]) == {"step", "loss", "learning_rate"}
+    assert set(plots[0]) == {"step", "loss", "learning_rate", "tokens_per_s"}
+    assert all(p["tokens_per_s"] > 0 for p in plots)
 
     stepped = [(s, m) for s, m in run.metrics if s is not None and "loss" in m]
     assert [s for s, _ in stepped] == [1, 2, 3]

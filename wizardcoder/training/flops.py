@@ -28,6 +28,7 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
     ("A100", 312.0),
     ("A10G", 125.0),
     ("L40S", 362.0),
+    ("L40", 181.0),
     ("L4", 121.0),
     ("RTX 4090", 165.2),
     ("V100", 125.0),
@@ -64,7 +65,7 @@ def utilization(tokens_per_s: float, model_config: Any, total_parameters: int,
     """``model_tflops_per_s`` per device, and ``mfu`` when the peak is known."""
     per_device = tokens_per_s / max(devices, 1)
     tflops = per_device * flops_per_token(model_config, total_parameters, seq_len) / 1e12
-    out = {"model_tflops_per_s": round(tflops, 2)}
+    out = {"model_tflops_per_s": round(tflops, 4)}
     if peak:
-        out["mfu"] = round(tflops / peak, 4)
+        out["mfu"] = round(tflops / peak, 5)
     return out
