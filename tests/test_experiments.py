@@ -165,6 +165,46 @@ def test_dev_score_stage_scores_a_sample_file(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "dev.json").read_text()) == summary
 
 
+@pytest.mark.parametrize("merge, expected", [
+    ("", {"rounds": 2, "training_data": "evolved"}),
+    ("merge:\n  baseline: seed_only\n", {"rounds": 0, "training_data": "seed_only"}),
+    ("merge:\n  baseline: equal_size\n", {"rounds": 2, "training_data": "equal_size"}),
+])
+def test_score_writes_its_point_of_the_passk_vs_rounds_plot(tmp_path, monkeypatch, merge,
+                                                            expected):
+    from wizardcoder.pipeline import dev
+
+    monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
+    task = next(iter(devset.seed_dev_tasks().values()))
+    write_jsonl(tmp_path / "samples.jsonl", [
+        {"type": "header", "benchmark": "seed_dev", "task_ids": [task["task_id"]]},
+        {"type": "sample", "task_id": task["task_id"], "raw": [""],
+         "solution": [task["canonical_solution"]]}])
+    params = tmp_path / "params.yaml"
+    params.write_text("score:\n  workers: 1\n  ks: [1]\nrounds:\n  r1: data/seed.jsonl\n"
+                      "  r2: data/evolved/r1.jsonl\n" + merge)
+    dev.score(str(params), str(tmp_path / "samples.jsonl"), str(tmp_path / "dev.json"),
+              str(tmp_path / "results.jsonl"), rounds_plot=str(tmp_path / "point.json"))
+    point = json.loads((tmp_path / "point.json").read_text())
+    assert point == [{**expected, "pass_at_1": 1.0}]
+
+
+def test_rounds_plot_with_broken_rounds_fails_before_scoring(tmp_path, monkeypatch):
+    from wizardcoder.pipeline import dev
+
+    monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
+    task = next(iter(devset.seed_dev_tasks().values()))
+    write_jsonl(tmp_path / "samples.jsonl", [
+        {"type": "header", "benchmark": "seed_dev", "task_ids": [task["task_id"]]},
+        {"type": "sample", "task_id": task["task_id"], "raw": [""], "solution": ["x = 1"]}])
+    params = tmp_path / "params.yaml"
+    params.write_text("rounds:\n  first: data/seed.jsonl\n")
+    with pytest.raises(ConfigError, match="rounds"):
+        dev.score(str(params), str(tmp_path / "samples.jsonl"), str(tmp_path / "dev.json"),
+                  str(tmp_path / "results.jsonl"), rounds_plot=str(tmp_path / "point.json"))
+    assert not any((tmp_path / f).exists() for f in ("dev.json", "results.jsonl", "point.json"))
+
+
 def test_mbpp_plus_dev_set_is_scored_against_reference_outputs(tmp_path, monkeypatch):
     """select.dev_benchmark: mbpp+ (a two-task MbppPlus file stands in for evalplus's)."""
     from wizardcoder.pipeline import dev

@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="metrics/score.json")
     p.add_argument("--results", default="data/eval/results.jsonl",
                    help="per-sample verdicts, base and plus (default: %(default)s)")
+    p.add_argument("--rounds-plot", default=None, metavar="JSON",
+                   help="also write this experiment's point of the pass@k-vs-rounds plot "
+                        "(rounds and merge.baseline from --params)")
 
     p = add("report", parents=[common], help="HTML + Markdown report comparing experiments")
     p.add_argument("--out-dir", default="reports",
@@ -134,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", default="data/dev/samples.jsonl")
     e.add_argument("--metrics", default="metrics/dev_score.json")
     e.add_argument("--results", default="data/dev/results.jsonl")
+    e.add_argument("--rounds-plot", default=None, metavar="JSON",
+                   help="also write the point of the dev pass@k-vs-rounds plot")
     return parser
 
 
@@ -175,7 +180,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         # External samples are often scored outside a checkout: no params.yaml, defaults.
         params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
             else args.params
-        score.run(params, args.samples, args.metrics, args.results, args.benchmark)
+        score.run(params, args.samples, args.metrics, args.results, args.benchmark,
+                  args.rounds_plot)
     elif cmd == "exp":
         from wizardcoder import experiments
         from wizardcoder.pipeline import dev
@@ -192,7 +198,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         elif sub == "dev-generate":
             dev.generate(args.params, args.model, args.out)
         elif sub == "dev-score":
-            dev.score(args.params, args.samples, args.metrics, args.results)
+            dev.score(args.params, args.samples, args.metrics, args.results, args.rounds_plot)
     elif cmd == "report":
         from wizardcoder.report import build_report
 

@@ -7,14 +7,12 @@ sandbox (section `score`) as the reported benchmark; only the tasks differ (sect
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.devset import SelectConfig, dev_problems
 from wizardcoder.errors import DataError, ExternalError
-from wizardcoder.jsonl import write_json, write_jsonl
+from wizardcoder.jsonl import write_jsonl
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -58,11 +56,9 @@ def generate(params: str, model_dir: str, out: str) -> dict:
     return stats
 
 
-def score(params: str, samples: str, metrics: str, results: str) -> dict:
-    from wizardcoder.pipeline.score import ScoreConfig, read_samples
-    from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
-    from wizardcoder.scoring.harness import kinds_summary
-    from wizardcoder.scoring.plus import DATASETS, DiffSettings
+def score(params: str, samples: str, metrics: str, results: str,
+          rounds_plot: str | None = None) -> dict:
+    from wizardcoder.pipeline.score import ScoreConfig, read_samples, score_and_write
 
     config = load_section(params, "score", ScoreConfig)
     header, rows = read_samples(samples)
@@ -74,20 +70,6 @@ def score(params: str, samples: str, metrics: str, results: str) -> dict:
     unknown = [t for t in task_ids if t not in problems]
     if unknown:
         raise DataError(samples, None, "task_id", f"{unknown[0]!r} is not a task of {name}")
-    problems = {t: problems[t] for t in task_ids}
-    limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
-                           memory_mb=config.memory_mb, max_procs=config.max_procs,
-                           isolate_network=config.isolate_network)
-    settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
-                            config.plus_time_factor)
-    with stage_run("score_dev", {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
-        # seed_dev runs each task's check(); MBPP+ compares against reference outputs.
-        verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
-                                    differential=DATASETS.get(name), settings=settings)
-        summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
-                   "kinds": kinds_summary(verdicts)}
-        write_jsonl(results, (asdict(v) for v in verdicts))
-        write_json(metrics, summary)
-        run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
-    log.info("score_dev: %s", json.dumps(summary))
-    return summary
+    # seed_dev runs each task's check(); MBPP+ compares against reference outputs.
+    return score_and_write("score_dev", config, name, {t: problems[t] for t in task_ids},
+                           rows, metrics, results, rounds_plot=rounds_plot, params=params)

@@ -106,13 +106,11 @@ def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name:
 
 
 def run(params: str | None, samples: str, metrics: str, results: str,
-        benchmark: str | None = None) -> dict:
+        benchmark: str | None = None, rounds_plot: str | None = None) -> dict:
     """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
-    unless every line is valid and names a task of the benchmark."""
+    unless every line is valid and names a task of the benchmark. ``rounds_plot`` also
+    writes this experiment's point of the pass@k-vs-rounds plot (see :func:`rounds_point`)."""
     from wizardcoder.generation.benchmarks import load_benchmark
-    from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
-    from wizardcoder.scoring.harness import kinds_summary
-    from wizardcoder.scoring.plus import DATASETS, DiffSettings
 
     config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
     header, rows = read_samples(samples)
@@ -122,12 +120,28 @@ def run(params: str | None, samples: str, metrics: str, results: str,
     problems = load_benchmark(name)
     check_task_ids(samples, rows, problems, name)
     problems = {t: problems[t] for t in sorted({r["task_id"] for r in rows})}
+    return score_and_write("score", config, name, problems, rows, metrics, results,
+                           rounds_plot=rounds_plot, params=params)
+
+
+def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
+                    rows: list[dict], metrics: str, results: str, *,
+                    rounds_plot: str | None = None, params: str | None = None) -> dict:
+    """Run ``rows`` in the sandbox, then write the per-sample results, the metrics JSON and
+    (with ``rounds_plot``) the plot point; logs to the stage's MLflow run."""
+    from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
+    from wizardcoder.scoring.harness import kinds_summary
+    from wizardcoder.scoring.plus import DATASETS, DiffSettings
+
+    if rounds_plot and not params:
+        raise ValueError("rounds_plot needs the params file that names the rounds")
+    point = rounds_point(params) if rounds_plot else None  # bad params fail before the work
     limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
                            memory_mb=config.memory_mb, max_procs=config.max_procs,
                            isolate_network=config.isolate_network)
     settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
                             config.plus_time_factor)
-    with stage_run("score", {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
+    with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
         verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
                                     differential=DATASETS.get(name), settings=settings)
         summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
@@ -137,6 +151,30 @@ def run(params: str | None, samples: str, metrics: str, results: str,
                 [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
         write_jsonl(results, (asdict(v) for v in verdicts))
         write_json(metrics, summary)
+        if point is not None:
+            write_json(rounds_plot, [{**point, **pass_at_fields(summary)}])
         run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
-    log.info("score: %s", json.dumps(summary))
+    log.info("%s: %s", stage, json.dumps(summary))
     return summary
+
+
+def rounds_point(params: str) -> dict:
+    """What this experiment trained on, for the x axis of the pass@k-vs-rounds plot.
+
+    ``rounds`` counts the evolution rounds in the training data: 0 for the seed-only
+    baseline; the equal-size baseline keeps the round count it matches, and
+    ``training_data`` tells the three apart (``evolved``, ``seed_only``, ``equal_size``).
+    """
+    from wizardcoder.evolve.rounds import load_rounds
+    from wizardcoder.merge import MergeConfig
+
+    rounds = load_rounds(params)
+    baseline = load_section(params, "merge", MergeConfig).baseline
+    return {"rounds": 0 if baseline == "seed_only" else len(rounds),
+            "training_data": "evolved" if baseline == "none" else baseline}
+
+
+def pass_at_fields(summary: dict) -> dict:
+    """pass@k metrics under plot-friendly names: 'plus_pass@10' -> 'plus_pass_at_10'."""
+    return {k.replace("@", "_at_"): v for k, v in summary.items()
+            if "pass@" in k and isinstance(v, int | float)}
