@@ -2,6 +2,7 @@
 
     python bench/train.py                     # bundled seeds, random-init 4-layer Llama
     python bench/train.py --data /work/shared/data/code_alpaca_2k.json
+    python bench/train.py --data data/merged/train.jsonl --only-data   # the evolved set
     python bench/train.py --data data/merged/train.jsonl --model embedded --cases ''
 
 A benchmark, not a test: it prints figures and ratios against baselines measured in the
@@ -55,8 +56,8 @@ RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 # --- setup (parent) -----------------------------------------------------------------------
 
-def write_rows(work: Path, data: str | None) -> tuple[Path, int]:
-    rows, _ = load_seeds(SeedConfig(limit=0))
+def write_rows(work: Path, data: str | None, only_data: bool = False) -> tuple[Path, int]:
+    rows = [] if only_data and data else load_seeds(SeedConfig(limit=0))[0]
     if data:
         extra, _ = load_seeds(SeedConfig(source="file", path=data, limit=0))
         rows += extra
@@ -333,6 +334,9 @@ def padding_stats(data: Path, model: str, max_length: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="extra rows: Code Alpaca JSON array or JSONL")
+    parser.add_argument("--only-data", action="store_true",
+                        help="train on the --data rows alone (e.g. the merged evolved set, "
+                             "which already holds the seeds)")
     parser.add_argument("--model", default="random", help="random | embedded | a model dir")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
@@ -351,7 +355,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
-        data, n_rows = write_rows(work, args.data)
+        data, n_rows = write_rows(work, args.data, args.only_data)
         model = str(random_model(work, args.layers, args.hidden)) if args.model == "random" \
             else args.model
         pad_fraction, mean_len, density = padding_stats(data, model, args.max_length,

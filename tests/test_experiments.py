@@ -361,6 +361,19 @@ def test_queued_grid_over_the_real_pipeline(tmp_path):
     merged = {n: d["metrics"]["metrics/merge.json"]["data"] for n, d in exps.items()}
     assert merged["seed-only"]["rows"] <= 2 and merged["rounds-2"]["rounds"] == 2
 
+    # the DVC plot of pass@1 against rounds, across the three experiments
+    plots = json.loads(subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "diff", "rounds-1", "rounds-2", "seed-only",
+         "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True,
+        timeout=300).stdout)
+    points = plots["data"]["pass@k vs rounds"][0]["content"]["data"]["values"]
+    by_exp = {(p["rev"], p["filename"]): (p["rounds"], p["training_data"]) for p in points}
+    assert by_exp == {
+        (exp, f): expected for exp, expected in (("rounds-1", (1, "evolved")),
+                                                 ("rounds-2", (2, "evolved")),
+                                                 ("seed-only", (0, "seed_only")))
+        for f in ("passk_rounds.json", "dev_passk_rounds.json")}, points
+
     code = (
         "import json, mlflow\n"
         f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow.db')\n"
