@@ -101,18 +101,24 @@ def _valid_row(row: dict, n: int) -> bool:
 
 
 def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: str | Path,
-                     progress: bool = True, backend: Backend | None = None) -> dict:
+                     progress: bool = True, backend: Backend | None = None,
+                     problems: dict[str, dict] | None = None,
+                     benchmark: str | None = None) -> dict:
     """Write (or complete) the sample file for ``config``; returns a summary.
 
     ``backend`` may be given (tests, callers reusing a loaded model); otherwise one is made
     from ``config.backend`` only if some task is left to generate, and closed at the end.
+    ``problems`` and ``benchmark`` replace ``config.benchmark``'s tasks and name (the
+    held-out dev set); decoding and the prompt format still come from ``config``.
     """
     from tqdm import tqdm
 
     out_path = Path(out_path)
-    problems = load_benchmark(config.benchmark, config.limit, config.task_ids)
+    if problems is None:
+        problems = load_benchmark(config.benchmark, config.limit, config.task_ids)
+    benchmark = benchmark or config.benchmark
     task_ids = list(problems)
-    header = make_header(config, model_dir, task_ids)
+    header = {**make_header(config, model_dir, task_ids), "benchmark": benchmark}
     try:
         old_header, old_rows = read_samples(out_path)
     except DataError as exc:
@@ -138,7 +144,7 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
     try:
         with open(out_path, "a", encoding="utf-8") as out, tqdm(
                 total=len(task_ids), initial=len(done), disable=not progress,
-                desc=f"generate {config.benchmark}", unit="task") as bar:
+                desc=f"generate {benchmark}", unit="task") as bar:
             for pos in range(0, len(task_ids), config.batch_size):
                 chunk = [t for t in task_ids[pos: pos + config.batch_size] if t not in done]
                 if not chunk:
@@ -167,7 +173,7 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
         if own_backend and backend is not None:
             backend.close()
     return {
-        "path": str(out_path), "benchmark": config.benchmark, "tasks": len(task_ids),
+        "path": str(out_path), "benchmark": benchmark, "tasks": len(task_ids),
         "reused": len(done), "generated": generated, "samples_per_task": config.n_samples,
         "seconds": round(time.perf_counter() - start_time, 3),
         "backend": backend.stats.as_dict() if backend is not None else None,

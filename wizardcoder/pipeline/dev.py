@@ -11,48 +11,25 @@ import logging
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.devset import SelectConfig, dev_problems
-from wizardcoder.errors import DataError, ExternalError
-from wizardcoder.jsonl import write_jsonl
+from wizardcoder.errors import DataError
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
 def generate(params: str, model_dir: str, out: str) -> dict:
-    from wizardcoder.generation.base import make_backend
     from wizardcoder.generation.config import GenerateConfig
-    from wizardcoder.generation.runner import make_header, prompt_text
-    from wizardcoder.generation.sanitize import sanitize
+    from wizardcoder.generation.runner import generate_samples
 
     config = load_section(params, "generate", GenerateConfig)
     select = load_section(params, "select", SelectConfig)
     problems = dev_problems(select.dev_benchmark, select.dev_limit)
-    task_ids = list(problems)
-    header = {**make_header(config, model_dir, task_ids), "benchmark": select.dev_benchmark}
-    rows = []
     with stage_run("generate_dev", {"generate": to_dict(config), "select": to_dict(select)},
                    tags={"model_dir": model_dir, "benchmark": select.dev_benchmark}) as run_:
-        backend = make_backend(config, model_dir)
-        try:
-            for pos in range(0, len(task_ids), config.batch_size):
-                chunk = task_ids[pos: pos + config.batch_size]
-                texts = [prompt_text(problems[t], config.prompt_format) for t in chunk]
-                outputs = backend.generate(texts, config.n_samples, seed=config.seed + pos)
-                if len(outputs) != len(chunk):
-                    raise ExternalError(f"backend {backend.name} returned {len(outputs)} "
-                                        f"results for {len(chunk)} prompts")
-                for task_id, text, raws in zip(chunk, texts, outputs, strict=True):
-                    problem = problems[task_id]
-                    rows.append({"type": "sample", "task_id": task_id, "prompt_text": text,
-                                 "raw": raws, "solution": [
-                                     sanitize(r, problem["entry_point"], problem["prompt"])
-                                     for r in raws]})
-        finally:
-            backend.close()
-        write_jsonl(out, [header, *rows])
-        stats = {"tasks": len(task_ids), "samples_per_task": config.n_samples}
-        run_.log_metrics(stats)
-    log.info("generate_dev: %d %s tasks -> %s", len(task_ids), select.dev_benchmark, out)
+        stats = generate_samples(config, model_dir, out, problems=problems,
+                                 benchmark=select.dev_benchmark)
+        run_.log_metrics({"tasks": stats["tasks"], "samples_per_task": config.n_samples})
+    log.info("generate_dev: %d %s tasks -> %s", stats["tasks"], select.dev_benchmark, out)
     return stats
 
 
