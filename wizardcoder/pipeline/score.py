@@ -9,7 +9,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from wizardcoder.config import load_section, option, require, to_dict
-from wizardcoder.errors import DataError
+from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.tracking import stage_run
 
@@ -134,7 +134,8 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
     from wizardcoder.scoring.plus import DATASETS, DiffSettings
 
     if rounds_plot and not params:
-        raise ValueError("rounds_plot needs the params file that names the rounds")
+        raise ConfigError("--rounds-plot needs a params file naming `rounds` and "
+                          "`merge.baseline` (--params)")
     point = rounds_point(params) if rounds_plot else None  # bad params fail before the work
     limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
                            memory_mb=config.memory_mb, max_procs=config.max_procs,
