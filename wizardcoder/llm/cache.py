@@ -39,9 +39,15 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     model TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    error TEXT
 )
 """
+# A permanent per-request failure (400 context_length, content_filter...) is cached like an
+# answer: `error` holds its class and `text` the server's message, so a rerun does not pay
+# for it again. Transient failures (429, 5xx, exhausted retries) are never stored.
+ERROR_CLASSES = ("context_length", "content_filter", "bad_request", "retries_exhausted",
+                 "empty_content")
 
 
 def request_key(model_identity: str, messages: Sequence[dict], *, max_tokens: int,
@@ -73,6 +79,7 @@ class CachedResponse:
     completion_tokens: int | None
     model: str | None
     created: float
+    error: str | None = None  # one of ERROR_CLASSES: a cached permanent failure, not an answer
 
 
 class RequestCache:
@@ -93,22 +100,29 @@ class RequestCache:
             # answers cost money, an fsync per answer costs microseconds of LLM time.
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute(_SCHEMA)
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(responses)")}
+            if "error" not in columns:  # a cache written before errors were cached
+                self._conn.execute("ALTER TABLE responses ADD COLUMN error TEXT")
         except sqlite3.Error as exc:
             raise ExternalError(f"cannot open the LLM request cache {self.path}: {exc}") from exc
 
     def get(self, key: str) -> CachedResponse | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT text, finish_reason, prompt_tokens, completion_tokens, model, created "
-                "FROM responses WHERE key = ?", (key,)).fetchone()
+                "SELECT text, finish_reason, prompt_tokens, completion_tokens, model, created, "
+                "error FROM responses WHERE key = ?", (key,)).fetchone()
         return CachedResponse(*row) if row else None
 
     def put(self, key: str, *, model_identity: str, request: dict[str, Any], text: str,
             finish_reason: str | None, prompt_tokens: int | None,
-            completion_tokens: int | None, model: str | None) -> None:
-        """Insert and commit; when it returns the answer survives a crash of this process."""
+            completion_tokens: int | None, model: str | None,
+            error: str | None = None) -> None:
+        """Insert and commit; when it returns the answer survives a crash of this process.
+        ``error``: the class of a permanent failure (``text`` is then the server's message)."""
+        if error is not None and error not in ERROR_CLASSES:
+            raise ValueError(f"unknown error class {error!r}; expected one of {ERROR_CLASSES}")
         row = (key, model_identity, json.dumps(request, sort_keys=True, ensure_ascii=False),
-               text, finish_reason, prompt_tokens, completion_tokens, model, time.time())
+               text, finish_reason, prompt_tokens, completion_tokens, model, time.time(), error)
         with self._lock:
             try:
                 # INSERT OR REPLACE: another process may have stored the same answer meanwhile;
@@ -116,8 +130,8 @@ class RequestCache:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.execute(
                     "INSERT OR REPLACE INTO responses (key, model_identity, request, text, "
-                    "finish_reason, prompt_tokens, completion_tokens, model, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    "finish_reason, prompt_tokens, completion_tokens, model, created, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
