@@ -39,6 +39,12 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path, monkeypatch):
+    """The runner keeps resumable progress in the cache dir: one per test."""
+    monkeypatch.setenv("WIZARDCODER_CACHE_DIR", str(tmp_path / "wc-cache"))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """The tiny model's matmuls gain nothing from threads; on a busy 2-core machine OpenMP
@@ -344,9 +350,13 @@ def test_killed_run_resumes_from_the_last_whole_batch(tmp_path):
         config = _openai_config(server, limit=5)
         with pytest.raises(ExternalError, match="scripted failure"):
             generate_samples(config, "m", out, progress=False)
-        assert len(read_samples(out)[1]) == 2  # the batch with the failure was not written
+        assert not out.exists()  # the output is written whole, at the end
+        progress = sorted((tmp_path / "wc-cache" / "generate").glob("*.jsonl"))
+        assert len(progress) == 1  # the batch with the failure was not written
+        assert len(read_samples(progress[0])[1]) == 2
         with pytest.raises(DataError, match="incomplete"):
-            export_samples(out)
+            export_samples(progress[0])
+        out.unlink(missing_ok=True)  # as DVC does before a rerun: progress is in the cache
         before = server.total
         generate_samples(config, "m", out, progress=False)
         assert server.total - before == 3
@@ -355,6 +365,18 @@ def test_killed_run_resumes_from_the_last_whole_batch(tmp_path):
     # Seeds follow task positions, so a resumed batch is seeded as in an unbroken run.
     assert "return 2" in rows[2]["solution"] and "return 4" in rows[4]["solution"]
     assert "Explanation" not in rows[0]["solution"]
+
+
+def test_output_depends_only_on_inputs(tmp_path):
+    """No run time or date in the file: the same inputs give the same bytes, wherever and
+    whenever they are generated (a resumed run included)."""
+    with FaultServer(responder=code_reply) as server:
+        config = _openai_config(server)
+        generate_samples(config, "m", tmp_path / "a.jsonl", progress=False)
+        generate_samples(config, "m", tmp_path / "b.jsonl", progress=False)  # from the cache
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    header, _ = read_samples(tmp_path / "a.jsonl")
+    assert "created" not in header and len(header["model_sha256"]) == 64
 
 
 def test_cut_after_code_block():

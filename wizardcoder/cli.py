@@ -6,6 +6,7 @@
     wizardcoder train     --data data/merged/train.jsonl --out models/sft
     wizardcoder generate  --model models/sft --out data/eval/samples.jsonl
     wizardcoder score     --samples data/eval/samples.jsonl
+    wizardcoder log       # the whole experiment on its MLflow parent run
     wizardcoder params    [section]      # every params.yaml key with its help text
     wizardcoder exp       rounds|grid|compare|select-rounds   # DVC experiment helpers
 
@@ -84,6 +85,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds-plot", default=None, metavar="JSON",
                    help="also write this experiment's point of the pass@k-vs-rounds plot "
                         "(rounds and merge.baseline from --params)")
+
+    p = add("log", parents=[common],
+            help="log the whole experiment on its MLflow parent run (the last stage)")
+    p.add_argument("--lock", default="dvc.lock")
+    p.add_argument("--metrics-dir", default="metrics")
+    p.add_argument("--train-data", default="data/merged/train.jsonl")
+    p.add_argument("--model", default="models/sft")
+    p.add_argument("--results", default="data/eval/results.jsonl",
+                   help="the scored benchmark's per-sample results (its DVC hash: the "
+                        "evaluation dataset's digest)")
+    p.add_argument("--rounds-plot", nargs=2, action="append", default=[],
+                   metavar=("SCORE_JSON", "PLOT_JSON"),
+                   help="write this experiment's pass@k-vs-rounds point from a score "
+                        "metrics file (repeatable)")
 
     p = add("report", parents=[common], help="HTML + Markdown report comparing experiments")
     p.add_argument("--out-dir", default="reports",
@@ -182,11 +197,24 @@ def _dispatch(args: argparse.Namespace) -> None:
             else args.params
         score.run(params, args.samples, args.metrics, args.results, args.benchmark,
                   args.rounds_plot)
-    elif cmd == "exp":
-        from wizardcoder import experiments
-        from wizardcoder.pipeline import dev
+    elif cmd == "log":
+        from wizardcoder.pipeline import log as log_stage
 
+        log_stage.run(args.params, args.lock, args.metrics_dir, args.train_data, args.model,
+                      args.results, dict(args.rounds_plot))
+    elif cmd == "exp":
         sub = args.exp_command
+        if sub in ("dev-generate", "dev-score"):  # stages: their imports are their deps
+            from wizardcoder.pipeline import dev
+
+            if sub == "dev-generate":
+                dev.generate(args.params, args.model, args.out)
+            else:
+                dev.score(args.params, args.samples, args.metrics, args.results,
+                          args.rounds_plot)
+            return
+        from wizardcoder import experiments
+
         if sub == "rounds":
             experiments.cmd_rounds(args)
         elif sub == "grid":
@@ -195,10 +223,6 @@ def _dispatch(args: argparse.Namespace) -> None:
             experiments.compare(args.revs, ["--md"] if args.md else None)
         elif sub == "select-rounds":
             experiments.cmd_select_rounds(args)
-        elif sub == "dev-generate":
-            dev.generate(args.params, args.model, args.out)
-        elif sub == "dev-score":
-            dev.score(args.params, args.samples, args.metrics, args.results, args.rounds_plot)
     elif cmd == "report":
         from wizardcoder.report import build_report
 

@@ -16,6 +16,7 @@ SECTIONS = {
     "generate": "wizardcoder.generation.config:GenerateConfig",
     "score": "wizardcoder.pipeline.score:ScoreConfig",
     "select": "wizardcoder.devset:SelectConfig",
+    "tracking": "wizardcoder.pipeline.log:TrackingConfig",
 }
 
 

