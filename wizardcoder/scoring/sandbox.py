@@ -24,6 +24,7 @@ No verdict is decided here: :mod:`wizardcoder.scoring.harness` does, from plain 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import heapq
 import json
 import logging
@@ -39,7 +40,9 @@ from dataclasses import dataclass
 
 from wizardcoder.scoring import zygote as _zygote_mod
 from wizardcoder.scoring.codec import ProtocolError, decode_value, encode_value
+from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.scoring.zygote import (  # noqa: F401  (re-exported)
+    LAYER_HINTS,
     MAX_SLOTS,
     NOBODY,
     PY_FLAGS,
@@ -48,6 +51,8 @@ from wizardcoder.scoring.zygote import (  # noqa: F401  (re-exported)
     ZygoteError,
     _zygote,
     host,
+    layers_of,
+    missing_layers,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class SandboxLimits:
     max_procs: int = 32
     max_output_kb: int = 64
     isolate_network: bool = True
+    isolation: str = "strict"    # strict: no sample runs unless every layer is active
 
 
 class SandboxFailure(BaseException):
@@ -209,17 +215,26 @@ class Worker:
             zygote = _zygote(lim.isolate_network)  # started once per process, not timed
         except ZygoteError as exc:
             raise SandboxFailure("sandbox_error", str(exc)) from None
+        if lim.isolation == "strict":
+            missing = missing_layers(
+                layers_of(zygote.layers, h, lim.isolate_network, per_sample=False),
+                lim.isolate_network)
+            if missing:
+                raise SandboxFailure("sandbox_error", refusal(missing, zygote.layers)[:400])
         self.spawned = time.monotonic()
         self.deadline = self.spawned + lim.timeout_s
         self._slot = _SLOTS.acquire()
         uid = None if h.uid_base is None else h.uid_base + (0 if h.shared_uid else self._slot)
-        self.tmp = tempfile.mkdtemp(prefix="wc-sandbox-")
-        if uid is not None:
-            os.chown(self.tmp, uid, uid)
+        if zygote.layers.get("minimal_root"):
+            tmp = "/tmp"  # a fresh tmpfs in the sample's own root: nothing on the host
+        else:  # best_effort without the minimal root: a private directory on the host
+            tmp = self.tmp = tempfile.mkdtemp(prefix="wc-sandbox-")
+            if uid is not None:
+                os.chown(self.tmp, uid, uid)
         (req_r, self._req), (self._rep, rep_w) = os.pipe(), os.pipe()
         (ctl_r, self._ctl), (self._st, st_w) = os.pipe(), os.pipe()
         self._fds = [self._req, self._rep, self._ctl, self._st]
-        cfg = {"uid": uid, "gid": uid, "tmp": self.tmp, "cpu": float(lim.cpu_s),
+        cfg = {"uid": uid, "gid": uid, "tmp": tmp, "cpu": float(lim.cpu_s),
                "mem": int(lim.memory_mb) << 20, "fsize": int(lim.max_file_mb) << 20,
                "tmp_size": 4 * int(lim.max_file_mb) << 20,
                "nproc": int(lim.max_procs), "out_cap": int(lim.max_output_kb) << 10,
@@ -357,6 +372,59 @@ class Worker:
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         tail = f"; output: {output[-300:]!r}" if output.strip() else ""
         return self.fail("crashed", f"candidate process {how} before answering{tail}")
+
+
+ISOLATION_MODES = ("strict", "best_effort")
+
+
+def refusal(missing: list[tuple[str, str]], status: dict) -> str:
+    """Why strict mode will not score here, and how to fix it."""
+    errors = "; ".join(f"{k}: {status[k]}" for k in ("error", "root_error") if status.get(k))
+    return ("isolation is strict, but these sandbox layers are unavailable on this machine: " +
+            "; ".join(f"{name} ({hint})" for name, hint in missing) +
+            (f". System errors: {errors}" if errors else "") +
+            ". Fix the machine, or set score.isolation: best_effort (wizardcoder score "
+            "--isolation best_effort) to score with the layers that are active; they are "
+            "recorded in metrics/score.json and the MLflow run.")
+
+
+def isolation_layers(limits: SandboxLimits | None = None) -> dict:
+    """The isolation layers active on this machine (see :func:`layers_of`), measured by
+    starting one worker with a trivial program of ours (no sample); ``started`` says whether it
+    ran, ``errors`` what the system refused."""
+    limits = dataclasses.replace(limits or SandboxLimits(timeout_s=30), isolation="best_effort")
+    h = host()
+    worker, started = Worker(limits), False
+    try:
+        with worker:
+            worker.send({"program": "def f():\n    return 1\n", "entry": "f"})
+            started = worker.recv() == {"ready": True} and worker.recv() == {"loaded": True}
+    except SandboxFailure:
+        pass
+    status = worker.finish() or {}
+    layers = layers_of(status, h, limits.isolate_network)
+    errors = [str(status[k]) for k in ("error", "root_error") if status.get(k)]
+    return {**layers, "started": started, "errors": errors}
+
+
+def require_isolation(mode: str, limits: SandboxLimits) -> dict:
+    """Before any sample runs: in ``strict`` mode raise :class:`ExternalError` (exit status 2)
+    naming each unavailable layer and how to enable it; in ``best_effort`` mode return what is
+    active (for the metrics) whatever it is. Returns ``{"mode", **layers}``."""
+    if mode not in ISOLATION_MODES:
+        raise ConfigError(f"score.isolation: expected one of {', '.join(ISOLATION_MODES)}, "
+                          f"got {mode!r}")
+    layers = isolation_layers(limits)
+    missing = missing_layers(layers, limits.isolate_network)
+    if mode == "strict" and (missing or not layers["started"]):
+        if not missing:
+            raise ExternalError("the sandbox could not start a worker: " +
+                                "; ".join(layers["errors"]) or "no error reported")
+        raise ExternalError(refusal(missing, {"error": "; ".join(layers["errors"])}))
+    if missing:
+        log.warning("SANDBOX: isolation best_effort: running without %s",
+                    ", ".join(name for name, _ in missing))
+    return {"mode": mode, **layers}
 
 
 def _read_frame(fd: int, end: float, limit: int) -> bytes | None:

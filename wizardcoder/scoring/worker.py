@@ -29,6 +29,7 @@ import sys
 import time
 
 try:  # imported as part of the package (tests, the trusted side)
+    from wizardcoder.scoring import rootfs as _rootfs
     from wizardcoder.scoring.audit import _make_audit_hook
     from wizardcoder.scoring.codec import (
         ProtocolError,
@@ -52,6 +53,7 @@ except ImportError:  # run as the sandbox's script: load the files beside this o
         return module
 
     _codec, _make_audit_hook = _beside("codec"), _beside("audit")._make_audit_hook
+    _rootfs = _beside("rootfs")
     ProtocolError, TooLarge, Unserializable = (_codec.ProtocolError, _codec.TooLarge,
                                                _codec.Unserializable)
     decode_value, digest_value, encode_value = (_codec.decode_value, _codec.digest_value,
@@ -69,7 +71,9 @@ PRELOAD = ("typing", "collections", "re", "math", "cmath", "itertools", "functoo
 # ---------------------------------------------------------------- isolation (worker only)
 
 NEWNS, NEWIPC, NEWNET, NEWPID, NEWUSER = 0x20000, 0x8000000, 0x40000000, 0x20000000, 0x10000000
-MS_NOSUID, MS_NODEV, MS_PRIVATE = 2, 4, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_PRIVATE = 1, 2, 4, 8, 1 << 18
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture
 _libc = None
 
 
@@ -84,14 +88,45 @@ def _libc_call(name, *args):
         raise OSError(err, f"{name}: {os.strerror(err)}")
 
 
-def _read_only_root(hide):
-    """Every mount read-only and nosuid (one mount_setattr call); `hide` under empty tmpfs.
-    Returns the directories actually hidden."""
+def _bytes(value):
+    return value.encode() if isinstance(value, str) else value
+
+
+def _mount(source, target, fstype, flags, data):
+    _libc_call("mount", _bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data))
+
+
+def _set_read_only(path, recursive):
+    """mount_setattr: read-only and nosuid, the other flags kept (a user namespace may not
+    clear the ones the host set), propagation private."""
     import ctypes
 
-    # struct mount_attr {attr_set, attr_clr, propagation, userns_fd}; syscall 442 everywhere.
+    # struct mount_attr {attr_set, attr_clr, propagation, userns_fd}
     attr = (ctypes.c_uint64 * 4)(0x1 | 0x2, 0, MS_PRIVATE, 0)  # MOUNT_ATTR_RDONLY | NOSUID
-    _libc_call("syscall", 442, -100, b"/", 0x8000, attr, 32)  # AT_FDCWD, AT_RECURSIVE
+    _libc_call("syscall", SYS_MOUNT_SETATTR, -100, _bytes(path),  # AT_FDCWD
+               0x8000 if recursive else 0, attr, 32)  # AT_RECURSIVE
+
+
+def _pivot_root(new_root, put_old):
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(0, f"pivot_root: unknown system call number on {os.uname().machine}")
+    _libc_call("syscall", number, _bytes(new_root), _bytes(put_old))
+
+
+def _umount(target, flags):
+    _libc_call("umount2", _bytes(target), flags)
+
+
+def _minimal_root(new_root):
+    """Pivot into a root that holds only the interpreter (see rootfs.py)."""
+    _rootfs.build(new_root, _rootfs.plan(), _mount, _set_read_only, _pivot_root, _umount)
+
+
+def _read_only_root(hide):
+    """Fallback where the minimal root cannot be built: every mount read-only and nosuid; `hide`
+    under empty tmpfs. Returns the directories actually hidden."""
+    _set_read_only("/", True)
     hidden = []
     for path in hide:
         try:
@@ -103,27 +138,39 @@ def _read_only_root(hide):
     return hidden
 
 
-def _zygote(sock_fd, net, hide):
+def _zygote(sock_fd, net, hide, new_root):
     """Fork server: one outer process per request; never runs candidate code itself."""
     import socket
 
     for name in PRELOAD:
         __import__(name)
-    layers = {"root": os.geteuid() == 0, "net": False, "fs_ro": False}
+    root = os.geteuid() == 0
+    layers = {"root": root, "user_ns": None if root else False, "mount_ns": False,
+              "ipc_ns": False, "net": False, "minimal_root": False, "fs_ro": False, "hidden": []}
     uid, gid = os.geteuid(), os.getegid()
-    try:  # an unprivileged user gets the namespaces through a user namespace
-        _libc_call("unshare", NEWNS | NEWIPC | (NEWNET if net else 0) |
-                   (0 if layers["root"] else NEWUSER))
-        layers["net"] = net
-        if not layers["root"]:
+    try:  # an unprivileged user gets the namespaces through a user namespace (see sandbox.py)
+        _libc_call("unshare", NEWNS | NEWIPC | (NEWNET if net else 0) | (0 if root else NEWUSER))
+        if not root:
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
                                ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as handle:
                     handle.write(text)
-        layers["hidden"] = _read_only_root(hide)
-        layers["fs_ro"] = True
+            layers["user_ns"] = True
+        layers.update(mount_ns=True, ipc_ns=True, net=net)
     except OSError as exc:
         layers["error"] = str(exc)
+    if layers["mount_ns"] and new_root:
+        try:
+            _minimal_root(new_root)
+            layers["minimal_root"] = layers["fs_ro"] = True
+        except Exception as exc:  # best_effort falls back below; strict refuses (sandbox.py)
+            layers["root_error"] = f"{type(exc).__name__}: {exc}"
+    if layers["mount_ns"] and not layers["minimal_root"]:
+        try:
+            layers["hidden"] = _read_only_root(hide)
+            layers["fs_ro"] = True
+        except OSError as exc:
+            layers["error"] = str(exc)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished outers
     sock = socket.socket(fileno=sock_fd)
     sock.send(encode_value(layers, 1 << 12).encode())
@@ -133,7 +180,8 @@ def _zygote(sock_fd, net, hide):
             os._exit(0)  # the harness went away
         try:
             cfg = decode_value(json.loads(msg))
-            cfg.update(zip(("req", "rep", "ctl", "st"), fds, strict=True), fs_ro=layers["fs_ro"])
+            cfg.update(zip(("req", "rep", "ctl", "st"), fds, strict=True), fs_ro=layers["fs_ro"],
+                       minimal_root=layers["minimal_root"])
             pid = os.fork()
         except Exception as exc:
             pid = f"error: {exc!r}"
@@ -159,11 +207,14 @@ def _outer(cfg):
         layers["pid"] = True
         if cfg["fs_ro"]:  # the one writable place: a small tmpfs (RAM, gone with the sample)
             owner = "" if cfg["uid"] is None else f",uid={cfg['uid']},gid={cfg['gid']}"
-            _libc_call("mount", b"none", tmp.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                       f"size={cfg['tmp_size']},nr_inodes=4096,mode=0700{owner}".encode())
+            _mount("none", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
+                   f"size={cfg['tmp_size']},nr_inodes=4096,mode=0700{owner}")
         layers["tmp_rw"] = True
     except OSError as exc:
         layers["error"] = str(exc)
+        if cfg["minimal_root"]:  # the machine can do it: never run a sample without it
+            write_frame(cfg["st"], encode_value(dict(layers, status=None), 1 << 16))
+            return
     os.chdir(tmp)
     out_r, out_w = os.pipe()
     pid = os.fork()
@@ -218,9 +269,13 @@ def _inner(cfg, out_w):
         resource.setrlimit(res, value)
     try:  # PID 1 of its own namespace: a /proc that shows only the sandbox's processes
         if cfg["fs_ro"]:
-            _libc_call("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | 8, None)
+            _mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        if cfg["minimal_root"]:  # only there for the mount above: the host's processes
+            _umount(_rootfs.HOST_PROC, 2)  # MNT_DETACH
     except OSError:
-        pass  # the audit hook still refuses /proc
+        if cfg["minimal_root"]:
+            raise  # never run a sample that could see the host's /proc
+        # else the audit hook still refuses /proc
     _drop_privileges(cfg)
     random.seed(0)  # every sample starts from the same state: verdicts are reproducible
     if cfg["audit"]:
@@ -345,6 +400,8 @@ def _supervise(cfg, pid, out_r, layers):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--zygote"] or len(sys.argv) < 4:
-        raise SystemExit("usage: worker.py --zygote SOCKET_FD NETWORK(0|1) [HIDDEN_DIR...]")
-    _zygote(int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4:])
+    if sys.argv[1:2] != ["--zygote"] or len(sys.argv) != 4:
+        raise SystemExit("usage: worker.py --zygote SOCKET_FD "
+                         "'{\"net\": bool, \"hide\": [dir...], \"root\": empty dir or null}'")
+    _settings = json.loads(sys.argv[3])
+    _zygote(int(sys.argv[2]), _settings["net"], _settings["hide"], _settings["root"])

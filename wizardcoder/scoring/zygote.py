@@ -116,13 +116,18 @@ class _Zygote:
     """Client of the fork server (``worker.py --zygote``): one per process and network
     setting. It forks one outer process per sample and answers with its pid."""
 
-    def __init__(self, python: str, net: bool):
+    def __init__(self, h: Host, net: bool):
+        python = h.python
         self.lock = threading.Lock()
         self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # An empty directory that only the zygote's mount namespace mounts on (the new root);
+        # on the host it stays an empty directory, removed once the zygote has pivoted.
+        new_root = tempfile.mkdtemp(prefix="wc-root-")
+        settings = {"net": net, "hide": _dirs_to_hide(python), "root": new_root}
         try:
             self.proc = subprocess.Popen(
-                [python, *PY_FLAGS, str(WORKER), "--zygote", str(child.fileno()), str(int(net)),
-                 *_dirs_to_hide(python)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [python, *PY_FLAGS, str(WORKER), "--zygote", str(child.fileno()),
+                 json.dumps(settings)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 pass_fds=[child.fileno()], env=_env("/"), cwd="/", start_new_session=True)
         finally:
             child.close()
@@ -132,13 +137,14 @@ class _Zygote:
         except (OSError, ValueError, ProtocolError) as exc:
             self.close()
             raise ZygoteError(f"the worker zygote did not start: {exc}") from None
-        error = self.layers.get("error", "unknown error")
-        if net and not self.layers.get("net"):
-            _warn_once("net", f"no network namespace ({error}): candidate programs can reach "
-                              "the network (the audit hook still blocks sockets)")
-        if not self.layers.get("fs_ro"):
-            _warn_once("fs", f"no read-only mount namespace ({error}): only the uid and the "
-                             "audit hook keep candidate programs from writing outside")
+        finally:
+            try:
+                os.rmdir(new_root)
+            except OSError:
+                pass
+        missing = missing_layers(layers_of(self.layers, h, net, per_sample=False), net)
+        if missing:  # strict mode refuses before any sample (sandbox.require_isolation)
+            _warn_once("layers", "isolation layers unavailable: " + ", ".join(m for m, _ in missing))
 
     def spawn(self, cfg: dict, fds: list[int]) -> int:
         with self.lock:
@@ -157,12 +163,61 @@ class _Zygote:
             self.proc.wait()
 
 
+# Isolation layers (see sandbox.py): each with what to do when it is unavailable.
+_NAMESPACES = ("needs root, or unprivileged user namespaces; in a container, allow unshare and "
+               "mount (e.g. docker --cap-add SYS_ADMIN --security-opt seccomp=unconfined, or "
+               "an unprivileged user with user namespaces enabled)")
+LAYER_HINTS = {
+    "user_ns": "unprivileged user namespaces are disabled: enable them with `sysctl -w "
+               "user.max_user_namespaces=15000` (and `sysctl -w "
+               "kernel.unprivileged_userns_clone=1` on kernels that have it; on Ubuntu 24.04 "
+               "also `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`), or run the "
+               "scorer as root",
+    "mount_ns": f"no mount namespace: {_NAMESPACES}",
+    "ipc_ns": f"no IPC namespace: {_NAMESPACES}",
+    "net_ns": f"no network namespace: {_NAMESPACES}",
+    "pid_ns": f"no PID namespace: {_NAMESPACES}",
+    "minimal_root": "the minimal root (tmpfs + read-only bind mounts + pivot_root) could not "
+                    "be built",
+    "uid_separation": "as root, no interpreter runs under an unprivileged uid: install a "
+                      "python{ver} that every user can run (e.g. Debian's python3) or set "
+                      "WIZARDCODER_SANDBOX_PYTHON to one, and allow setuid to unprivileged uids",
+}
+
+
+def layers_of(status: dict, h: Host, net: bool, per_sample: bool = True) -> dict:
+    """The isolation layers, as booleans (``None``: not needed here), from a worker's report
+    (``per_sample`` False: the zygote's report only; the per-sample layers are then enforced by
+    the worker itself whenever the minimal root is active)."""
+    minimal = bool(status.get("minimal_root"))
+    return {
+        "user_ns": None if h.root else bool(status.get("user_ns")),
+        "mount_ns": bool(status.get("mount_ns")),
+        "pid_ns": bool(status.get("pid")) if per_sample else minimal,
+        "net_ns": bool(status.get("net")) if net else None,
+        "ipc_ns": bool(status.get("ipc_ns")),
+        "minimal_root": minimal and (bool(status.get("tmp_rw")) if per_sample else True),
+        "uid_separation": (h.uid_base is not None) if h.root else bool(status.get("user_ns")),
+        "uid": ("private uid per sample" if not h.shared_uid else "nobody, shared")
+        if h.root and h.uid_base is not None else
+        "own uid in a user namespace, no capabilities" if not h.root and status.get("user_ns")
+        else "none: the scorer's own uid",
+    }
+
+
+def missing_layers(layers: dict, net: bool) -> list[tuple[str, str]]:
+    """(layer, how to enable it) for every required layer that is not active."""
+    version = "{}.{}".format(*sys.version_info[:2])
+    return [(name, hint.replace("{ver}", version)) for name, hint in LAYER_HINTS.items()
+            if layers.get(name) is False and (name != "net_ns" or net)]
+
+
 def _zygote(net: bool) -> _Zygote:
-    python = host().python
+    h = host()
     with _lock:
         key = (os.getpid(), net)
         if key not in _zygotes or _zygotes[key].proc.poll() is not None:
-            _zygotes[key] = _Zygote(python, net)
+            _zygotes[key] = _Zygote(h, net)
         return _zygotes[key]
 
 
