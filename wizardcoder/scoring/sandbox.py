@@ -422,8 +422,8 @@ def require_isolation(mode: str, limits: SandboxLimits) -> dict:
                                 "; ".join(layers["errors"]) or "no error reported")
         raise ExternalError(refusal(missing, {"error": "; ".join(layers["errors"])}))
     if missing:
-        log.warning("SANDBOX: isolation best_effort: running without %s",
-                    ", ".join(name for name, _ in missing))
+        log.warning("SANDBOX: isolation best_effort: running without %s (%s)",
+                    ", ".join(name for name, _ in missing), "; ".join(layers["errors"]))
     return {"mode": mode, **layers}
 
 
