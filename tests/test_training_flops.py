@@ -63,3 +63,38 @@ def test_peak_by_device_name(name, peak):
 def test_peak_tflops_param_must_be_positive(bad):
     with pytest.raises(ConfigError, match="peak_tflops"):
         TrainConfig(peak_tflops=bad)
+
+
+def test_length_weighted_attention_length_by_hand():
+    from wizardcoder.training.flops import attention_length
+
+    # two examples of 100 and 300 tokens: attention costs 12Ld(100^2 + 300^2) for 400
+    # tokens, i.e. s = 100000 / 400 = 250 per token, not the plain mean 200
+    assert attention_length([100, 300]) == 250.0
+    assert attention_length([128, 128, 128]) == 128.0  # equal lengths: the mean
+    assert attention_length([]) == 0.0
+    total = sum(flops_per_token(SMOL, 1000, attention_length([100, 300])) * n
+                for n in [100, 300])
+    by_example = sum(6 * 1000 * n + 12 * 30 * 576 * n * n for n in [100, 300])
+    assert total == pytest.approx(by_example)
+
+
+def test_frozen_weights_cost_4_not_6_flops_per_token():
+    # LoRA on SmolLM2: 134.5M frozen + 1.2M adapter weights (all trainable)
+    total, adapters = 134_515_008 + 1_228_800, 1_228_800
+    lora = flops_per_token(SMOL, total, 150, trainable_parameters=adapters)
+    assert lora == 6 * adapters + 4 * (total - adapters) + 12 * 30 * 576 * 150
+    full = flops_per_token(SMOL, total, 150)
+    assert full == flops_per_token(SMOL, total, 150, trainable_parameters=total)
+    assert full - lora == 2 * (total - adapters)  # the weight gradients not computed
+    # an untied input embedding is no matrix product whether frozen or not
+    assert flops_per_token(UNTIED, 6_738_415_616, 0, trainable_parameters=0) == \
+        4 * (6_738_415_616 - 32000 * 4096)
+
+
+def test_utilization_passes_the_trainable_count():
+    full = utilization(1000, SMOL, 1_000_000, 100, peak=1.0)
+    lora = utilization(1000, SMOL, 1_000_000, 100, peak=1.0, trainable_parameters=10_000)
+    assert lora["model_tflops_per_s"] < full["model_tflops_per_s"]
+    expected = 1000 * (6 * 10_000 + 4 * 990_000 + 12 * 30 * 576 * 100) / 1e12
+    assert lora["model_tflops_per_s"] == pytest.approx(expected, abs=1e-4)
