@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="metrics/score.json")
     p.add_argument("--results", default="data/eval/results.jsonl",
                    help="per-sample verdicts, base and plus (default: %(default)s)")
+    p.add_argument("--isolation", default=None, choices=("strict", "best_effort"),
+                   help="overrides score.isolation: strict refuses to score when a sandbox "
+                        "layer is unavailable; best_effort scores and records the layers")
     p.add_argument("--rounds-plot", default=None, metavar="JSON",
                    help="also write this experiment's point of the pass@k-vs-rounds plot "
                         "(rounds and merge.baseline from --params)")
@@ -196,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
             else args.params
         score.run(params, args.samples, args.metrics, args.results, args.benchmark,
-                  args.rounds_plot)
+                  args.rounds_plot, isolation=args.isolation)
     elif cmd == "log":
         from wizardcoder.pipeline import log as log_stage
 

@@ -30,6 +30,12 @@ class ScoreConfig:
     max_procs: int = option(32, help="Process-count limit per sample.")
     isolate_network: bool = option(True, help="Run samples in a network namespace with no "
                                              "interfaces (falls back loudly where unavailable).")
+    isolation: str = option(
+        "strict", help="strict: refuse to score, before any sample runs, when a sandbox layer "
+                       "(user/mount/PID/network/IPC namespaces, the minimal root, the uid "
+                       "separation) is unavailable, naming it and how to enable it. "
+                       "best_effort: score anyway with the layers that are active; they are "
+                       "recorded in the metrics (`isolation`) and the MLflow run.")
     plus_memory_mb: int = option(
         4096, help="HumanEval+/MBPP+ differential tests: address-space limit per test set (MiB); "
                    "evalplus's 4 GiB by default, as some reference outputs alone need over "
@@ -44,6 +50,8 @@ class ScoreConfig:
         require(self.workers >= 1, "score", "workers", "an integer >= 1")
         require(self.timeout_s > 0, "score", "timeout_s", "a positive number of seconds")
         require(self.memory_mb >= 64, "score", "memory_mb", "at least 64 (MiB)")
+        require(self.isolation in ("strict", "best_effort"), "score", "isolation",
+                "strict or best_effort")
         require(self.plus_memory_mb >= 64, "score", "plus_memory_mb", "at least 64 (MiB)")
         require(self.plus_min_time_limit_s > 0, "score", "plus_min_time_limit_s",
                 "a positive number of seconds")
@@ -106,13 +114,16 @@ def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name:
 
 
 def run(params: str | None, samples: str, metrics: str, results: str,
-        benchmark: str | None = None, rounds_plot: str | None = None) -> dict:
+        benchmark: str | None = None, rounds_plot: str | None = None,
+        isolation: str | None = None) -> dict:
     """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
     unless every line is valid and names a task of the benchmark. ``rounds_plot`` also
     writes this experiment's point of the pass@k-vs-rounds plot (see :func:`rounds_point`)."""
     from wizardcoder.generation.benchmarks import load_benchmark
 
     config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
+    if isolation is not None:  # --isolation overrides score.isolation
+        config = dataclasses.replace(config, isolation=isolation)
     header, rows = read_samples(samples)
     if not rows:
         raise DataError(samples, None, None, "no samples")
@@ -132,6 +143,7 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
     from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
     from wizardcoder.scoring.harness import kinds_summary
     from wizardcoder.scoring.plus import DATASETS, DiffSettings
+    from wizardcoder.scoring.sandbox import require_isolation
 
     if rounds_plot and not params:
         raise ConfigError("--rounds-plot needs a params file naming `rounds` and "
@@ -139,14 +151,18 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
     point = rounds_point(params) if rounds_plot else None  # bad params fail before the work
     limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
                            memory_mb=config.memory_mb, max_procs=config.max_procs,
-                           isolate_network=config.isolate_network)
+                           isolate_network=config.isolate_network, isolation=config.isolation)
+    # Before any sample: strict refuses (ExternalError) when a layer is missing.
+    isolation = {k: v for k, v in require_isolation(config.isolation, limits).items()
+                 if k != "errors"}  # logged: they may name temporary paths
     settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
                             config.plus_time_factor)
     with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
         verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
                                     differential=DATASETS.get(name), settings=settings)
         summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
-                   "kinds": kinds_summary(verdicts)}
+                   "kinds": kinds_summary(verdicts), "isolation": isolation}
+        run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
         if DATASETS.get(name):
             summary["plus_kinds"] = kinds_summary(
                 [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])

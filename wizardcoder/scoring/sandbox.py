@@ -394,17 +394,17 @@ def isolation_layers(limits: SandboxLimits | None = None) -> dict:
     ran, ``errors`` what the system refused."""
     limits = dataclasses.replace(limits or SandboxLimits(timeout_s=30), isolation="best_effort")
     h = host()
-    worker, started = Worker(limits), False
+    worker, started, failure = Worker(limits), False, None
     try:
         with worker:
             worker.send({"program": "def f():\n    return 1\n", "entry": "f"})
             started = worker.recv() == {"ready": True} and worker.recv() == {"loaded": True}
-    except SandboxFailure:
-        pass
+    except SandboxFailure as exc:
+        failure = exc.detail
     status = worker.finish() or {}
     layers = layers_of(status, h, limits.isolate_network)
     errors = [str(status[k]) for k in ("error", "root_error") if status.get(k)]
-    return {**layers, "started": started, "errors": errors}
+    return {**layers, "started": started, "errors": errors + ([failure] if failure else [])}
 
 
 def require_isolation(mode: str, limits: SandboxLimits) -> dict:
@@ -419,7 +419,7 @@ def require_isolation(mode: str, limits: SandboxLimits) -> dict:
     if mode == "strict" and (missing or not layers["started"]):
         if not missing:
             raise ExternalError("the sandbox could not start a worker: " +
-                                "; ".join(layers["errors"]) or "no error reported")
+                                ("; ".join(layers["errors"]) or "no error reported"))
         raise ExternalError(refusal(missing, {"error": "; ".join(layers["errors"])}))
     if missing:
         log.warning("SANDBOX: isolation best_effort: running without %s (%s)",
