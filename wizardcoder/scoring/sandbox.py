@@ -9,16 +9,22 @@ daemons). Each sample runs in its own worker process (see ``worker.py``) inside 
   own session and process group, with a scrubbed environment (nothing from ``os.environ``: no
   API keys) and a fresh temp dir as cwd, deleted afterwards; one worker serves one sample (a
   batch starts the next ones ahead: :meth:`Worker.started`);
-* namespaces: an empty network namespace (no interface up, not even loopback); a mount namespace
-  where every filesystem is read-only except the temp dir and the project checkout is hidden; a
-  PID namespace whose init is the candidate, so killing it kills everything it started;
-* as root: an unprivileged uid of its own per concurrent sample (cannot read root's files or
-  signal other processes; RLIMIT_NPROC applies);
+* namespaces: an empty network namespace (no interface up, not even loopback); IPC; a mount
+  namespace whose root holds only the interpreter, its shared libraries and standard library
+  (no site-packages), four devices, a fresh tmpfs as /tmp and cwd and a /proc of its own
+  (``rootfs.py``): no $HOME, cache, checkout, benchmark file or host /tmp to read through any
+  door; a PID namespace whose init is the candidate, so killing it kills everything it started;
+* uid separation: as root, an unprivileged uid of its own per concurrent sample (cannot read
+  root's files or signal other processes; RLIMIT_NPROC applies); as another user, a user
+  namespace mapping only that user's uid (the only mapping possible without newuidmap), where
+  the sample holds no capability and sees none of that user's files or processes;
 * rlimits (CPU, address space, file size, processes, descriptors, no core dumps) and a wall-clock
   deadline enforced here by killing the whole tree;
 * an audit hook inside the worker as a second layer (files, sockets, subprocesses, ctypes...).
 
-No verdict is decided here: :mod:`wizardcoder.scoring.harness` does, from plain values only.
+``SandboxLimits.isolation`` "strict" (the default) refuses to start a worker when a layer is
+missing (:func:`require_isolation` says which, before any sample); "best_effort" runs with what
+the machine allows (:func:`isolation_layers` reports it). No verdict is decided here: :mod:`wizardcoder.scoring.harness` does, from plain values only.
 """
 
 from __future__ import annotations

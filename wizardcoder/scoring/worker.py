@@ -6,15 +6,17 @@ path: no site-packages here). The trusted side never imports this module to deci
 The candidate is hostile; it never shares an interpreter with the code that decides the verdict,
 so the worst a compromised worker can do is send wrong *plain data*. Processes:
 
-* zygote (trusted, never runs candidate code): a fresh interpreter with a scrubbed environment, an
-  empty network namespace, a mount namespace where every filesystem is read-only and the project
-  directory is hidden, and the modules solutions commonly import already loaded. It forks one
-  outer process per sample (a fork costs ~1 ms, a new interpreter ~20 ms);
-* outer (trusted): new session, new PID and mount namespaces, the sample's temp dir as cwd (the
+* zygote (trusted, never runs candidate code): a fresh interpreter with a scrubbed environment
+  and the modules solutions commonly import already loaded; then (a user namespace first when
+  not root) IPC, empty network and mount namespaces, and a minimal read-only root holding only
+  the interpreter, its libraries and standard library (``rootfs.py``; where that cannot be built,
+  every filesystem read-only with the project directory hidden). It forks one outer process per
+  sample (a fork costs ~1 ms, a new interpreter ~20 ms);
+* outer (trusted): new session, new PID and mount namespaces, a fresh tmpfs as /tmp and cwd (the
   only writable place); forks the inner process, captures its output with a size cap, kills it
   when the harness says so (or dies), and reports exit status and CPU time on a status pipe;
 * inner (untrusted): PID 1 of the new PID namespace, so killing it kills all the candidate
-  started; mounts a /proc of its own, sets rlimits, drops to an unprivileged uid (as root) and
+  started; mounts a /proc of its own (and unmounts the host's, see ``rootfs.py``), sets rlimits, drops to an unprivileged uid (as root) and
   every capability, installs an audit hook, then runs the candidate and answers calls.
 """
 
@@ -156,6 +158,11 @@ def _zygote(sock_fd, net, hide, new_root):
                 with open(f"/proc/self/{name}", "w") as handle:
                     handle.write(text)
             layers["user_ns"] = True
+            try:  # this namespace's own limit: no sample can nest user namespaces in it
+                with open("/proc/sys/user/max_user_namespaces", "w") as handle:
+                    handle.write("0")
+            except OSError:
+                pass
         layers.update(mount_ns=True, ipc_ns=True, net=net)
     except OSError as exc:
         layers["error"] = str(exc)
