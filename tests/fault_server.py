@@ -7,6 +7,12 @@ retry code are exercised end to end. Behaviour is scripted per prompt (the last 
 content), because concurrent requests arrive in no fixed order; a ``responder`` can instead
 answer by content (e.g. an evolved question for evolve prompts, code for answer prompts), and
 ``latency`` slows every request down so a client can be killed mid-batch.
+
+Provider behaviours are options: ``reasoning_models`` behave like OpenAI's o-series / GPT-5
+(400 on ``max_tokens`` and on a non-default temperature or top_p), ``served_models`` maps the
+model asked to the name the completion reports (an alias resolved to a dated snapshot), and
+``azure_api_version`` / ``api_key`` make it check Azure's ``api-version`` query and
+``api-key`` header (404 / 401 like Azure when they are missing).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 # Actions, consumed one per request for a prompt; once a script is used up the prompt is
 # answered normally ("ok").
@@ -24,6 +31,13 @@ OK = "ok"
 LENGTH = "length"            # a normal answer cut by max_tokens
 MALFORMED = "malformed"      # 200 with a body that is not JSON
 SERVER_ERROR = "500"
+NULL_CONTENT = "null_content"  # 200 with message.content null (finish_reason stop)
+# 400s as OpenAI / Azure OpenAI send them.
+CONTEXT_LENGTH = ("status", 400, "This model's maximum context length is 4096 tokens. However, "
+                  "your messages resulted in 5012 tokens. Please reduce the length of the "
+                  "messages.", "context_length_exceeded")
+CONTENT_FILTER = ("status", 400, "The response was filtered due to the prompt triggering Azure "
+                  "OpenAI's content management policy.", "content_filter")
 
 
 def rate_limited(retry_after: str | None = "1") -> tuple:
@@ -36,8 +50,8 @@ def delay(seconds: float, then: str = OK) -> tuple:
     return ("delay", seconds, then)
 
 
-def status(code: int, message: str = "scripted error") -> tuple:
-    return ("status", code, message)
+def status(code: int, message: str = "scripted error", code_name: str | None = None) -> tuple:
+    return ("status", code, message, code_name)
 
 
 def answer_text(prompt: str) -> str:
@@ -55,13 +69,21 @@ class FaultServer:
     """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
 
     def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model", *,
-                 responder: Callable[[dict], object] | None = None, latency: float = 0.0):
+                 responder: Callable[[dict], object] | None = None, latency: float = 0.0,
+                 reasoning_models: tuple[str, ...] = (), served_models: dict | None = None,
+                 azure_api_version: str | None = None, api_key: str | None = None):
         """``responder(body)`` answers unscripted requests: a :class:`Reply` or any action
         (SERVER_ERROR, status(...), ...); ``latency`` seconds pass before every answer."""
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.model = model
         self.responder = responder
         self.latency = latency
+        self.reasoning_models = set(reasoning_models)
+        self.served_models = dict(served_models or {})
+        self.azure_api_version = azure_api_version
+        self.api_key = api_key
+        self.queries: list[dict] = []  # the query parameters of each POST
+        self.key_headers: list[str] = []  # the api-key header of each POST ("" if none)
         self.answered: list[dict] = []  # bodies whose 200 answer was written in full
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
@@ -138,16 +160,46 @@ class FaultServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self._body = json.loads(self.rfile.read(length) or b"{}")
+                query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
                 with server._lock:
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
                     server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.key_headers.append(self.headers.get("api-key", ""))
+                    server.queries.append(query)
                     server.bodies.append(body)
                 try:
-                    self._answer(body)
+                    refused = self._refuse(body, query)
+                    if refused:
+                        self._json(refused[0], {"error": refused[1]})
+                    else:
+                        self._answer(body)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+
+            def _refuse(self, body: dict, query: dict) -> tuple[int, dict] | None:
+                """What Azure and the o-series models answer to requests they reject."""
+                if server.azure_api_version is not None:
+                    if query.get("api-version") != server.azure_api_version:
+                        return 404, {"code": "404", "message": "Resource not found"}
+                    if self.headers.get("api-key") != server.api_key:
+                        return 401, {"code": "401", "message": "Access denied due to invalid "
+                                     "subscription key or wrong API endpoint."}
+                if body.get("model") in server.reasoning_models:
+                    if "max_tokens" in body:
+                        return 400, {"message": "Unsupported parameter: 'max_tokens' is not "
+                                     "supported with this model. Use 'max_completion_tokens' "
+                                     "instead.", "type": "invalid_request_error",
+                                     "param": "max_tokens", "code": "unsupported_parameter"}
+                    for name in ("temperature", "top_p"):
+                        if name in body and body[name] != 1:
+                            return 400, {"message": f"Unsupported value: '{name}' does not "
+                                         f"support {body[name]} with this model. Only the "
+                                         f"default (1) value is supported.",
+                                         "type": "invalid_request_error", "param": name,
+                                         "code": "unsupported_value"}
+                return None
 
             def _answer(self, body: dict) -> None:
                 prompt = str(body["messages"][-1]["content"])
@@ -162,26 +214,34 @@ class FaultServer:
                     self._json(429, {"error": {"message": "rate limited", "type": "requests"}},
                                headers)
                 elif isinstance(action, tuple) and action[0] == "status":
-                    self._json(action[1], {"error": {"message": action[2]}})
+                    error = {"message": action[2], "type": "invalid_request_error"}
+                    if len(action) > 3 and action[3]:
+                        error["code"] = action[3]
+                    self._json(action[1], {"error": error})
                 elif action == SERVER_ERROR:
                     self._json(500, {"error": {"message": "internal error"}})
                 elif action == MALFORMED:
                     self._send(200, b'{"id": "x", "choices": [{"message": ')
-                elif isinstance(action, Reply) or action in (OK, LENGTH):
-                    if isinstance(action, Reply):
+                elif isinstance(action, Reply) or action in (OK, LENGTH, NULL_CONTENT):
+                    if action == NULL_CONTENT:
+                        text, finish = None, "stop"
+                    elif isinstance(action, Reply):
                         _, text, finish = action
                     else:
                         text = answer_text(prompt)
                         finish = "stop" if action == OK else "length"
                     if action == LENGTH:
                         text = " ".join(text.split()[:2])
+                    words = len((text or "").split())
+                    asked = body.get("model", server.model)
                     self._json(200, {
                         "id": f"chatcmpl-{server.total}", "object": "chat.completion",
-                        "created": int(time.time()), "model": server.model,
+                        "created": int(time.time()),
+                        "model": server.served_models.get(asked, server.model),
                         "choices": [{"index": 0, "finish_reason": finish,
                                      "message": {"role": "assistant", "content": text}}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
-                                  "total_tokens": 10 + len(text.split())},
+                        "usage": {"prompt_tokens": 10, "completion_tokens": words,
+                                  "total_tokens": 10 + words},
                     })
                 else:
                     raise ValueError(f"unknown fault action {action!r}")

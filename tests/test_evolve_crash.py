@@ -5,6 +5,8 @@ scripted server on 127.0.0.1 (provider openai + base_url), which answers slowly 
 lands after some answers were cached and before the round finished. The server's request
 log proves that the rerun repeats no call that had finished, and the resumed output must be
 byte-identical to that of a run that was never interrupted (its own directory and cache).
+One row's evolve call gets 400 context_length_exceeded: that row is eliminated (verdict
+request_error) in both runs, and its cached failure is not sent again by the rerun.
 The dummy API key must reach the server and nothing else.
 """
 
@@ -28,7 +30,8 @@ from wizardcoder.jsonl import write_jsonl
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "WC_CRASH_TEST_KEY"
 KEY = "sk-crash-" + "D0ntL3akM3" * 3
-MARKERS = ["[cut]", "[refuse]", "[same]", "[copy]"]
+MARKERS = ["[cut]", "[refuse]", "[same]", "[copy]", "[ctx]"]
+CALLS = 11 + 8 + 7  # evolve all 11; judge the 8 left; answer the 7 the judge kept
 
 
 def make_workdir(root: Path, url: str) -> Path:
@@ -36,6 +39,7 @@ def make_workdir(root: Path, url: str) -> Path:
     write_jsonl(root / "data" / "seed.jsonl", seed_rows(MARKERS, plain=6))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["rounds"] = {"r1": "data/seed.jsonl"}
+    params["evolve"]["max_failed_fraction"] = 0.1  # 1 of 11 rows may fail its request
     params["llm"] = {"provider": "openai", "base_url": url, "model": "fault-model",
                      "api_key_env": KEY_ENV, "max_in_flight": 2, **FAST, **PRICES}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -81,8 +85,8 @@ def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
         proc = stage(crashed)
         deadline = time.monotonic() + 60
         try:
-            # 10 evolve calls, then answers: kill once a few answers are in the cache.
-            while len(cached_requests(crashed)) < 13:
+            # 11 evolve calls, then judges and answers: kill once a few are in the cache.
+            while len(cached_requests(crashed)) < 14:
                 assert proc.poll() is None, proc.communicate()[1][-3000:]
                 assert time.monotonic() < deadline, "the stage never got that far"
                 time.sleep(0.02)
@@ -94,19 +98,22 @@ def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
         before = cached_requests(crashed)
         first_run = [canonical(b) for b in server.bodies]
         assert not (crashed / "data" / "evolved" / "r1.jsonl").exists()
-        assert 13 <= len(before) < 25
+        assert 14 <= len(before) < CALLS
+        ctx = [b for b in before if "[ctx]" in b]
+        assert len(ctx) == 1  # the failed evolution was cached as such
 
         logs += finish(stage(crashed))
         rerun = [canonical(b) for b in server.bodies[len(first_run):]]
         assert not before & set(rerun)  # no finished (cached) call was sent again
         # At most the requests in flight at the kill (max_in_flight) were sent twice.
         assert len(set(first_run) & set(rerun)) <= 2
-        assert len(before) + len(rerun) == 25  # 10 evolve + 8 answers + 7 judges
+        assert len(before) + len(rerun) == CALLS
+        assert not [b for b in rerun if "[ctx]" in b]  # its cached 400 was not paid again
 
         clean = make_workdir(tmp_path / "clean", server.url)
         sent = len(server.bodies)
         logs += finish(stage(clean))
-        assert len(server.bodies) - sent == 25
+        assert len(server.bodies) - sent == CALLS
         auth = set(server.auth_headers)
 
     assert auth == {f"Bearer {KEY}"}  # the key was used, on the wire only
@@ -117,10 +124,16 @@ def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
             [json.loads(x) for x in undisturbed.splitlines()]
     metrics = json.loads((crashed / "metrics/evolve/r1.json").read_text())
     clean_metrics = json.loads((clean / "metrics/evolve/r1.json").read_text())
-    assert metrics["cache_hits"] == len(before) and metrics["network_calls"] == 25 - len(before)
+    assert metrics["cache_hits"] == len(before)
+    assert metrics["network_calls"] == CALLS - len(before)
     assert clean_metrics["cache_hits"] == 0 and clean_metrics["cost_usd"] > 0
     assert metrics["cost_usd"] < clean_metrics["cost_usd"]
     assert metrics["kept"] == clean_metrics["kept"] == 6
+    assert metrics["request_errors"]["context_length"] == 1
+    assert clean_metrics["dropped_by_rule"] == metrics["dropped_by_rule"]
+    rejected = [json.loads(x) for x in (crashed / "data/rejected/r1.jsonl").read_text()
+                .splitlines()]
+    assert [r["error"]["class"] for r in rejected if "error" in r] == ["context_length"]
     texts = [logs] + [p.read_text(errors="replace") for d in (crashed, clean)
                       for p in d.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl",
                                                                               ".yaml", ".log")]

@@ -5,7 +5,9 @@ an evolved question, answer prompts get code, judge prompts get "Not Equal". Mar
 seed instruction make that row fail one elimination rule: [cut] (evolution cut by
 max_tokens), [blank] (evolution of stop words only), [copy] (evolution copies the template),
 [refuse] (the answer apologises), [long] (the answer is cut) and [same] (the judge says
-Equal). Everything goes through the real client, cache and stage code.
+Equal); or fail its request: [ctx] (the evolve call gets 400 context_length_exceeded), [null]
+(the answer has content null), [fail] (the answer call gets 500s until retries run out).
+Everything goes through the real client, cache and stage code.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fault_server import SERVER_ERROR, FaultServer, Reply
+from tests.fault_server import CONTEXT_LENGTH, NULL_CONTENT, SERVER_ERROR, FaultServer, Reply
 from wizardcoder.cli import main
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
@@ -25,6 +27,7 @@ from wizardcoder.evolve import filters
 from wizardcoder.evolve.engine import EvolveConfig, choose_method, evolve_round
 from wizardcoder.evolve.prompts import METHODS
 from wizardcoder.jsonl import write_jsonl
+from wizardcoder.llm.cache import ERROR_CLASSES
 from wizardcoder.llm import LLMClient, LLMConfig, RequestCache, open_client
 from wizardcoder.llm.limits import BudgetExceeded
 from wizardcoder.pipeline.evolve import model_identity
@@ -43,6 +46,8 @@ def responder(body: dict):
         return Reply("Equal" if "[same]" in prompt else "Not Equal")
     if prompt.startswith(EVOLVE):
         question = prompt.split("Question:\n", 1)[1]
+        if "[ctx]" in question:
+            return CONTEXT_LENGTH
         if "[cut]" in question:
             return Reply(question + " and also", "length")
         if "[blank]" in question:
@@ -52,6 +57,8 @@ def responder(body: dict):
         return Reply(f"{question} Also reject negative numbers.")
     if "[fail]" in prompt:
         return SERVER_ERROR
+    if "[null]" in prompt:
+        return NULL_CONTENT
     if "[refuse]" in prompt:
         return Reply("Sorry, I cannot help with that.")
     if "[long]" in prompt:
@@ -73,13 +80,13 @@ def seed_rows(markers: list[str], plain: int) -> list[dict]:
 
 
 def client_for(server: FaultServer, cache: Path, **llm) -> LLMClient:
-    cfg = LLMConfig(provider="openai", base_url=server.url, model=server.model,
-                    **{**FAST, **PRICES, **llm})
+    cfg = LLMConfig(provider="openai", base_url=server.url,
+                    **{"model": server.model, **FAST, **PRICES, **llm})
     return LLMClient(cfg, server.url, "dummy", f"fault@{server.url}", RequestCache(cache))
 
 
 def run_round(server, cache, rows, progress=False, llm=None, **evolve):
-    client = client_for(server, cache, **(llm or {}))
+    client = client_for(server, cache, **{"model": server.model, **(llm or {})})
     config = from_dict(EvolveConfig, evolve, "evolve")
     return evolve_round(rows, config, client, "r1", model="fault-model", progress=progress)
 
@@ -94,7 +101,7 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
     rows = seed_rows(list(MARKERS), plain=4)
     with FaultServer(responder=responder) as server:
         out, rejected, stats = run_round(server, tmp_path / "c.sqlite", rows)
-        sent = server.total
+        sent, bodies = server.total, list(server.bodies)
         out2, rejected2, stats2 = run_round(server, tmp_path / "c.sqlite", rows)
         assert server.total == sent  # the second run of the round made no network call
     assert out2 == out and rejected2 == rejected
@@ -103,7 +110,8 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
     expected_rule = {r["id"]: next((rule for m, rule in MARKERS.items()
                                     if m in r["instruction"]), None) for r in rows}
     assert stats["dropped_by_rule"] == {"truncated": 2, "empty": 1, "template_copy": 1,
-                                        "refusal": 1, "judge_equal": 1}
+                                        "judge_equal": 1, "refusal": 1, "request_error": 0}
+    assert stats["request_errors"] == {c: 0 for c in ERROR_CLASSES}
     assert stats["kept"] == 4 and stats["dropped"] == 6 and stats["rows_in"] == 10
     for method in METHODS:
         mine = [i for i, m in methods.items() if m == method]
@@ -111,7 +119,7 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
         assert by["kept"] == sum(expected_rule[i] is None for i in mine)
         assert by["dropped"] == sum(expected_rule[i] is not None for i in mine)
         assert by["dropped_by_rule"] == {rule: sum(expected_rule[i] == rule for i in mine)
-                                         for rule in filters.RULES}
+                                         for rule in filters.VERDICTS}
 
     # One output row per input row, in order: kept evolutions and carried parents.
     assert len(out) == len(rows)
@@ -127,22 +135,36 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
         assert lin["seed_id"] == parent["id"] and lin["parent_id"] == parent["id"]
         assert lin["round"] == 1 and lin["method"] == methods[parent["id"]]
         assert lin["model"] == "fault-model"
+        assert lin["models"] == {step: {"asked": "fault-model", "served": "fault-model"}
+                                 for step in ("evolve", "judge", "answer")}
         assert lin["sampling"]["temperature"] == 0.7 and lin["sampling"]["answer_max_tokens"]
         assert set(lin["usage"]) == {"evolve", "answer", "judge"}
         assert all(u["prompt_tokens"] == 10 and u["completion_tokens"] > 0
                    for u in lin["usage"].values())
-        assert lin["verdicts"] == {rule: "pass" for rule in filters.RULES}
+        assert lin["verdicts"] == {rule: "pass" for rule in filters.VERDICTS}
     by_parent = {r["parent_id"]: r for r in rejected}
     refused = by_parent["seed03"]
     assert refused["failed_rule"] == "refusal" and refused["output"].startswith("Sorry")
     assert refused["lineage"]["verdicts"] == {
-        "truncated": "pass", "empty": "pass", "template_copy": "pass", "refusal": "fail",
-        "judge_equal": "skipped"}
+        "truncated": "pass", "empty": "pass", "template_copy": "pass", "judge_equal": "pass",
+        "refusal": "fail", "request_error": "pass"}
+    same = by_parent["seed05"]  # judged Equal before its answer: never answered
+    assert same["failed_rule"] == "judge_equal" and same["output"] == ""
+    assert set(same["lineage"]["usage"]) == {"evolve", "judge"}
     assert by_parent["seed00"]["lineage"]["verdicts"]["truncated"] == "fail"
     assert set(by_parent["seed00"]["lineage"]["usage"]) == {"evolve"}
 
     # Tokens and cost: first run all network, second run all cache hits (free now).
-    calls = 10 + 7 + 5  # evolve all; answer 7 survivors; judge 5 survivors of the answers
+    calls = 10 + 7 + 6  # evolve all; judge the 7 survivors; answer the 6 the judge kept
+    prompts = [b["messages"][-1]["content"] for b in bodies]
+    assert [p for p in prompts if "[same]" in p and JUDGE not in p
+            and not p.startswith(EVOLVE)] == []  # the [same] row was never answered
+    assert stats["judge_first"]["answer_calls_not_sent"] == 1
+    assert stats["judge_first"]["judge_calls_extra"] == 2  # [refuse] and [long]: judged
+    assert stats["judge_first"]["prompt_tokens_est"] > 0
+    assert stats["judge_first"]["cost_usd_est"] == pytest.approx(
+        (stats["judge_first"]["prompt_tokens_est"] * 2.0
+         + stats["judge_first"]["completion_tokens_est"] * 8.0) / 1e6)
     assert stats["calls"] == stats["network_calls"] == sent == calls
     assert stats["cache_hits"] == 0 and stats["network"]["requests"] == calls
     completion = stats["network"]["completion_tokens"]
@@ -224,20 +246,106 @@ def write_params(path: Path, url: str, **evolve) -> Path:
     return path
 
 
-def test_failed_request_exits_nonzero_naming_it_and_writes_nothing(tmp_path, capsys):
-    rows = seed_rows(["[fail]"], plain=2)
-    write_jsonl(tmp_path / "seed.jsonl", rows)
+def evolve_cli(tmp_path: Path, params: Path, round_key: str = "r1") -> tuple[int, dict]:
     outs = {name: tmp_path / f"{name}.json" for name in ("out", "rejected", "metrics")}
+    code = main(["evolve", "--params", str(params), "--round", round_key,
+                 "--input", str(tmp_path / "seed.jsonl"),
+                 *[a for n, p in outs.items() for a in (f"--{n}", str(p))]])
+    return code, outs
+
+
+def test_too_many_failed_rows_exit_2_with_counts_and_write_nothing(tmp_path, capsys):
+    rows = seed_rows(["[fail]", "[ctx]", "[null]"], plain=7)
+    write_jsonl(tmp_path / "seed.jsonl", rows)
     with FaultServer(responder=responder) as server:
-        params = write_params(tmp_path / "params.yaml", server.url)
-        code = main(["evolve", "--params", str(params), "--round", "r1",
-                     "--input", str(tmp_path / "seed.jsonl"),
-                     *[a for n, p in outs.items() for a in (f"--{n}", str(p))]])
+        # 3 of 10 rows fail; 0.2 allows 2.
+        params = write_params(tmp_path / "params.yaml", server.url, max_failed_fraction=0.2)
+        code, outs = evolve_cli(tmp_path, params)
     err = capsys.readouterr().err
     assert code == 2
-    assert "'r1/seed00/answer'" in err and "3 attempt(s)" in err and "HTTP 500" in err
+    assert "3 of 10 rows failed their LLM request (30.0%)" in err
+    assert "evolve.max_failed_fraction=0.2 (2 row(s) allowed)" in err
+    assert "context_length 1" in err and "retries_exhausted 1" in err
+    assert "empty_content 1" in err and "evolve 1" in err and "answer 2" in err
+    assert "'r1/seed00/answer'" in err and "HTTP 500" in err  # the first errors, named
     assert not any(p.exists() for p in outs.values())
     assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind either
+
+
+def test_a_failed_request_eliminates_its_row_and_the_round_finishes(tmp_path, capsys):
+    rows = seed_rows(["[ctx]", "[null]", "[fail]"], plain=5)
+    write_jsonl(tmp_path / "seed.jsonl", rows)
+    with FaultServer(responder=responder) as server:
+        params = write_params(tmp_path / "params.yaml", server.url, max_failed_fraction=0.5)
+        code, outs = evolve_cli(tmp_path, params)
+        first = [json.dumps(b, sort_keys=True) for b in server.bodies]
+        assert code == 0, capsys.readouterr().err
+        code, outs = evolve_cli(tmp_path, params)  # rerun: only the transient one is resent
+        rerun = [json.dumps(b, sort_keys=True) for b in server.bodies[len(first):]]
+    assert code == 0
+    # 8 evolve, 7 judge, 7 answer; [fail] tried 1 + max_retries (2) times.
+    assert len(first) == 8 + 7 + 7 + 2
+    assert len(rerun) == 3 and all("[fail]" in r for r in rerun)  # retries_exhausted only
+    out = [json.loads(x) for x in outs["out"].read_text().splitlines()]
+    rejected = [json.loads(x) for x in outs["rejected"].read_text().splitlines()]
+    metrics = json.loads(outs["metrics"].read_text())
+    assert [r.get("carried_error") for r in out[:3]] == ["context_length", "empty_content",
+                                                         "retries_exhausted"]
+    for parent, row in zip(rows[:3], out[:3], strict=True):
+        assert row["carried"] and row["carried_rule"] == "request_error"
+        assert {k: v for k, v in row.items() if not k.startswith("carried")} == parent
+    assert all(not r.get("carried") for r in out[3:])
+    ctx = rejected[0]
+    assert ctx["failed_rule"] == "request_error" and ctx["parent_id"] == "seed00"
+    assert ctx["error"]["class"] == "context_length" and ctx["error"]["step"] == "evolve"
+    assert "maximum context length" in ctx["error"]["message"]
+    assert ctx["lineage"]["verdicts"]["request_error"] == "fail"
+    assert ctx["lineage"]["seed_id"] == "seed00" and set(ctx["lineage"]["usage"]) == {"evolve"}
+    assert rejected[1]["error"]["step"] == "answer" and rejected[2]["error"]["step"] == "answer"
+    assert metrics["dropped_by_rule"]["request_error"] == 3 and metrics["kept"] == 5
+    assert metrics["request_errors"] == {"context_length": 1, "content_filter": 0,
+                                         "bad_request": 0, "retries_exhausted": 1,
+                                         "empty_content": 1}
+    assert metrics["request_errors_by_step"] == {"evolve": 1, "judge": 0, "answer": 2}
+    assert metrics["failed_fraction"] == 0.375 and metrics["max_failed_fraction"] == 0.5
+    by_method = {m: v["request_errors"] for m, v in metrics["by_method"].items()}
+    assert sum(sum(v.values()) for v in by_method.values()) == 3
+    assert metrics["cache_hits"] == 8 + 7 + 6  # the rerun: everything but [fail]'s answer
+
+
+def test_step_models_lineage_records_the_served_model(tmp_path):
+    rows = seed_rows(["[same]"], plain=2)
+    served = {"fault-model": "fault-model-2026-01-01", "judge-mini": "judge-mini-0613"}
+    with FaultServer(responder=responder, served_models=served) as server:
+        llm = {"step_models": {"judge": "judge-mini"}}
+        out, rejected, stats = run_round(server, tmp_path / "c.sqlite", rows, llm=llm)
+        asked = {(b["model"], "judge" if JUDGE in b["messages"][-1]["content"] else "other")
+                 for b in server.bodies}
+    assert asked == {("judge-mini", "judge"), ("fault-model", "other")}
+    lin = out[1]["lineage"]
+    assert lin["models"] == {
+        "evolve": {"asked": "fault-model", "served": "fault-model-2026-01-01"},
+        "judge": {"asked": "judge-mini", "served": "judge-mini-0613"},
+        "answer": {"asked": "fault-model", "served": "fault-model-2026-01-01"}}
+    assert rejected[0]["lineage"]["models"]["judge"]["served"] == "judge-mini-0613"
+    with pytest.raises(ConfigError, match="llm.step_models.critic"):
+        from_dict(LLMConfig, {"provider": "openai", "model": "m",
+                              "step_models": {"critic": "x"}}, "llm")
+    with pytest.raises(ConfigError, match="llm.step_models: expected .*embedded"):
+        from_dict(LLMConfig, {"step_models": {"judge": "gpt-4o-mini"}}, "llm")
+
+
+def test_reasoning_model_round_with_provider_params(tmp_path):
+    rows = seed_rows([], plain=3)
+    with FaultServer(responder=responder, model="o-model",
+                     reasoning_models=("o-model",)) as server:
+        llm = {"token_limit_param": "max_completion_tokens", "fixed_temperature": True}
+        out, _, stats = run_round(server, tmp_path / "c.sqlite", rows, llm=llm,
+                                  max_failed_fraction=0.0)
+        bodies = list(server.bodies)
+    assert stats["kept"] == 3 and stats["request_errors"]["bad_request"] == 0
+    assert all("max_tokens" not in b and "temperature" not in b for b in bodies)
+    assert out[0]["lineage"]["sampling"]["temperature"] is None
 
 
 def test_dry_run_sends_nothing_and_counts_the_cache(tmp_path, capsys, monkeypatch):
@@ -260,15 +368,16 @@ def test_dry_run_sends_nothing_and_counts_the_cache(tmp_path, capsys, monkeypatc
         (tmp_path / "data" / "evolved" / "r1.jsonl").unlink()
         assert main(["evolve", "--params", str(params), "--round", "r3", "--dry-run"]) == 0
         r3 = capsys.readouterr().out
-        assert server.total == sent == 4 + 4 + 3
+        assert server.total == sent == 4 + 4 + 4
         cfg = from_dict(LLMConfig, yaml.safe_load(params.read_text())["llm"], "llm")
         with open_client(cfg, cache_path=tmp_path / "x.sqlite") as client:
             assert model_identity(cfg) == client.model_identity  # same cache keys
     assert "data/seed.jsonl: 4 rows" in cold
     assert "4 needed: 0 cached, 4 to send" in cold and "at most 8: 0 cached, at most 8" in cold
+    assert "judge+answer calls" in cold
     assert "the round fits" in cold and "$" in cold
     assert "4 needed: 4 cached, 0 to send" in warm
-    assert "at most 7: 7 cached, at most 0 to send" in warm  # refusal: no judge call
+    assert "at most 8: 8 cached, at most 0 to send" in warm  # judged, then answered
     assert "$0.0000 .. $0.0000 to send now" in warm
     assert "4 needed: 0 cached, 4 to send" in r2 and "r1.jsonl: 4 rows" in r2
     assert "data/evolved/r2.jsonl does not exist yet" in r3

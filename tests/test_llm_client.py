@@ -22,27 +22,33 @@ from pathlib import Path
 import pytest
 
 from tests.fault_server import (
+    CONTENT_FILTER,
+    CONTEXT_LENGTH,
     LENGTH,
     MALFORMED,
+    NULL_CONTENT,
     SERVER_ERROR,
     FaultServer,
+    Reply,
     answer_text,
     delay,
     rate_limited,
     status,
 )
 from wizardcoder.config import from_dict
-from wizardcoder.errors import ConfigError, WizardcoderError
+from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.llm import (
     ChatRequest,
     LLMClient,
     LLMConfig,
     LLMRequestError,
     RequestCache,
+    TooManyRequestErrors,
     open_client,
     request_key,
 )
 from wizardcoder.llm.client import RateLimiter, parse_retry_after
+from wizardcoder.llm.wire import Wire
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
@@ -102,30 +108,195 @@ def test_parse_retry_after_forms():
     assert parse_retry_after({}) is None
 
 
-def test_exhausted_retries_raise_naming_request(tmp_path):
+def test_exhausted_retries_fail_that_request_only_and_are_retried_by_a_rerun(tmp_path):
     with FaultServer({"doomed": [SERVER_ERROR] * 3}) as server:
         client = make_client(server, tmp_path / "c.sqlite", max_retries=2, max_in_flight=1)
-        with pytest.raises(LLMRequestError) as info:
-            client.chat_many([ask("fine"), ask("doomed")], progress=False)
-        exc = info.value
-        assert exc.tag == "doomed" and exc.attempts == 3
-        assert "'doomed'" in str(exc) and "3 attempt" in str(exc) and "HTTP 500" in str(exc)
-        assert isinstance(exc, WizardcoderError) and exc.exit_code != 0
+        fine, doomed = client.chat_many([ask("fine"), ask("doomed")], progress=False)
+        assert fine.ok and fine.text == answer_text("fine")
+        assert doomed.error == "retries_exhausted" and not doomed.ok and doomed.text == ""
+        assert doomed.attempts == 3 and "3 attempt" in doomed.error_message
+        assert "HTTP 500" in doomed.error_message
         assert server.counts["doomed"] == 3
-        assert client.stats["failures"] == 1 and client.stats["retries"] == 2
-        # The answered request was kept: a rerun sends only the failed one.
+        assert client.stats["request_errors"] == 1 and client.stats["retries"] == 2
+        # Transient: not cached, so a rerun sends it again (and only it).
         client2 = make_client(server, tmp_path / "c.sqlite")
         fine, doomed = client2.chat_many([ask("fine"), ask("doomed")], progress=False)
-    assert fine.cached and not doomed.cached
+    assert fine.cached and not doomed.cached and doomed.ok
     assert server.counts == {"fine": 1, "doomed": 4}
 
 
-def test_non_retryable_error_fails_at_once(tmp_path):
-    with FaultServer({"bad": [status(400, "max_tokens too large")]}) as server:
-        client = make_client(server, tmp_path / "c.sqlite")
-        with pytest.raises(LLMRequestError, match="non-retryable.*HTTP 400.*max_tokens"):
-            client.chat_many([ask("bad")], progress=False)
-    assert server.counts["bad"] == 1
+def test_per_request_failures_are_classified_cached_and_not_resent(tmp_path):
+    script = {"long": [CONTEXT_LENGTH], "nasty": [CONTENT_FILTER],
+              "odd": [status(400, "Invalid 'messages[0].name': string too long")],
+              "null": [NULL_CONTENT], "huge": [status(413, "Request Entity Too Large")],
+              "filtered": [Reply("", "content_filter")]}
+    prompts = [*script, "fine"]
+    with FaultServer(script) as server:
+        client = make_client(server, tmp_path / "c.sqlite", max_in_flight=2)
+        results = dict(zip(prompts, client.chat_many([ask(p) for p in prompts],
+                                                      progress=False), strict=True))
+        sent = server.total
+        again = make_client(server, tmp_path / "c.sqlite").chat_many(
+            [ask(p) for p in prompts], progress=False)
+        assert server.total == sent == len(prompts)  # permanent failures are not paid twice
+        resend = make_client(server, tmp_path / "c.sqlite", resend_cached_errors=True)
+        retried = resend.chat_many([ask(p) for p in prompts], progress=False)
+        assert server.total == sent + 6  # the six failures, sent again; "fine" cached
+    assert {p: r.error for p, r in results.items()} == {
+        "long": "context_length", "nasty": "content_filter", "odd": "bad_request",
+        "null": "empty_content", "huge": "context_length", "filtered": "content_filter",
+        "fine": None}
+    assert "maximum context length" in results["long"].error_message
+    assert results["null"].prompt_tokens == 10  # a 200 without content still used tokens
+    assert [r.error for r in again] == [r.error for r in results.values()]
+    assert [r.error_message for r in again] == [r.error_message for r in results.values()]
+    assert all(r.cached for r in again)
+    assert all(r.ok for r in retried)  # the scripts are used up: now they answer
+    assert client.stats["request_errors"] == 6 and client.stats["failures"] == 0
+
+
+def test_a_failure_every_request_shares_stops_the_batch(tmp_path):
+    prompts = [f"p{i}" for i in range(12)]
+    script = {"p0": [status(404, "The model `nope` does not exist")]}
+    with FaultServer(script) as server:
+        client = make_client(server, tmp_path / "c.sqlite", max_in_flight=1)
+        with pytest.raises(LLMRequestError, match="not the request's own.*HTTP 404.*nope") \
+                as info:
+            client.chat_many([ask(p) for p in prompts], progress=False)
+    assert "11 other request(s) not sent" in str(info.value)
+    assert server.total == 1
+
+
+def test_too_many_failed_requests_stop_sending(tmp_path):
+    prompts = [f"p{i}" for i in range(40)]
+    with FaultServer(responder=lambda body: CONTEXT_LENGTH) as server:
+        client = make_client(server, tmp_path / "c.sqlite", max_in_flight=2)
+        with pytest.raises(TooManyRequestErrors) as info:
+            client.chat_many([ask(p) for p in prompts], progress=False, max_errors=3)
+        exc = info.value
+        assert exc.counts == {"context_length": server.total} and exc.max_errors == 3
+        assert 4 <= server.total <= 4 + 2  # the 4th failure stops it; 2 were in flight
+        assert exc.not_sent == 40 - server.total and exc.exit_code == 2
+        assert "more than the 3 allowed" in str(exc) and "maximum context" in str(exc)
+        # The failures are cached: a rerun replays them and refuses before sending anything.
+        sent = server.total
+        with pytest.raises(TooManyRequestErrors):
+            make_client(server, tmp_path / "c.sqlite").chat_many(
+                [ask(p) for p in prompts], progress=False, max_errors=3)
+        assert server.total == sent
+
+
+def test_reasoning_models_get_max_completion_tokens_and_no_temperature(tmp_path):
+    req = ask("q", temperature=0.7, top_p=0.9, seed=3)
+    with FaultServer(model="o-model", reasoning_models=("o-model",)) as server:
+        (refused,) = make_client(server, tmp_path / "a.sqlite").chat_many([req],
+                                                                         progress=False)
+        assert refused.error == "bad_request" and "max_completion_tokens" in \
+            refused.error_message
+        client = make_client(server, tmp_path / "a.sqlite",
+                             token_limit_param="max_completion_tokens", fixed_temperature=True)
+        (answer,) = client.chat_many([req], progress=False)
+        body = server.bodies[-1]
+    assert answer.ok and answer.text == answer_text("q")
+    assert body["max_completion_tokens"] == 16 and "max_tokens" not in body
+    assert "temperature" not in body and "top_p" not in body and body["seed"] == 3
+    # Different wire settings, different keys: the cached 400 was not replayed.
+    plain = LLMConfig(provider="openai", base_url="http://127.0.0.1:1/v1", model="o-model")
+    assert Wire(plain, "x").key(req) != Wire(client.config, "x").key(req)
+    # A model that takes max_tokens keeps the keys it always had.
+    assert Wire(plain, "x").key(req) == request_key(
+        "x", req.messages, max_tokens=16, temperature=0.7, top_p=0.9, seed=3, stop=None)
+
+
+def test_azure_api_version_query_and_api_key_header(tmp_path, monkeypatch):
+    key = "azure-" + "0123456789abcdef" * 2
+    monkeypatch.setenv("WC_AZURE_KEY", key)
+    with FaultServer(azure_api_version="2024-10-21", api_key=key) as server:
+        base = {"provider": "openai", "base_url": server.url, "model": server.model,
+                "api_key_env": "WC_AZURE_KEY", **FAST}
+        cfg = from_dict(LLMConfig, {**base, "query_params": {"api-version": "2024-10-21"},
+                                    "auth_header": "api-key"}, "llm")
+        with open_client(cfg, cache_path=tmp_path / "c.sqlite") as client:
+            (answer,) = client.chat_many([ask("q")], progress=False)
+        bearer = from_dict(LLMConfig, {**base, "query_params": {"api-version": "2024-10-21"}},
+                           "llm")
+        with open_client(bearer, cache_path=tmp_path / "d.sqlite") as client:
+            with pytest.raises(LLMRequestError, match="HTTP 401"):
+                client.chat_many([ask("q")], progress=False)
+        with open_client(from_dict(LLMConfig, {**base, "auth_header": "api-key"}, "llm"),
+                         cache_path=tmp_path / "e.sqlite") as client:
+            with pytest.raises(LLMRequestError, match="HTTP 404"):
+                client.chat_many([ask("q")], progress=False)
+    assert answer.ok
+    assert server.queries[0] == {"api-version": "2024-10-21"}
+    assert server.key_headers[0] == key and server.auth_headers[0] == ""
+    assert server.auth_headers[1] == f"Bearer {key}" and server.key_headers[1] == ""
+    with pytest.raises(ConfigError, match="llm.base_url.*llm.query_params"):
+        from_dict(LLMConfig, {**base, "base_url": server.url + "?api-version=2024-10-21"},
+                  "llm")
+    with pytest.raises(ConfigError, match="llm.query_params: expected no credentials") as info:
+        from_dict(LLMConfig, {**base, "query_params": {"api-key": key}}, "llm")
+    assert key not in str(info.value)
+    with pytest.raises(ConfigError, match="llm.query_params"):
+        from_dict(LLMConfig, {**base, "query_params": {"x": "sk-" + "a1B2" * 10}}, "llm")
+
+
+def test_per_request_models_have_their_own_cache_keys_and_report_served_names(tmp_path):
+    served = {"fault-model": "fault-model-2026-01-01", "judge-model": "judge-model-0613"}
+    with FaultServer(served_models=served) as server:
+        cfg = from_dict(LLMConfig, {"provider": "openai", "base_url": server.url,
+                                    "model": server.model, "api_key_env": "WC_NO_KEY",
+                                    **FAST}, "llm")
+        with open_client(cfg, cache_path=tmp_path / "c.sqlite") as client:
+            a, b = client.chat_many([ask("q"), ask("q", model="judge-model")], progress=False)
+            again = client.chat_many([ask("q", model="judge-model")], progress=False)
+            assert client.wire.identity("judge-model") == \
+                f"openai:judge-model@{server.url.split('//')[1]}"
+    assert sorted(body["model"] for body in server.bodies) == ["fault-model", "judge-model"]
+    assert a.model == "fault-model-2026-01-01" and b.model == "judge-model-0613"
+    assert again[0].cached and again[0].model == "judge-model-0613"
+    assert server.total == 2
+
+
+def test_a_cache_that_cannot_be_written_stops_new_sends_at_once(tmp_path):
+    """An exclusive lock on the cache (another process writing, a stuck tool) makes every
+    commit fail: the client must stop sending instead of buying answers it cannot keep."""
+    path = tmp_path / "c.sqlite"
+    RequestCache(path).close()
+    lock: list[sqlite3.Connection] = []
+
+    def responder(body):
+        if body["messages"][-1]["content"] == "p5" and not lock:
+            # Taken by another connection while p5 is being answered: from now on every
+            # write waits busy_timeout and fails with "database is locked".
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN EXCLUSIVE")
+            lock.append(db)
+        return Reply(answer_text(body["messages"][-1]["content"]))
+
+    prompts = [f"p{i}" for i in range(40)]
+    with FaultServer(responder=responder, latency=0.05) as server:
+        cfg = LLMConfig(provider="openai", base_url=server.url, model=server.model,
+                        max_in_flight=2, **FAST)
+        client = LLMClient(cfg, server.url, "k", "fault-identity",
+                           RequestCache(path, busy_timeout_s=0.3))
+        with pytest.raises(ExternalError) as info:
+            client.chat_many([ask(p) for p in prompts], progress=False)
+        sent = server.total
+        message = str(info.value)
+        lock[0].execute("ROLLBACK")
+        lock[0].close()
+        with RequestCache(path) as cache:
+            stored = len(cache)
+        # Rerun: the answers stored before the lock are not bought again.
+        rerun = make_client(server, path).chat_many([ask(p) for p in prompts], progress=False)
+    assert "cannot write the LLM request cache" in message and "locked" in message
+    assert "sending stopped at once" in message and "not sent" in message
+    # p0..p3 at least were stored before the lock; after it, no more than the two slots in
+    # flight (p5 and its neighbour) plus the two that took the freed slots were sent.
+    assert 4 <= stored <= 5 and sent <= 6 + 2, (stored, sent)
+    assert sum(not r.cached for r in rerun) == 40 - stored
+    assert [r.text for r in rerun] == [answer_text(p) for p in prompts]
 
 
 def test_max_in_flight_is_respected(tmp_path):

@@ -1,10 +1,16 @@
-"""One round of Code Evol-Instruct: evolve, answer, judge, eliminate.
+"""One round of Code Evol-Instruct: evolve, judge, answer, eliminate.
 
 Each row of the round's input is rewritten by the LLM with one method drawn (seeded, per
-row) from the enabled methods, answered by the same LLM, and checked by the elimination
-rules. A failed evolution is dropped and its parent is carried into the round's output,
-so the next round tries it again (as in WizardLM). Every kept row records its lineage:
-seed, parent, round, method, model, sampling parameters, token usage and each verdict.
+row) from the enabled methods, checked by the elimination rules, compared with its parent by
+the equality judge and only then answered: the answer is the longest, most expensive call,
+so a row the judge drops is never answered (the round's ``judge_first`` metrics count the
+calls that saved). A failed evolution is dropped and its parent is carried into the round's
+output, so the next round tries it again (as in WizardLM). So is a row whose LLM request
+failed for its own reason (verdict ``request_error`` with its class: context_length,
+content_filter, bad_request, retries_exhausted, empty_content); more such rows than
+``evolve.max_failed_fraction`` of the round fail the stage. Every kept row records its
+lineage: seed, parent, round, method, the models asked and the ones that answered, sampling
+parameters, token usage and each verdict.
 
 All LLM calls go through the request cache, so a rerun after a crash repeats no call. Each
 round reports its tokens and cost (``llm.price_per_million_*``), split into requests sent now
@@ -18,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 from wizardcoder.config import option, require
-from wizardcoder.errors import ConfigError
+from wizardcoder.errors import ConfigError, WizardcoderError
 from wizardcoder.evolve import filters
 from wizardcoder.evolve.prompts import (
     DEFAULT_METHOD_WEIGHTS,
@@ -33,6 +39,8 @@ from wizardcoder.evolve.prompts import (
     evolve_messages,
     judge_messages,
 )
+from wizardcoder.evolve.stats import failure_counts, round_stats
+from wizardcoder.llm.config import STEP_NAMES
 from wizardcoder.llm.limits import Budget, BudgetExceeded, Prices, usd
 from wizardcoder.prompt_template import instruction_text
 
@@ -61,6 +69,12 @@ class EvolveConfig:
         0.0, help="Spending cap of one round in USD (needs llm.price_per_million_*); 0 = no "
                   "cap. Answers from the request cache count at their recorded usage (paid "
                   "once), so a rerun with the same cap sends nothing new; raise it to resume.")
+    max_failed_fraction: float = option(
+        0.02, help="Most rows of a round that may be eliminated because their LLM request "
+                   "failed (verdict request_error: context_length, content_filter, "
+                   "bad_request, retries_exhausted, empty_content), as a fraction of the "
+                   "round's rows; above it the stage fails (exit 2, counts per class, nothing "
+                   "written) and stops sending as soon as the limit is passed.")
 
     def __post_init__(self):
         for name, weight in self.methods.items():
@@ -77,8 +91,33 @@ class EvolveConfig:
         require(0 <= self.temperature <= 2, "evolve", "temperature", "a number in [0, 2]")
         require(0 < self.top_p <= 1, "evolve", "top_p", "a number in (0, 1]")
         require(self.budget_usd >= 0, "evolve", "budget_usd", "a number of USD >= 0 (0 = no cap)")
+        require(0 <= self.max_failed_fraction <= 1, "evolve", "max_failed_fraction",
+                "a fraction in [0, 1] (0.02 = at most 2% of a round's rows)")
         for name in ("evolve_max_tokens", "answer_max_tokens", "judge_max_tokens"):
             require(getattr(self, name) > 0, "evolve", name, "a positive integer")
+
+    def max_failed_rows(self, rows: int) -> int:
+        return math.floor(self.max_failed_fraction * rows + 1e-9)
+
+
+class TooManyFailedRows(WizardcoderError):
+    """More rows failed their LLM request than ``evolve.max_failed_fraction`` allows."""
+
+    def __init__(self, round_key: str, rows: int, counts: dict, limit: int, fraction: float,
+                 examples: list[str], not_sent: int = 0):
+        self.counts = counts
+        failed = counts["total"]
+        by_class = ", ".join(f"{k} {v}" for k, v in counts["by_class"].items() if v)
+        by_step = ", ".join(f"{k} {v}" for k, v in counts["by_step"].items() if v)
+        stopped = f"; sending stopped, {not_sent} request(s) not sent" if not_sent else ""
+        super().__init__(
+            f"evolve {round_key}: {failed} of {rows} rows failed their LLM request "
+            f"({failed / rows:.1%}), above evolve.max_failed_fraction={fraction:g} ({limit} "
+            f"row(s) allowed): {by_class} (by step: {by_step}){stopped}. Nothing was written. "
+            f"First errors: {'; '.join(examples[:3])}. Permanent failures are cached and "
+            f"replayed by a rerun (fix their cause -- see llm.token_limit_param, "
+            f"llm.fixed_temperature, max_tokens -- then rerun with llm.resend_cached_errors: "
+            f"true, or raise evolve.max_failed_fraction); retries_exhausted ones are retried.")
 
 
 def round_number(key: str) -> int:
@@ -101,7 +140,9 @@ def choose_method(config: EvolveConfig, round_no: int, row_id: str) -> str:
     return rng.choices(names, weights=weights, k=1)[0]
 
 
-STEPS = ("evolve", "answer", "judge")
+# The order of the calls ("evolve", "judge", "answer"): the judge needs only the two
+# questions, so it runs before the answer and a row it drops is never answered.
+STEPS = STEP_NAMES
 
 
 class _Row:
@@ -113,10 +154,13 @@ class _Row:
         self.question = instruction_text(parent["instruction"], parent.get("input", ""))
         self.evolved = ""
         self.answer = ""
-        self.verdicts = {rule: "skipped" for rule in filters.RULES}
+        self.verdicts = {rule: "skipped" for rule in filters.VERDICTS}
+        self.verdicts[filters.REQUEST_ERROR] = "pass"
         self.usage: dict[str, dict] = {}
+        self.models: dict[str, dict] = {}  # per step: the model asked, the one that answered
         self.cached: dict[str, bool] = {}  # per step; metrics only, never in the data rows
         self.failed_rule: str | None = None
+        self.error: dict | None = None  # {"class", "step", "message"} of a request_error
 
     def check(self, rule: str, failed: bool, enabled: list[str]) -> None:
         if self.failed_rule or rule not in enabled:
@@ -125,26 +169,38 @@ class _Row:
         if failed:
             self.failed_rule = rule
 
+    def request_failed(self, step: str, error: str, message: str) -> None:
+        self.verdicts[filters.REQUEST_ERROR] = "fail"
+        self.failed_rule = filters.REQUEST_ERROR
+        self.error = {"class": error, "step": step, "message": message}
+
 
 class RoundWork:
     """The requests of one round and what their answers decide, without any I/O.
 
     Shared by :func:`evolve_round` (answers from the client) and the dry run (answers only
     from the cache), so both build byte-identical requests and hence the same cache keys.
+    ``llm``: the :class:`~wizardcoder.llm.config.LLMConfig` (per-step models, fixed
+    temperature); None = one model, sampling as configured.
     """
 
-    def __init__(self, rows: list[dict], config: EvolveConfig, round_key: str):
+    def __init__(self, rows: list[dict], config: EvolveConfig, round_key: str, llm=None):
         self.config, self.key, self.no = config, round_key, round_number(round_key)
+        self.llm = llm
         self.work = [_Row(row, choose_method(config, self.no, row["id"])) for row in rows]
 
     def rows_for(self, step: str, rows: list[_Row] | None = None) -> list[_Row]:
-        """Rows that need ``step`` now: all for evolve, survivors for answer and judge."""
+        """Rows that need ``step`` now: all for evolve, survivors for judge and answer."""
         rows = self.work if rows is None else rows
         if step == "evolve":
             return list(rows)
         if step == "judge" and "judge_equal" not in self.config.eliminate:
             return []
         return [r for r in rows if not r.failed_rule]
+
+    def model_for(self, step: str) -> str | None:
+        """The model named for ``step`` in llm.step_models; None = llm.model."""
+        return self.llm.step_models.get(step) if self.llm is not None else None
 
     def request(self, row: _Row, step: str):
         from wizardcoder.llm.client import ChatRequest
@@ -161,15 +217,22 @@ class RoundWork:
             max_tokens, temperature, top_p = c.judge_max_tokens, 0.0, 1.0
         return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature,
                            top_p=top_p, seed=_derived_int(c.seed, self.no, row.parent["id"], step),
-                           tag=f"{self.key}/{row.parent['id']}/{step}")
+                           tag=f"{self.key}/{row.parent['id']}/{step}",
+                           model=self.model_for(step))
 
-    def apply(self, step: str, row: _Row, text: str, finish_reason: str | None,
-              prompt_tokens: int, completion_tokens: int, cached: bool) -> None:
-        """Record one answer and run the elimination rules that it decides."""
+    def apply(self, step: str, row: _Row, result) -> None:
+        """Record one result (a :class:`~wizardcoder.llm.client.ChatResult`) and run the
+        elimination rules that it decides."""
         enabled = self.config.eliminate
-        row.usage[step] = {"prompt_tokens": prompt_tokens or 0,
-                           "completion_tokens": completion_tokens or 0}
-        row.cached[step] = cached
+        row.usage[step] = {"prompt_tokens": result.prompt_tokens or 0,
+                           "completion_tokens": result.completion_tokens or 0}
+        row.cached[step] = result.cached
+        asked = self.model_for(step) or (self.llm.model if self.llm is not None else None)
+        row.models[step] = {"asked": asked, "served": result.model}
+        if result.error is not None:
+            row.request_failed(step, result.error, result.error_message)
+            return
+        text, finish_reason = result.text, result.finish_reason
         if step == "evolve":
             row.evolved = filters.clean_evolved(text)
             row.check("truncated", filters.is_truncated(finish_reason), enabled)
@@ -186,9 +249,11 @@ class RoundWork:
 
     def outputs(self, model: str) -> tuple[list[dict], list[dict]]:
         c = self.config
-        sampling = {"temperature": c.temperature, "top_p": c.top_p,
+        fixed = self.llm is not None and self.llm.fixed_temperature
+        sampling = {"temperature": None if fixed else c.temperature,
+                    "top_p": None if fixed else c.top_p,
                     "evolve_max_tokens": c.evolve_max_tokens,
-                    "answer_temperature": c.answer_temperature,
+                    "answer_temperature": None if fixed else c.answer_temperature,
                     "answer_max_tokens": c.answer_max_tokens}
         output, rejected = [], []
         for row in self.work:
@@ -199,16 +264,21 @@ class RoundWork:
                 "round": self.no,
                 "method": row.method,
                 "model": model,
+                "models": row.models,
                 "sampling": sampling,
                 "usage": row.usage,
                 "verdicts": row.verdicts,
             }
             if row.failed_rule:
-                rejected.append({"parent_id": parent["id"], "instruction": row.evolved,
-                                 "output": row.answer, "failed_rule": row.failed_rule,
-                                 "lineage": lineage})
-                output.append({**parent, "carried": True, "carried_in_round": self.no,
-                               "carried_rule": row.failed_rule, "carried_method": row.method})
+                failed = {"parent_id": parent["id"], "instruction": row.evolved,
+                          "output": row.answer, "failed_rule": row.failed_rule}
+                carried = {**parent, "carried": True, "carried_in_round": self.no,
+                           "carried_rule": row.failed_rule, "carried_method": row.method}
+                if row.error is not None:
+                    failed["error"] = row.error
+                    carried["carried_error"] = row.error["class"]
+                rejected.append({**failed, "lineage": lineage})
+                output.append(carried)
             else:
                 child_id = f"r{self.no}-{_derived_int(parent['id'], self.no):08x}"
                 output.append({"id": child_id, "instruction": row.evolved, "input": "",
@@ -221,17 +291,22 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
     """Run one round; returns (output rows, rejected rows, stats).
 
     ``client`` is a :class:`wizardcoder.llm.client.LLMClient`. Raises
-    :class:`~wizardcoder.llm.limits.BudgetExceeded` when ``config.budget_usd`` stops it and
-    :class:`~wizardcoder.llm.client.LLMRequestError` when a request fails for good; in both
-    cases every answer received is already in the request cache.
+    :class:`~wizardcoder.llm.limits.BudgetExceeded` when ``config.budget_usd`` stops it,
+    :class:`TooManyFailedRows` when more rows failed their request than
+    ``config.max_failed_fraction`` allows, and
+    :class:`~wizardcoder.llm.client.LLMRequestError` for a failure every request shares
+    (401, 404...); in every case each answer received is already in the request cache.
     """
-    rnd = RoundWork(rows, config, round_key)
+    from wizardcoder.llm.client import TooManyRequestErrors
+
+    rnd = RoundWork(rows, config, round_key, client.config)
     prices: Prices = client.config.prices
     budget = Budget(config.budget_usd, prices, param="evolve.budget_usd",
                     scope=f"round {round_key}")
     if config.budget_usd and prices.free:
         log.warning("evolve.budget_usd=%g has no effect: llm.price_per_million_prompt_tokens "
                     "and llm.price_per_million_completion_tokens are 0", config.budget_usd)
+    limit = config.max_failed_rows(len(rnd.work))
     for step in STEPS:
         todo = rnd.rows_for(step)
         if not todo:
@@ -239,12 +314,34 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
         requests = [rnd.request(r, step) for r in todo]
         desc = f"{round_key} {step}"
         _log_step(client, requests, budget, desc)
-        results = client.chat_many(requests, desc=desc, progress=progress, budget=budget)
+        allowed = limit - failure_counts(rnd.work)["total"]
+        try:
+            results = client.chat_many(requests, desc=desc, progress=progress, budget=budget,
+                                       max_errors=allowed)
+        except TooManyRequestErrors as exc:
+            counts = failure_counts(rnd.work)
+            counts["total"] += sum(exc.counts.values())
+            for cls, n in exc.counts.items():
+                counts["by_class"][cls] += n
+            counts["by_step"][step] += sum(exc.counts.values())
+            raise TooManyFailedRows(round_key, len(rnd.work), counts, limit,
+                                    config.max_failed_fraction,
+                                    _examples(rnd.work, round_key) + exc.examples,
+                                    exc.not_sent) from None
         for row, res in zip(todo, results, strict=True):
-            rnd.apply(step, row, res.text, res.finish_reason, res.prompt_tokens,
-                      res.completion_tokens, res.cached)
+            rnd.apply(step, row, res)
+    counts = failure_counts(rnd.work)
+    if counts["total"] > limit:  # a safety net: each step already stopped at its share
+        raise TooManyFailedRows(round_key, len(rnd.work), counts, limit,
+                                config.max_failed_fraction, _examples(rnd.work, round_key))
     output, rejected = rnd.outputs(model)
-    return output, rejected, round_stats(rnd.work, round_key, prices, config.budget_usd)
+    return output, rejected, round_stats(rnd.work, round_key, prices, config)
+
+
+def _examples(work, round_key: str) -> list[str]:
+    """The first failures, named like the client names them (the request's tag)."""
+    return [f"'{round_key}/{r.parent['id']}/{r.error['step']}': {r.error['class']}: "
+            f"{r.error['message'][:200]}" for r in work if r.error][:3]
 
 
 def _log_step(client, requests, budget: Budget, desc: str) -> None:
@@ -259,74 +356,5 @@ def _log_step(client, requests, budget: Budget, desc: str) -> None:
                     "cap (answers so far stay cached)", desc, usd(budget.cap_usd))
 
 
-def _tokens() -> dict:
-    return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-
-
-def round_stats(work: list[_Row], round_key: str, prices: Prices | None = None,
-                budget_usd: float = 0.0) -> dict:
-    """Counts per rule and method, and tokens/cost split into network vs cache hits.
-
-    ``cost_usd`` is what this run paid (network answers); cache hits cost nothing now, and
-    ``cache.value_usd`` says what they cost when they were first paid for.
-    """
-    prices = prices or Prices()
-    kept = [r for r in work if not r.failed_rule]
-    dropped_rule = Counter(r.failed_rule for r in work if r.failed_rule)
-    by_method = {m: {"kept": 0, "dropped": 0,
-                     "dropped_by_rule": {rule: 0 for rule in filters.RULES}} for m in METHODS}
-    for r in work:
-        by_method[r.method]["dropped" if r.failed_rule else "kept"] += 1
-        if r.failed_rule:
-            by_method[r.method]["dropped_by_rule"][r.failed_rule] += 1
-    network, cache = _tokens(), {**_tokens(), "value_usd": 0.0}
-    by_step = {step: {**_tokens(), "cache_hits": 0} for step in STEPS}
-    for r in work:
-        for step, usage in r.usage.items():
-            p, c = usage["prompt_tokens"], usage["completion_tokens"]
-            cost = prices.cost(p, c)
-            bucket = cache if r.cached[step] else network
-            for target in (bucket, by_step[step]):
-                target["requests"] += 1
-                target["prompt_tokens"] += p
-                target["completion_tokens"] += c
-            if r.cached[step]:
-                cache["value_usd"] += cost
-                by_step[step]["cache_hits"] += 1
-            else:
-                network["cost_usd"] += cost
-                by_step[step]["cost_usd"] += cost
-    for d in (network, cache, *by_step.values()):
-        for k in ("cost_usd", "value_usd"):
-            if k in d:
-                d[k] = round(d[k], 6)
-
-    def mean_words(texts):
-        texts = list(texts)
-        return round(sum(len(t.split()) for t in texts) / len(texts), 2) if texts else 0.0
-
-    return {
-        "round": round_key,
-        "rows_in": len(work),
-        "kept": len(kept),
-        "dropped": len(work) - len(kept),
-        "keep_rate": round(len(kept) / len(work), 4) if work else 0.0,
-        "dropped_by_rule": {rule: dropped_rule.get(rule, 0) for rule in filters.RULES},
-        "by_method": by_method,
-        "calls": network["requests"] + cache["requests"],
-        "cache_hits": cache["requests"],
-        "network_calls": network["requests"],
-        "prompt_tokens": network["prompt_tokens"] + cache["prompt_tokens"],
-        "completion_tokens": network["completion_tokens"] + cache["completion_tokens"],
-        "cost_usd": network["cost_usd"],
-        "budget_usd": budget_usd,
-        "network": network,
-        "cache": cache,
-        "by_step": by_step,
-        "instruction_words": mean_words(r.evolved for r in kept),
-        "response_words": mean_words(r.answer for r in kept),
-    }
-
-
-__all__ = ["BudgetExceeded", "EvolveConfig", "RoundWork", "STEPS", "choose_method",
-           "evolve_round", "round_number", "round_stats"]
+__all__ = ["BudgetExceeded", "EvolveConfig", "RoundWork", "STEPS", "TooManyFailedRows",
+           "choose_method", "evolve_round", "round_number", "round_stats", "usd"]

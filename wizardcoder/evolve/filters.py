@@ -2,7 +2,13 @@
 
 Each rule returns a verdict "pass" or "fail"; the engine records every verdict on the row
 and counts failures per rule and per method. A rule that did not run (switched off, or an
-earlier rule already failed) is recorded as "skipped".
+earlier rule already failed) is recorded as "skipped". ``RULES`` is in the order they are
+decided: the evolution's rules, then the judge, then the answer's (truncated applies to
+both calls), so a row the judge drops is never answered.
+
+``request_error`` is a verdict too, but not a rule one can switch off: a row whose LLM
+request failed for its own reason (see :data:`~wizardcoder.llm.cache.ERROR_CLASSES`) is
+eliminated like any failed evolution and its parent carried to the next round.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import string
 
 from wizardcoder.evolve.prompts import REFUSAL_MARKERS, TEMPLATE_MARKERS
 
-RULES = ("truncated", "empty", "template_copy", "refusal", "judge_equal")
+RULES = ("truncated", "empty", "template_copy", "judge_equal", "refusal")
+REQUEST_ERROR = "request_error"
+VERDICTS = (*RULES, REQUEST_ERROR)
 
 # A small English stop-word list: an output made only of these carries no task.
 STOP_WORDS = frozenset(

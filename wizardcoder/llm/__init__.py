@@ -6,11 +6,17 @@ llama.cpp server: pacing, retries, a crash-proof answer cache, and server lifeti
 """
 
 from wizardcoder.llm.cache import RequestCache, request_key
-from wizardcoder.llm.client import ChatRequest, ChatResult, LLMClient, LLMRequestError
+from wizardcoder.llm.client import (
+    ChatRequest,
+    ChatResult,
+    LLMClient,
+    LLMRequestError,
+    TooManyRequestErrors,
+)
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.server import EmbeddedServer, open_client, read_api_key
 
 __all__ = [
     "ChatRequest", "ChatResult", "EmbeddedServer", "LLMClient", "LLMConfig", "LLMRequestError",
-    "RequestCache", "open_client", "read_api_key", "request_key",
+    "RequestCache", "TooManyRequestErrors", "open_client", "read_api_key", "request_key",
 ]

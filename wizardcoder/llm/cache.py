@@ -52,8 +52,12 @@ ERROR_CLASSES = ("context_length", "content_filter", "bad_request", "retries_exh
 
 def request_key(model_identity: str, messages: Sequence[dict], *, max_tokens: int,
                 temperature: float | None, top_p: float | None, seed: int | None,
-                stop: str | Sequence[str] | None) -> str:
-    """sha256 of the canonical JSON of everything that determines an answer."""
+                stop: str | Sequence[str] | None, options: dict[str, Any] | None = None) -> str:
+    """sha256 of the canonical JSON of everything that determines an answer.
+
+    ``options``: wire settings that change what the server is asked beyond sampling (e.g.
+    the token-limit parameter's name); left out of the payload when empty, so the keys of
+    requests sent the default way are the same as before these settings existed."""
     if isinstance(stop, str):
         stop = [stop]
     payload = {
@@ -67,6 +71,8 @@ def request_key(model_identity: str, messages: Sequence[dict], *, max_tokens: in
         "seed": seed,
         "stop": None if stop is None else list(stop),
     }
+    if options:
+        payload["options"] = dict(options)
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -4,13 +4,16 @@ Evolution sends thousands of independent requests; doing that well is the differ
 a stage that finishes overnight and one that burns money. The policy lives here, in one place:
 a bounded number of requests in flight, client-side RPM/TPM pacing, Retry-After honoured on
 429 (and shared by all workers so they back off together), full-jitter exponential backoff
-for transient failures, an optional spending cap (:class:`~wizardcoder.llm.limits.Budget`),
-and a hard error naming the request once retries are exhausted -- never a silent empty
-answer that would end up as training data. Every answer is committed to the
+for transient failures, and an optional spending cap (:class:`~wizardcoder.llm.limits.Budget`).
+A request that fails for its own reason (a 400 for its length or content, a content filter,
+no content, retries exhausted) comes back as that request's failure -- never a silent empty
+answer that would end up as training data, and never a reason to stop thousands of others;
+a failure every request would share (401, 403, 404) or any other exception in a worker
+stops new sends at once. Every answer, and every permanent failure, is committed to the
 :class:`RequestCache` before it is returned, so a killed stage loses nothing it paid for.
 
 Requests go over aiohttp straight to ``{base_url}/chat/completions`` (the wire format is one
-small JSON object each way, parsed strictly here). The openai SDK was the transport before:
+small JSON object each way, built and parsed in :mod:`wizardcoder.llm.wire`). The openai SDK was the transport before:
 its request transformation and HTTP stack cost ~2 ms of CPU per request, which held 32
 requests in flight to ~0.7x of the ideal rate against a 200 ms server; aiohttp costs ~0.2 ms
 (``python bench/evolve.py`` measures both). The cache commit (an fsync) runs in a worker
@@ -25,7 +28,8 @@ import json
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +37,7 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from wizardcoder.errors import WizardcoderError
-from wizardcoder.llm.cache import RequestCache, request_key
+from wizardcoder.llm.cache import RequestCache
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.limits import (  # noqa: F401  (re-exported: the public names live here)
     Budget,
@@ -41,6 +45,16 @@ from wizardcoder.llm.limits import (  # noqa: F401  (re-exported: the public nam
     Prices,
     RateLimiter,
     parse_retry_after,
+)
+from wizardcoder.llm.wire import (  # noqa: F401  (ChatRequest/ChatResult: public names here too)
+    ChatRequest,
+    ChatResult,
+    Completion,
+    MalformedResponse,
+    Wire,
+    classify_http_error,
+    error_message,
+    parse_completion,
 )
 
 log = logging.getLogger(__name__)
@@ -52,62 +66,31 @@ RETRY_AFTER_CAP_S = 3600.0
 
 
 class LLMRequestError(WizardcoderError):
-    """A request failed for good: retries exhausted or a non-retryable error (400, 401, ...)."""
+    """A failure that every request would share (401, 403, 404, ...): the stage stops.
 
-    def __init__(self, tag: str, attempts: int, last_error: str, *, retryable: bool = True):
+    A failure that concerns one request (its size, its content, retries exhausted) is not
+    raised: it comes back as that request's :class:`ChatResult` with ``error`` set."""
+
+    def __init__(self, tag: str, attempts: int, last_error: str):
         self.tag, self.attempts, self.last_error = tag, attempts, last_error
-        why = (f"failed after {attempts} attempt(s) (max_retries exhausted)" if retryable
-               else f"failed with a non-retryable error after {attempts} attempt(s)")
-        super().__init__(f"LLM request {tag or '<untagged>'!r} {why}; last error: {last_error}")
+        super().__init__(
+            f"LLM request {tag or '<untagged>'!r} failed with an error that is not the "
+            f"request's own (check llm.base_url, llm.model, the key and its permissions) after "
+            f"{attempts} attempt(s): {last_error}")
 
 
-@dataclass(frozen=True, eq=False)
-class ChatRequest:
-    """One chat completion. ``max_tokens`` is required: an unbounded answer is unbounded cost."""
+class TooManyRequestErrors(WizardcoderError):
+    """More requests failed than the caller allows (``max_errors``): sending stopped."""
 
-    messages: Sequence[dict]
-    max_tokens: int
-    temperature: float | None = 0.0
-    top_p: float | None = 1.0
-    seed: int | None = None
-    stop: Sequence[str] | None = None
-    tag: str = ""  # for progress and errors only; not part of the cache key
-
-    def __post_init__(self) -> None:
-        if not self.messages or not all(
-                isinstance(m, dict) and "role" in m and "content" in m for m in self.messages):
-            raise ValueError(f"ChatRequest {self.tag!r}: messages must be a non-empty list of "
-                             "{'role': ..., 'content': ...} dicts")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
-                or self.max_tokens < 1:
-            raise ValueError(f"ChatRequest {self.tag!r}: max_tokens must be an int >= 1, "
-                             f"got {self.max_tokens!r}")
-
-    def key(self, model_identity: str) -> str:
-        return request_key(model_identity, self.messages, max_tokens=self.max_tokens,
-                           temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                           stop=self.stop)
-
-    def sampling(self) -> dict[str, Any]:
-        """The body parameters that go on the wire (None means 'server default')."""
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        params = {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                  "top_p": self.top_p, "seed": self.seed, "stop": stop and list(stop)}
-        return {k: v for k, v in params.items() if v is not None}
-
-    def estimated_prompt_tokens(self) -> int:
-        return sum(len(str(m.get("content", ""))) for m in self.messages) // 4 + 1
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    model: str | None
-    cached: bool
-    attempts: int  # network attempts made for this result in this run; 0 when cached
+    def __init__(self, step: str, counts: dict[str, int], max_errors: int, not_sent: int,
+                 examples: Sequence[str]):
+        self.step, self.counts, self.max_errors = step, dict(counts), max_errors
+        self.not_sent, self.examples = not_sent, list(examples)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        super().__init__(
+            f"{step}: {sum(self.counts.values())} request(s) failed ({shown}), more than the "
+            f"{max_errors} allowed; {not_sent} request(s) not sent. First errors: "
+            + "; ".join(self.examples))
 
 
 class _Retryable(Exception):
@@ -117,11 +100,12 @@ class _Retryable(Exception):
 
 
 class _Fatal(Exception):
-    """Retrying cannot help (400, 401, 404, ...)."""
+    """Every request would fail the same way (401, 403, 404, ...)."""
 
 
 class _Skipped(Exception):
-    """Not attempted because another request already failed for good."""
+    """Not attempted: sending stopped (a stage-wide failure, a crash, the budget, too many
+    failed requests)."""
 
 
 @dataclass
@@ -132,28 +116,52 @@ class _Run:
     slots: asyncio.Semaphore
     bar: Any
     budget: Budget | None = None
+    max_errors: int | None = None
     abort: asyncio.Event = field(default_factory=asyncio.Event)
-    failures: list[LLMRequestError] = field(default_factory=list)
+    fatal: list[LLMRequestError] = field(default_factory=list)
+    crashes: list[BaseException] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def count_error(self, tag: str, result: ChatResult) -> None:
+        self.errors[result.error] += 1
+        if len(self.examples) < 3:
+            self.examples.append(f"{tag or '<untagged>'!r}: {result.error}: "
+                                 f"{result.error_message[:200]}")
+        if self.max_errors is not None and sum(self.errors.values()) > self.max_errors:
+            self.abort.set()  # requests in flight finish and are cached
+
+    @property
+    def too_many(self) -> bool:
+        return self.max_errors is not None and sum(self.errors.values()) > self.max_errors
 
 
 class LLMClient:
     """Sends :class:`ChatRequest` batches; see the module docstring for the policy.
 
-    ``stats`` accumulates over calls: ``calls`` = HTTP attempts sent (retries included),
-    ``cache_hits`` = requests answered without the network, tokens = as reported by the
-    server for network answers only.
+    ``model_identity``: the cache identity of ``llm.model``, or a function from a model
+    name to its identity (see :class:`~wizardcoder.llm.wire.Wire`). ``stats`` accumulates
+    over calls: ``calls`` = HTTP attempts sent (retries included), ``cache_hits`` =
+    requests answered without the network, ``request_errors`` = requests that failed for
+    their row (sent now or replayed from the cache), tokens = as reported by the server for
+    network answers only.
     """
 
     def __init__(self, config: LLMConfig, base_url: str, api_key: str | None,
-                 model_identity: str, cache: RequestCache):
+                 model_identity: str | Callable[[str], str], cache: RequestCache):
         self.config = config
         self.base_url = base_url.rstrip("/")
-        self.model_identity = model_identity
+        self.wire = Wire(config, model_identity)
         self.cache = cache
         self.__api_key = api_key or ""  # name-mangled and never in repr, logs or errors
         self.stats: dict[str, int] = {"calls": 0, "cache_hits": 0, "retries": 0,
-                                      "failures": 0, "prompt_tokens": 0,
+                                      "failures": 0, "request_errors": 0, "prompt_tokens": 0,
                                       "completion_tokens": 0}
+
+    @property
+    def model_identity(self) -> str:
+        """The cache identity of ``llm.model`` (step models: ``wire.identity(name)``)."""
+        return self.wire.identity()
 
     def __repr__(self) -> str:
         return (f"LLMClient(base_url={self.base_url!r}, model={self.config.model!r}, "
@@ -171,20 +179,29 @@ class LLMClient:
         """Dry run: what running ``requests`` would cost, without sending anything."""
         keys = {}
         for req in requests:
-            keys.setdefault(req.key(self.model_identity), req)
-        uncached = [r for k, r in keys.items() if self.cache.get(k) is None]
+            keys.setdefault(self.wire.key(req), req)
+        uncached = [r for k, r in keys.items() if self._cached(k) is None]
         return {"requests": len(requests), "unique": len(keys),
                 "cached": len(keys) - len(uncached), "uncached_calls": len(uncached),
                 "prompt_tokens_est": sum(r.estimated_prompt_tokens() for r in uncached),
                 "max_completion_tokens": sum(r.max_tokens for r in uncached)}
 
     def chat_many(self, requests: Sequence[ChatRequest], desc: str = "llm",
-                  progress: bool = True, budget: Budget | None = None) -> list[ChatResult]:
-        """Answer all requests (same order) or raise :class:`LLMRequestError`.
+                  progress: bool = True, budget: Budget | None = None,
+                  max_errors: int | None = None) -> list[ChatResult]:
+        """One result per request, same order: an answer or the request's own failure.
 
-        With a ``budget``, cache hits are charged at their recorded usage and no request is
-        sent whose worst case would take spending past the cap; then, once the requests in
-        flight are answered and cached, :class:`BudgetExceeded` is raised.
+        A request that fails for its own reason (400 context length or bad request, a
+        content filter, no content, retries exhausted) comes back with ``error`` set while
+        the others carry on; permanent failures are cached like answers, so a rerun replays
+        them without paying, and exhausted retries are not, so a rerun tries again. Raises
+        :class:`LLMRequestError` for a failure every request would share (401, 403, 404);
+        :class:`TooManyRequestErrors` once more than ``max_errors`` requests failed;
+        :class:`BudgetExceeded` when ``budget`` refuses a request (cache hits are charged
+        at their recorded usage; no request is sent whose worst case would pass the cap);
+        and any other exception a worker hits (the cache cannot be written: disk full, a
+        locked database), which stops new sends at once. In every case the requests in
+        flight finish and are stored when possible, so a rerun resumes without repeats.
         """
         try:
             asyncio.get_running_loop()
@@ -196,32 +213,24 @@ class LLMClient:
                                "await achat_many() instead")
         # Run outside the except block: errors must not chain to unrelated exceptions.
         return asyncio.run(self.achat_many(requests, desc=desc, progress=progress,
-                                           budget=budget))
+                                           budget=budget, max_errors=max_errors))
 
     async def achat_many(self, requests: Sequence[ChatRequest], desc: str = "llm",
-                         progress: bool = True, budget: Budget | None = None
-                         ) -> list[ChatResult]:
+                         progress: bool = True, budget: Budget | None = None,
+                         max_errors: int | None = None) -> list[ChatResult]:
         results: list[ChatResult | None] = [None] * len(requests)
-        pending: dict[str, list[int]] = {}  # duplicates within a batch cost one call
-        for i, req in enumerate(requests):
-            key = req.key(self.model_identity)
-            if key in pending:
-                pending[key].append(i)
-                continue
-            hit = self.cache.get(key)
-            if hit is None:
-                pending[key] = [i]
-            else:
-                self.stats["cache_hits"] += 1
-                results[i] = ChatResult(hit.text, hit.finish_reason, hit.prompt_tokens or 0,
-                                        hit.completion_tokens or 0, hit.model, True, 0)
-                if budget is not None:
-                    budget.charge_cached(hit.prompt_tokens or 0, hit.completion_tokens or 0)
-        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress,
-                   mininterval=1.0, dynamic_ncols=True)
-        bar.update(sum(r is not None for r in results))
         run = _Run(RateLimiter(self.config.requests_per_minute, self.config.tokens_per_minute),
-                   asyncio.Semaphore(self.config.max_in_flight), bar, budget)
+                   asyncio.Semaphore(self.config.max_in_flight), None, budget, max_errors)
+        pending = self._lookup(requests, results, run)
+        # `pending` is THE list of requests to send (cache key -> indexes of the requests
+        # asking it; duplicates within a batch cost one call). A transport that answers them
+        # another way (e.g. a batch API) stores its answers in the cache and looks up again.
+        if run.too_many:  # replayed failures alone already pass the limit: send nothing
+            raise TooManyRequestErrors(desc, run.errors, max_errors, len(pending),
+                                       run.examples)
+        run.bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress,
+                       mininterval=1.0, dynamic_ncols=True)
+        run.bar.update(sum(r is not None for r in results))
         self._postfix(run)
         outcomes: list = []
         try:
@@ -231,23 +240,25 @@ class LLMClient:
                         *(self._worker(session, run, requests[idx[0]], key, len(idx))
                           for key, idx in pending.items()), return_exceptions=True)
         finally:
-            bar.close()
+            run.bar.close()
         for idx, outcome in zip(pending.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if not isinstance(outcome, (LLMRequestError, _Skipped)):
-                    raise outcome  # a bug, not an API failure: keep its traceback
                 continue
             results[idx[0]] = outcome
             for dup in idx[1:]:
                 self.stats["cache_hits"] += 1
                 results[dup] = dataclasses.replace(outcome, cached=True, attempts=0)
-        if run.failures:
-            first = run.failures[0]
-            undone = sum(r is None for r in results)
-            if undone > 1:
-                first.args = (f"{first.args[0]} ({undone - 1} other request(s) not answered; "
+        not_sent = sum(isinstance(o, _Skipped) for o in outcomes)
+        if run.crashes:
+            raise self._crash_report(run.crashes[0], desc, not_sent)
+        if run.fatal:
+            first = run.fatal[0]
+            if not_sent:
+                first.args = (f"{first.args[0]} ({not_sent} other request(s) not sent; "
                               "finished answers are cached, rerun to resume)",)
             raise first
+        if run.too_many:
+            raise TooManyRequestErrors(desc, run.errors, max_errors, not_sent, run.examples)
         if budget is not None and budget.stopped:
             left = [requests[idx[0]] for idx in pending.values() if results[idx[0]] is None]
             worst = sum(budget.worst_case(r.estimated_prompt_tokens(), r.max_tokens)
@@ -257,13 +268,58 @@ class LLMClient:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _cached(self, key: str):
+        hit = self.cache.get(key)
+        if hit is not None and hit.error is not None and self.config.resend_cached_errors:
+            return None
+        return hit
+
+    def _lookup(self, requests: Sequence[ChatRequest], results: list, run: _Run
+                ) -> dict[str, list[int]]:
+        """Fill ``results`` from the cache; return the requests to send, by key."""
+        pending: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            if results[i] is not None:
+                continue
+            key = self.wire.key(req)
+            if key in pending:
+                pending[key].append(i)
+                continue
+            hit = self._cached(key)
+            if hit is None:
+                pending[key] = [i]
+                continue
+            self.stats["cache_hits"] += 1
+            results[i] = ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
+                                    hit.prompt_tokens or 0, hit.completion_tokens or 0,
+                                    hit.model, True, 0, hit.error,
+                                    hit.text if hit.error is not None else "")
+            if hit.error is not None:
+                self.stats["request_errors"] += 1
+                run.count_error(req.tag, results[i])
+            if run.budget is not None:
+                run.budget.charge_cached(hit.prompt_tokens or 0, hit.completion_tokens or 0)
+        return pending
+
+    def _crash_report(self, exc: BaseException, desc: str, not_sent: int) -> BaseException:
+        note = (f"{desc}: sending stopped at once: {not_sent} request(s) not sent; every "
+                f"answer stored before is in the request cache, rerun to resume")
+        if isinstance(exc, WizardcoderError) and exc.args:
+            exc.args = (f"{exc.args[0]} ({note})",)
+        else:  # a bug: keep its type and traceback, say what happened to the batch
+            log.error("%s", note)
+        return exc
+
     def _session(self):
         import aiohttp  # imported lazily: config validation and dry runs do not need it
 
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": "wizardcoder-llm-client"}
         if self.__api_key:
-            headers["Authorization"] = f"Bearer {self.__api_key}"
+            if self.config.auth_header == "api-key":  # Azure OpenAI
+                headers["api-key"] = self.__api_key
+            else:
+                headers["Authorization"] = f"Bearer {self.__api_key}"
         # The semaphore bounds requests in flight; the connector must not bound them lower
         # (aiohttp's default is 100 connections).
         connector = aiohttp.TCPConnector(limit=self.config.max_in_flight, limit_per_host=0)
@@ -277,10 +333,31 @@ class LLMClient:
     def _postfix(self, run: _Run) -> None:
         run.bar.set_postfix_str(f"cached={self.stats['cache_hits']} "
                                 f"retries={self.stats['retries']} "
-                                f"failed={self.stats['failures']}", refresh=False)
+                                f"failed={self.stats['request_errors']}", refresh=False)
 
     async def _worker(self, session, run: _Run, req: ChatRequest, key: str,
                       weight: int) -> ChatResult:
+        try:
+            result = await self._send(session, run, req, key)
+        except (_Skipped, LLMRequestError):
+            raise
+        except BaseException as exc:
+            # Not an API failure (the cache cannot be written: disk full, a locked database;
+            # a bug): stop sending at once; requests in flight finish and are stored if
+            # possible, and the caller raises this.
+            run.abort.set()
+            run.crashes.append(exc)
+            raise
+        run.bar.update(weight)  # duplicates of this request are done too
+        if result.error is not None:
+            self.stats["request_errors"] += 1
+            run.count_error(req.tag, result)
+            self._postfix(run)
+            log.warning("LLM request %r failed for its row: %s: %s", req.tag, result.error,
+                        result.error_message)
+        return result
+
+    async def _send(self, session, run: _Run, req: ChatRequest, key: str) -> ChatResult:
         cfg = self.config
         cost = req.estimated_prompt_tokens() + req.max_tokens
         attempts = 0
@@ -289,7 +366,7 @@ class LLMClient:
             async with run.slots:
                 await run.limiter.acquire(cost)
                 if run.abort.is_set():
-                    raise _Skipped  # a failure or the budget: start nothing new
+                    raise _Skipped  # start nothing new
                 if reserved is None and run.budget is not None:
                     reserved = run.budget.worst_case(req.estimated_prompt_tokens(),
                                                      req.max_tokens)
@@ -309,14 +386,18 @@ class LLMClient:
                     if run.budget is not None:
                         run.budget.settle(reserved or 0.0, result.prompt_tokens,
                                           result.completion_tokens)
-                    run.bar.update(weight)  # duplicates of this request are done too
                     return result
             # Raised outside the except blocks so the error carries no __context__ chain
             # back to the HTTP exception, whose request object holds the auth header.
             if fatal or attempts > cfg.max_retries:
                 if run.budget is not None and reserved is not None:
                     run.budget.release(reserved)
-                raise self._fail(run, req, attempts, error, not fatal)
+                if fatal:
+                    raise self._fail(run, req, attempts, error)
+                # Transient: not cached, so a rerun tries this request again.
+                return ChatResult("", None, 0, 0, None, False, attempts, "retries_exhausted",
+                                  f"failed after {attempts} attempt(s) (max_retries "
+                                  f"exhausted); last error: {error}")
             if retry_after is not None:
                 delay = min(retry_after, RETRY_AFTER_CAP_S) * (1 + 0.1 * random.random())
                 run.limiter.pause(delay)  # everyone backs off, not just this worker
@@ -329,12 +410,11 @@ class LLMClient:
                      req.tag, attempts, error, delay)
             await asyncio.sleep(delay)
 
-    def _fail(self, run: _Run, req: ChatRequest, attempts: int, error: str,
-              retryable: bool) -> LLMRequestError:
+    def _fail(self, run: _Run, req: ChatRequest, attempts: int, error: str) -> LLMRequestError:
         self.stats["failures"] += 1
         self._postfix(run)
-        exc = LLMRequestError(req.tag, attempts, error, retryable=retryable)
-        run.failures.append(exc)
+        exc = LLMRequestError(req.tag, attempts, error)
+        run.fatal.append(exc)
         run.abort.set()
         log.warning("%s", exc)
         return exc
@@ -342,10 +422,10 @@ class LLMClient:
     async def _attempt(self, session, req: ChatRequest, key: str, attempt: int) -> ChatResult:
         import aiohttp
 
-        body = json.dumps({"model": self.config.model, "messages": list(req.messages),
-                           **req.sampling()}, ensure_ascii=False).encode("utf-8")
+        body = json.dumps(self.wire.body(req), ensure_ascii=False).encode("utf-8")
         try:
             async with session.post(f"{self.base_url}/chat/completions", data=body,
+                                    params=self.config.query_params or None,
                                     allow_redirects=False) as resp:
                 status, headers = resp.status, resp.headers
                 text = (await resp.read()).decode("utf-8", "replace")
@@ -354,51 +434,33 @@ class LLMClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise _Retryable(f"connection error: {type(exc).__name__}: {exc}") from None
         if not 200 <= status < 300:
-            msg = f"HTTP {status}: {_error_message(text)}"
-            if status == 429 or status >= 500 or status in (408, 409, 425):
-                raise _Retryable(msg, parse_retry_after(headers))
-            raise _Fatal(msg)
-        text, finish, usage, model = _parse_completion(text)
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        # Commit before anyone can use the answer: a crash from here on loses nothing paid.
-        # In a thread: the fsync must not stall the other requests on this event loop.
-        await asyncio.to_thread(
-            self.cache.put, key, model_identity=self.model_identity,
-            request={"messages": list(req.messages), **req.sampling()}, text=text,
-            finish_reason=finish, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, model=model)
-        self.stats["prompt_tokens"] += prompt_tokens
-        self.stats["completion_tokens"] += completion_tokens
-        return ChatResult(text, finish, prompt_tokens, completion_tokens, model, False, attempt)
-
-
-def _error_message(body: str) -> str:
-    """The human part of an error body (OpenAI's {"error": {"message": ...}} or plain text)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            message = error.get("message") or error.get("detail") or error
+            kind, error_class = classify_http_error(status, text)
+            message = f"HTTP {status}: {error_message(text)}"
+            if kind == "retry":
+                raise _Retryable(message, parse_retry_after(headers))
+            if kind == "stage":
+                raise _Fatal(message)
+            answer = Completion("", None, 0, 0, None, error_class, message)
         else:
-            message = error
-        return str(message)[:500]
-    return body.strip().replace("\n", " ")[:300] or "(empty body)"
+            try:
+                answer = parse_completion(text)
+            except MalformedResponse as exc:
+                raise _Retryable(str(exc)) from None
+        return await self._store(req, key, attempt, answer)
 
-
-def _parse_completion(body: str) -> tuple[str, str | None, dict, str | None]:
-    """Strictly read a chat.completion body; anything odd is a retryable malformed answer."""
-    try:
-        data = json.loads(body)
-        choice = data["choices"][0]
-        text = choice["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        snippet = body[:120].replace("\n", " ")
-        raise _Retryable(f"malformed response ({type(exc).__name__}): {snippet!r}") from None
-    if not isinstance(text, str):
-        raise _Retryable(f"malformed response: message content is {type(text).__name__}")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return text, choice.get("finish_reason"), usage, data.get("model")
+    async def _store(self, req: ChatRequest, key: str, attempt: int,
+                     answer: Completion) -> ChatResult:
+        """Commit an answer or a permanent failure before anyone can use it: a crash from
+        here on loses nothing paid. In a thread: the fsync must not stall the other
+        requests on this event loop."""
+        message = self.redact(answer.error_message)
+        await asyncio.to_thread(
+            self.cache.put, key, model_identity=self.wire.identity(self.wire.model(req)),
+            request=self.wire.body(req), text=answer.text if answer.error is None else message,
+            finish_reason=answer.finish_reason, prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens, model=answer.model, error=answer.error)
+        self.stats["prompt_tokens"] += answer.prompt_tokens
+        self.stats["completion_tokens"] += answer.completion_tokens
+        return ChatResult(answer.text, answer.finish_reason, answer.prompt_tokens,
+                          answer.completion_tokens, answer.model, False, attempt,
+                          answer.error, message)

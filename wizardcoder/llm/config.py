@@ -22,6 +22,13 @@ from wizardcoder.llm.limits import Prices
 SECTION = "llm"
 PROVIDERS = ("embedded", "openai")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")
+AUTH_HEADERS = ("Authorization", "api-key")
+# The evolve stage's LLM steps; each may name its own model in llm.step_models.
+STEP_NAMES = ("evolve", "judge", "answer")
+# Query parameters that carry credentials (Azure SAS `sig`, `api-key`, OAuth tokens): keys
+# belong in the environment, never in params.
+_SECRET_QUERY = re.compile(r"(?i)(key|token|secret|sig|signature|password|auth)")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Prefixes of well-known secret formats (OpenAI, Anthropic, HF, GitHub, Groq, ...).
@@ -37,6 +44,13 @@ def looks_like_key(value: str) -> bool:
     mixed = (re.search(r"[a-z]", value) and re.search(r"[A-Z]", value)
              and re.search(r"[0-9]", value))
     return len(value) >= 32 and bool(mixed)
+
+
+def openai_identity(model: str, base_url: str) -> str:
+    """Cache identity of a model behind an OpenAI-compatible endpoint. The port stays in it:
+    two local servers may serve different weights under the same model name."""
+    parts = urlsplit(base_url.rstrip("/"))
+    return f"openai:{model}@{parts.netloc}{parts.path}"
 
 
 @dataclass
@@ -58,6 +72,34 @@ class LLMConfig:
         "OPENAI_API_KEY",
         help="NAME of the environment variable holding the API key (never the key itself). "
              "Required to be set for api.openai.com; optional for custom base_urls.")
+    step_models: dict[str, str] = option(
+        default_factory=dict,
+        help=f"Model per evolve step, e.g. {{judge: gpt-4o-mini}}; steps: {list(STEP_NAMES)}. "
+             "A step not named uses llm.model (the paper uses one model for all). Same "
+             "endpoint and key; each model has its own cache entries. Provider 'openai' only.")
+    token_limit_param: str = option(
+        "max_tokens", choices=TOKEN_LIMIT_PARAMS,
+        help="Name of the answer-length parameter sent: 'max_tokens', or "
+             "'max_completion_tokens' for models that reject max_tokens (OpenAI o-series, "
+             "GPT-5). Part of the cache key when not max_tokens.")
+    fixed_temperature: bool = option(
+        False,
+        help="true for models that accept only their default sampling (OpenAI o-series, "
+             "GPT-5): temperature and top_p are not sent (evolve.*temperature/top_p are "
+             "then ignored and recorded as null in the lineage).")
+    query_params: dict[str, str] = option(
+        default_factory=dict,
+        help="Query parameters added to every request, e.g. {api-version: '2024-10-21'} for "
+             "Azure OpenAI (base_url itself must not carry a query). Never a key.")
+    auth_header: str = option(
+        "Authorization", choices=AUTH_HEADERS,
+        help="How the key is sent: 'Authorization' (Bearer <key>: OpenAI, vLLM, most "
+             "servers) or 'api-key' (the key as is: Azure OpenAI).")
+    resend_cached_errors: bool = option(
+        False,
+        help="Resend requests whose permanent failure (400, content filter, no content) is "
+             "in the request cache instead of replaying the failure, e.g. after fixing an API "
+             "setting that made them fail; the new outcome replaces the cached one.")
     max_in_flight: int = option(4, help="Most requests awaiting an answer at once.")
     requests_per_minute: int = option(
         0, help="Client-side request rate limit; 0 = unlimited.")
@@ -68,7 +110,8 @@ class LLMConfig:
         120.0, help="Seconds to wait for one answer before it counts as a failed attempt.")
     max_retries: int = option(
         6, help="Retries after the first attempt for 429, 5xx, timeouts, connection errors "
-                "and malformed answers; then the stage fails naming the request.")
+                "and malformed answers; then that row fails with verdict request_error "
+                "(retries_exhausted, not cached: a rerun tries it again).")
     backoff_initial_s: float = option(
         1.0, help="First retry waits up to this long (exponential backoff, full jitter).")
     backoff_max_s: float = option(
@@ -106,9 +149,12 @@ class LLMConfig:
             require(parts.scheme in ("http", "https") and bool(parts.hostname), s, "base_url",
                     "null or an http(s) URL such as http://127.0.0.1:8000/v1")
             # Credentials in the URL would be logged with params; keys belong in api_key_env.
-            require(parts.username is None and parts.password is None and not parts.query,
-                    s, "base_url", "a URL without user:password@ or ?query (keys go in the "
-                    "environment variable named by api_key_env)")
+            require(parts.username is None and parts.password is None, s, "base_url",
+                    "a URL without user:password@ (keys go in the environment variable named "
+                    "by api_key_env)")
+            require(not parts.query and not parts.fragment, s, "base_url",
+                    "a URL without ?query or #fragment: put query parameters such as Azure's "
+                    "api-version in llm.query_params, e.g. {api-version: '2024-10-21'}")
         key_like = looks_like_key(self.api_key_env)
         require(not key_like, s, "api_key_env",
                 "the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key "
@@ -116,6 +162,24 @@ class LLMConfig:
                 "params and rotate it if it was committed")
         require(bool(_ENV_NAME.fullmatch(self.api_key_env)), s, "api_key_env",
                 "an environment variable name: letters, digits and _, e.g. OPENAI_API_KEY")
+        for step, model in self.step_models.items():
+            require(step in STEP_NAMES, s, f"step_models.{step}",
+                    f"a step name, one of {list(STEP_NAMES)}")
+            require(bool(model and model.strip()), s, f"step_models.{step}",
+                    "a non-empty model name")
+        if self.provider == "embedded":
+            require(all(m == self.model for m in self.step_models.values()), s,
+                    "step_models", "{} with provider 'embedded' (it serves only the bundled "
+                    "model); use provider 'openai' to give a step its own model")
+        for name, value in self.query_params.items():
+            require(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", name)), s, f"query_params.{name}",
+                    "a parameter name of letters, digits, '_', '-' or '.'")
+            # Neither the name nor the value is echoed: it may be a key.
+            require(not _SECRET_QUERY.search(name) and not looks_like_key(str(value)), s,
+                    "query_params", "no credentials (a parameter named like a key/token/"
+                    "signature or a value that looks like a key was given and is not shown); "
+                    "keys go in the environment variable named by api_key_env, sent in the "
+                    "header chosen by auth_header")
         require(self.max_in_flight >= 1, s, "max_in_flight", "an integer >= 1")
         require(self.requests_per_minute >= 0, s, "requests_per_minute",
                 "an integer >= 0 (0 = unlimited)")
@@ -143,6 +207,10 @@ class LLMConfig:
     def effective_base_url(self) -> str:
         """Where 'openai' requests go (the embedded server's URL is only known once started)."""
         return (self.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    def step_model(self, step: str) -> str:
+        """The model asked for one evolve step."""
+        return self.step_models.get(step, self.model)
 
     @property
     def is_openai_cloud(self) -> bool:

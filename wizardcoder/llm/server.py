@@ -25,13 +25,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from wizardcoder.embedded import embedded_gguf_path
 from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.llm.cache import RequestCache
 from wizardcoder.llm.client import LLMClient
-from wizardcoder.llm.config import LLMConfig
+from wizardcoder.llm.config import LLMConfig, openai_identity
 from wizardcoder.paths import cache_dir
 
 LOG_FILE = "embedded_server.log"
@@ -238,8 +237,4 @@ def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
         else:
             key = read_api_key(config)
             url = config.effective_base_url
-            parts = urlsplit(url)
-            # The port stays in the identity: two local servers may serve different weights
-            # under the same model name.
-            identity = f"openai:{config.model}@{parts.netloc}{parts.path}"
-            yield LLMClient(config, url, key, identity, cache)
+            yield LLMClient(config, url, key, lambda model: openai_identity(model, url), cache)

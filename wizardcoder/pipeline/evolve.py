@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.errors import DataError
 from wizardcoder.evolve.engine import (
+    STEPS,
     EvolveConfig,
     RoundWork,
     evolve_round,
@@ -22,7 +22,7 @@ from wizardcoder.evolve.engine import (
 from wizardcoder.evolve.prompts import METHODS, answer_messages, evolve_messages, judge_messages
 from wizardcoder.evolve.rounds import load_rounds, round_input
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
-from wizardcoder.llm.config import LLMConfig
+from wizardcoder.llm.config import LLMConfig, openai_identity
 from wizardcoder.llm.limits import Prices, usd
 from wizardcoder.prompt_template import instruction_text
 from wizardcoder.tracking import stage_run
@@ -71,26 +71,29 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         write_jsonl(rejected, rejected_rows)
         write_json(metrics, stats)
         run_.log_metrics({k: v for k, v in stats.items() if k != "round"})
-    log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s; %d requests sent "
-             "(%d prompt + %d completion tokens, %s), %d from the cache", round_key,
+    saved = stats["judge_first"]
+    log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s (request errors %s); %d "
+             "requests sent (%d prompt + %d completion tokens, %s), %d from the cache; the "
+             "judge-first order did not send %d answer(s) (~%s)", round_key,
              stats["rows_in"], stats["kept"], stats["dropped"], stats["dropped_by_rule"],
+             {k: v for k, v in stats["request_errors"].items() if v},
              stats["network_calls"], stats["network"]["prompt_tokens"],
              stats["network"]["completion_tokens"], usd(stats["cost_usd"]),
-             stats["cache_hits"])
+             stats["cache_hits"], saved["answer_calls_not_sent"], usd(saved["cost_usd_est"]))
     return stats
 
 
 # -- dry run ------------------------------------------------------------------------------
 
-def model_identity(config: LLMConfig) -> str:
-    """The cache identity ``open_client`` gives this config, without starting anything."""
+def model_identity(config: LLMConfig, model: str | None = None) -> str:
+    """The cache identity ``open_client`` gives ``model`` (default: ``llm.model``) under this
+    config, without starting anything."""
     if config.provider == "embedded":
         from wizardcoder.embedded import embedded_gguf_path
         from wizardcoder.llm.server import model_identity_for_gguf
 
         return model_identity_for_gguf(embedded_gguf_path())
-    parts = urlsplit(config.effective_base_url)
-    return f"openai:{config.model}@{parts.netloc}{parts.path}"
+    return openai_identity(model or config.model, config.effective_base_url)
 
 
 def _cache_lookup():
@@ -112,6 +115,7 @@ class _Plan:
         self.prices = prices
         self.figures = {"evolve_calls": 0, "evolve_cached": 0, "evolve_to_send": 0,
                         "later_calls_max": 0, "later_cached": 0, "later_to_send_max": 0,
+                        "cached_request_errors": 0,
                         "prompt_tokens_est": 0, "max_completion_tokens": 0,
                         "min_usd": 0.0, "max_usd": 0.0, "cached_usd": 0.0}
 
@@ -119,6 +123,7 @@ class _Plan:
         f = self.figures
         f["evolve_calls" if step == "evolve" else "later_calls_max"] += 1
         f["evolve_cached" if step == "evolve" else "later_cached"] += 1
+        f["cached_request_errors"] += hit.error is not None
         f["cached_usd"] += self.prices.cost(hit.prompt_tokens or 0, hit.completion_tokens or 0)
 
     def send(self, step: str, prompt_tokens: int, max_tokens: int, certain: bool) -> None:
@@ -132,43 +137,59 @@ class _Plan:
             f["min_usd"] += self.prices.cost(prompt_tokens, 0)
 
 
-def plan_round(rows: list[dict], config: EvolveConfig, round_key: str, identity: str,
+def plan_round(rows: list[dict], config: EvolveConfig, round_key: str, llm: LLMConfig,
                cache, prices: Prices) -> dict:
     """Calls and cost of a round whose input exists: exact where the cache decides a step,
     upper bounds where a step's prompt depends on an answer not known yet."""
-    return _walk(RoundWork(rows, config, round_key), config, identity, cache, _Plan(prices))
+    from wizardcoder.llm.wire import Wire
+
+    wire = Wire(llm, lambda model: model_identity(llm, model))
+    return _walk(RoundWork(rows, config, round_key, llm), config, wire, cache, _Plan(prices))
 
 
-def _walk(rnd: RoundWork, config: EvolveConfig, identity: str, cache, plan: _Plan) -> dict:
+def _cached(cache, wire, req):
+    """What the client would take from the cache for ``req`` (None: it would send it)."""
+    hit = cache.get(wire.key(req)) if cache is not None else None
+    if hit is not None and hit.error is not None and wire.config.resend_cached_errors:
+        return None
+    return hit
+
+
+def _walk(rnd: RoundWork, config: EvolveConfig, wire, cache, plan: _Plan) -> dict:
+    from wizardcoder.llm.wire import ChatResult
+
     judge_on = "judge_equal" in config.eliminate
     evolved_max = config.evolve_max_tokens  # an evolved question has at most this many tokens
+    max_tokens = {"judge": config.judge_max_tokens, "answer": config.answer_max_tokens}
     for row in rnd.work:
         certain = True  # the request will be sent whatever the answers before it say
-        for step in ("evolve", "answer", "judge"):
-            if not rnd.rows_for(step, [row]):
-                break  # eliminated (or the judge is off): no further step
+        for step in STEPS:  # evolve, judge, answer: the order evolve_round runs them in
+            if row.failed_rule:
+                break  # eliminated: no further step
+            if step == "judge" and not judge_on:
+                continue
             if step != "evolve" and "evolve" not in row.usage:
                 # The evolved question is unknown: bound its length by evolve_max_tokens.
                 prompt = (_tokens(answer_messages("")) if step == "answer"
                           else _tokens(judge_messages(row.question, ""))) + evolved_max
-                max_tokens = (config.answer_max_tokens if step == "answer"
-                              else config.judge_max_tokens)
-                plan.send(step, prompt, max_tokens, certain=False)
+                plan.send(step, prompt, max_tokens[step], certain=False)
                 continue
             req = rnd.request(row, step)
-            hit = cache.get(req.key(identity)) if cache is not None and certain else None
+            hit = _cached(cache, wire, req) if certain else None
             if hit is None:
                 plan.send(step, req.estimated_prompt_tokens(), req.max_tokens, certain)
                 certain = False  # later steps depend on this answer
                 if step == "evolve":
-                    continue  # bound answer and judge below
-                if step == "answer" and judge_on:
-                    plan.send("judge", _tokens(judge_messages(row.question, row.evolved)),
-                              config.judge_max_tokens, certain=False)
+                    continue  # bound judge and answer below
+                if step == "judge":
+                    plan.send("answer", _tokens(answer_messages(row.evolved)),
+                              config.answer_max_tokens, certain=False)
                 break
             plan.cached(step, hit)
-            rnd.apply(step, row, hit.text, hit.finish_reason, hit.prompt_tokens or 0,
-                      hit.completion_tokens or 0, True)
+            rnd.apply(step, row, ChatResult(
+                hit.text if hit.error is None else "", hit.finish_reason,
+                hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, True, 0,
+                hit.error, hit.text if hit.error is not None else ""))
     return {"rows": len(rnd.work), **plan.figures}
 
 
@@ -197,14 +218,18 @@ def dry_run(params: str, round_key: str, input_path: str, echo=print) -> dict:
     n = round_number(round_key)
     llm_config, config = _load(params, round_key, input_path)
     prices, identity = llm_config.prices, model_identity(llm_config)
+    steps = {step: llm_config.step_models[step] for step in STEPS
+             if step in llm_config.step_models}
     echo(f"dry run of evolve {round_key}: no request sent, no server started, nothing written")
     echo(f"  model identity     {identity}")
+    for step, name in steps.items():
+        echo(f"  {step + ' model':<18} {model_identity(llm_config, name)}")
     result: dict = {"round": round_key, "input": input_path, "input_exists": True}
     if Path(input_path).exists():
         rows = read_round_input(input_path)
         cache = _cache_lookup()
         try:
-            figures = plan_round(rows, config, round_key, identity, cache, prices)
+            figures = plan_round(rows, config, round_key, llm_config, cache, prices)
         finally:
             if cache is not None:
                 cache.close()
@@ -225,8 +250,11 @@ def dry_run(params: str, round_key: str, input_path: str, echo=print) -> dict:
     f = figures
     echo(f"  evolve calls       {f['evolve_calls']} needed: {f['evolve_cached']} cached, "
          f"{f['evolve_to_send']} to send")
-    echo(f"  answer+judge calls at most {f['later_calls_max']}: {f['later_cached']} cached, "
-         f"at most {f['later_to_send_max']} to send")
+    echo(f"  judge+answer calls at most {f['later_calls_max']}: {f['later_cached']} cached, "
+         f"at most {f['later_to_send_max']} to send (a row the judge drops is not answered)")
+    if f["cached_request_errors"]:
+        echo(f"  request errors     {f['cached_request_errors']} cached (replayed, not resent; "
+             f"llm.resend_cached_errors: true resends them)")
     echo(f"  prompt tokens      ~{f['prompt_tokens_est']:,} at most, to send (estimate: "
          f"chars/4)")
     echo(f"  completion tokens  {f['max_completion_tokens']:,} at most, to send (max_tokens)")

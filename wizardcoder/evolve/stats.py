@@ -1,0 +1,133 @@
+"""The figures of one evolution round: verdicts per rule, method and error class; tokens and
+cost split into requests sent now and answers from the cache; and what the judge-first
+order saved (the answers never bought for rows the judge dropped).
+
+Written to ``metrics/evolve/rN.json`` and MLflow by the evolve stage.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from wizardcoder.evolve import filters
+from wizardcoder.evolve.prompts import METHODS, answer_messages
+from wizardcoder.llm.cache import ERROR_CLASSES
+from wizardcoder.llm.config import STEP_NAMES
+from wizardcoder.llm.limits import Prices
+
+
+def failure_counts(work) -> dict:
+    """Rows eliminated with verdict request_error: in total, per error class and per step."""
+    failed = [r for r in work if r.error is not None]
+    return {"total": len(failed),
+            "by_class": {c: sum(r.error["class"] == c for r in failed) for c in ERROR_CLASSES},
+            "by_step": {s: sum(r.error["step"] == s for r in failed) for s in STEP_NAMES}}
+
+
+def _tokens() -> dict:
+    return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+
+
+def _tokens_est(messages: list[dict]) -> int:
+    """The client's prompt estimate (chars/4 + 1)."""
+    return sum(len(str(m["content"])) for m in messages) // 4 + 1
+
+
+def judge_first_savings(work, prices: Prices, answer_max_tokens: int) -> dict:
+    """Answers not bought because the judge ran first and dropped the row, and the judge
+    calls the order added (rows judged whose answer then failed; the old order, answer then
+    judge, would not have judged them). Completion tokens of an unsent answer are estimated
+    by the mean of this round's answers (``answer_max_tokens`` when there is none)."""
+    answered = [r.usage["answer"]["completion_tokens"] for r in work
+                if "answer" in r.usage and r.error is None]
+    mean_completion = sum(answered) / len(answered) if answered else answer_max_tokens
+    saved = [r for r in work if r.failed_rule == "judge_equal"]
+    prompt = sum(_tokens_est(answer_messages(r.evolved)) for r in saved)
+    completion = round(mean_completion * len(saved))
+    extra = [r for r in work if "judge" in r.usage and "answer" in r.usage and r.failed_rule]
+    extra_cost = sum(prices.cost(r.usage["judge"]["prompt_tokens"],
+                                 r.usage["judge"]["completion_tokens"]) for r in extra)
+    return {
+        "answer_calls_not_sent": len(saved),
+        "prompt_tokens_est": prompt,
+        "completion_tokens_est": completion,
+        "cost_usd_est": round(prices.cost(prompt, completion), 6),
+        "cost_usd_max": round(prices.cost(prompt, answer_max_tokens * len(saved)), 6),
+        "judge_calls_extra": len(extra),
+        "judge_cost_usd_extra": round(extra_cost, 6),
+    }
+
+
+def round_stats(work, round_key: str, prices: Prices | None = None, config=None) -> dict:
+    """Counts per rule, method and error class, and tokens/cost split into network vs cache.
+
+    ``cost_usd`` is what this run paid (network answers); cache hits cost nothing now, and
+    ``cache.value_usd`` says what they cost when they were first paid for. ``config``: the
+    round's EvolveConfig (budget and answer_max_tokens for the figures; None = defaults).
+    """
+    prices = prices or Prices()
+    kept = [r for r in work if not r.failed_rule]
+    dropped_rule = Counter(r.failed_rule for r in work if r.failed_rule)
+    by_method = {m: {"kept": 0, "dropped": 0,
+                     "dropped_by_rule": {rule: 0 for rule in filters.VERDICTS},
+                     "request_errors": {c: 0 for c in ERROR_CLASSES}} for m in METHODS}
+    for r in work:
+        by_method[r.method]["dropped" if r.failed_rule else "kept"] += 1
+        if r.failed_rule:
+            by_method[r.method]["dropped_by_rule"][r.failed_rule] += 1
+        if r.error is not None:
+            by_method[r.method]["request_errors"][r.error["class"]] += 1
+    network, cache = _tokens(), {**_tokens(), "value_usd": 0.0}
+    by_step = {step: {**_tokens(), "cache_hits": 0} for step in STEP_NAMES}
+    for r in work:
+        for step, usage in r.usage.items():
+            p, c = usage["prompt_tokens"], usage["completion_tokens"]
+            cost = prices.cost(p, c)
+            bucket = cache if r.cached[step] else network
+            for target in (bucket, by_step[step]):
+                target["requests"] += 1
+                target["prompt_tokens"] += p
+                target["completion_tokens"] += c
+            if r.cached[step]:
+                cache["value_usd"] += cost
+                by_step[step]["cache_hits"] += 1
+            else:
+                network["cost_usd"] += cost
+                by_step[step]["cost_usd"] += cost
+    for d in (network, cache, *by_step.values()):
+        for k in ("cost_usd", "value_usd"):
+            if k in d:
+                d[k] = round(d[k], 6)
+
+    def mean_words(texts):
+        texts = list(texts)
+        return round(sum(len(t.split()) for t in texts) / len(texts), 2) if texts else 0.0
+
+    failures = failure_counts(work)
+    answer_max_tokens = config.answer_max_tokens if config is not None else 512
+    return {
+        "round": round_key,
+        "rows_in": len(work),
+        "kept": len(kept),
+        "dropped": len(work) - len(kept),
+        "keep_rate": round(len(kept) / len(work), 4) if work else 0.0,
+        "dropped_by_rule": {rule: dropped_rule.get(rule, 0) for rule in filters.VERDICTS},
+        "request_errors": failures["by_class"],
+        "request_errors_by_step": failures["by_step"],
+        "failed_fraction": round(failures["total"] / len(work), 6) if work else 0.0,
+        "max_failed_fraction": config.max_failed_fraction if config is not None else None,
+        "by_method": by_method,
+        "calls": network["requests"] + cache["requests"],
+        "cache_hits": cache["requests"],
+        "network_calls": network["requests"],
+        "prompt_tokens": network["prompt_tokens"] + cache["prompt_tokens"],
+        "completion_tokens": network["completion_tokens"] + cache["completion_tokens"],
+        "cost_usd": network["cost_usd"],
+        "budget_usd": config.budget_usd if config is not None else 0.0,
+        "network": network,
+        "cache": cache,
+        "by_step": by_step,
+        "judge_first": judge_first_savings(work, prices, answer_max_tokens),
+        "instruction_words": mean_words(r.evolved for r in kept),
+        "response_words": mean_words(r.answer for r in kept),
+    }
