@@ -55,3 +55,21 @@ def test_summary_keeps_only_k_up_to_the_fewest_samples():
 
 def test_summary_of_nothing():
     assert pass_at_k_summary([], [1]) == {"tasks": 0, "samples": 0}
+
+
+def test_sandbox_errors_are_left_out_of_n_not_counted_as_wrong():
+    def v(task, i, kind, plus_kind=None):
+        plus = None if plus_kind is None else plus_kind == "passed"
+        return Verdict(task, i, kind == "passed", kind, "", 0.0, plus, plus_kind)
+
+    base_only = [v("A", 0, "passed"), v("A", 1, "sandbox_error"), v("A", 2, "failed"),
+                 v("B", 0, "sandbox_error")]
+    summary = pass_at_k_summary(base_only, [1, 2])
+    # A: 1 of 2 judged samples; B has none: left out of the mean, reported
+    assert summary == {"pass@1": 0.5, "pass@2": 1.0, "tasks": 2, "samples": 4,
+                       "unjudged_tasks": 1}
+    with_plus = [v("A", 0, "passed", "passed"), v("A", 1, "passed", "sandbox_error"),
+                 v("A", 2, "sandbox_error", "passed"), v("A", 3, "failed", "failed")]
+    summary = pass_at_k_summary(with_plus, [1])
+    assert summary["pass@1"] == pytest.approx(2 / 3)  # base: samples 0, 1, 3
+    assert summary["plus_pass@1"] == 0.5  # plus needs base and plus judged: samples 0, 3

@@ -6,6 +6,14 @@ candidate defines (a class with a forged ``__eq__``, a subclass, a generator) ca
 process that decides the verdict. The worker runs as ``python -s -S -P -B worker.py`` (no
 site-packages, no script directory on sys.path) and loads this file by path before any candidate
 code runs, so it must import only the standard library.
+
+Decoding a reply is the one place where the trusted side builds hash tables from data the
+candidate chose, so it runs under a budget (:func:`decode_value`'s ``deadline`` and
+``max_items``): a set or dict whose elements share one hash value (``k * (2**61 - 1)`` for many
+``k``: CPython compares each new element with every earlier one, quadratic) is refused before
+it is built (:class:`OverBudget`), and tables are filled in chunks with the deadline checked
+between them (:class:`DecodeTimeout`). Forged frames (wrong tags, bad nesting) raise
+:class:`ProtocolError`.
 """
 
 from __future__ import annotations
@@ -15,6 +23,11 @@ import os
 TAG, MAX_DEPTH = "$", 100
 _BIG_INT_BITS = 12000  # beyond ~3600 digits: sent as hex (int<->str conversion is capped at 4300)
 _STD_DICTS = {"Counter", "OrderedDict", "defaultdict"}
+MAX_ITEMS = 1 << 21  # decoded elements per reply (a 4 MiB frame holds at most ~2M)
+MAX_SAME_HASH = 16  # distinct elements of one set/dict that may share a hash value
+_CHUNK = 512  # elements added to a set/dict between two deadline checks
+
+
 class Unserializable(Exception):
     """A return value that is not made only of exact builtin types (or is too big/deep)."""
 
@@ -28,6 +41,15 @@ class ProtocolError(Exception):
     """A frame that does not follow the protocol."""
 
 
+class OverBudget(ProtocolError):
+    """A reply that follows the protocol but is too costly to decode: more than ``max_items``
+    elements, or a set/dict of elements that collide in one hash value."""
+
+
+class DecodeTimeout(ProtocolError):
+    """Decoding a reply ran past its deadline."""
+
+
 def _make_codec():
     # Everything the codec uses is bound here, before any candidate code runs, so a candidate
     # that monkeypatches builtins cannot change how its return value is encoded.
@@ -36,8 +58,13 @@ def _make_codec():
     _int_repr, _float_repr, _items = int.__repr__, float.__repr__, dict.items
     _fromhex, _inf, _enumerate = bytes.fromhex, float("inf"), enumerate
     _Unser, _Large, _Proto = Unserializable, TooLarge, ProtocolError
+    _Budget, _Timeout = OverBudget, DecodeTimeout
     _TypeError, _ValueError = TypeError, ValueError
+    _tuple, _set, _frozenset, _zip, _all, _any = tuple, set, frozenset, zip, all, any
+    _sorted, _map, _hash = sorted, map, hash
     from _json import encode_basestring_ascii as _esc
+    from operator import eq as _eq
+    from time import monotonic as _mono
 
     seqs = {tuple: '{"$":"tuple","v":[', set: '{"$":"set","v":[',
             frozenset: '{"$":"frozenset","v":['}
@@ -100,43 +127,94 @@ def _make_codec():
         enc(value, 0)
         return "".join(out)
 
-    def decode(obj, depth=0):
-        t = _type(obj)
-        if t is _str or t is _int or t is _float or t is _bool or obj is None:
-            return obj
-        if depth >= MAX_DEPTH:
-            raise _Proto("value nested too deeply")
-        if t is _list:
-            return [decode(x, depth + 1) for x in obj]
-        if t is not _dict or _len(obj) != 2 or TAG not in obj or "v" not in obj:
-            raise _Proto("malformed value")
-        tag, v = obj[TAG], obj["v"]
+    def hashed(items, deadline, what):
+        """``items`` (a list) as the keys of a set/dict: refused when more than
+        MAX_SAME_HASH of them share one hash value, else yielded in chunks so that the caller
+        fills its table between deadline checks."""
         try:
-            if tag in builders and _type(v) is _list:
-                return builders[tag]([decode(x, depth + 1) for x in v])
-            if tag == "dict" and _type(v) is _list:
-                pairs = [(decode(p[0], depth + 1), decode(p[1], depth + 1)) for p in v
-                         if _type(p) is _list and _len(p) == 2]
-                if _len(pairs) == _len(v):
-                    return _dict(pairs)
-            elif tag == "complex" and _type(v) is _list and _len(v) == 2:
-                parts = [decode(x, depth + 1) for x in v]
-                if _type(parts[0]) is _float and _type(parts[1]) is _float:
-                    return _complex(*parts)
-            elif tag == "bytes" and _type(v) is _str:
-                return _fromhex(v)
-            elif tag == "float" and v in floats:
-                return floats[v]
-            elif tag == "int" and _type(v) is _str and _len(v) < (1 << 22):
-                return _int(v, 16)
-        except (_TypeError, _ValueError) as exc:  # unhashable key, bad hex...
-            raise _Proto(f"malformed {tag}: {exc}") from None
-        raise _Proto(f"malformed value tagged {tag!r}")
+            if _len(items) > MAX_SAME_HASH:
+                # Sorting the hashes needs no hash table (which the attack would target).
+                hashes = _sorted(_map(_hash, items))
+                if _any(_map(_eq, hashes, hashes[MAX_SAME_HASH:])):
+                    raise _Budget(f"a {what} of {_len(items)} elements, more than "
+                                  f"{MAX_SAME_HASH} of them with one hash value")
+        except _TypeError as exc:  # unhashable element
+            raise _Proto(f"malformed {what}: {exc}") from None
+        for j in range(0, _len(items), _CHUNK):
+            if deadline is not None and _mono() > deadline:
+                raise _Timeout(f"decoding a {what} of {_len(items)} elements ran past the "
+                               "time limit")
+            yield items[j:j + _CHUNK]
 
-    return encode, decode
+    def decode(obj, deadline=None, max_items=MAX_ITEMS):
+        """A value from its JSON form; ``deadline`` (``time.monotonic``): DecodeTimeout past
+        it; more than ``max_items`` decoded elements: OverBudget."""
+        left = [max_items]
+
+        def dec(obj, depth):
+            t = _type(obj)
+            if t is _str or t is _int or t is _float or t is _bool or obj is None:
+                return obj
+            if depth >= MAX_DEPTH:
+                raise _Proto("value nested too deeply")
+            if t is _list:
+                left[0] -= _len(obj)
+                if left[0] < 0:
+                    raise _Budget(f"more than {max_items} elements")
+                return [dec(x, depth + 1) for x in obj]
+            if t is not _dict or _len(obj) != 2 or TAG not in obj or "v" not in obj:
+                raise _Proto("malformed value")
+            tag, v = obj[TAG], obj["v"]
+            try:
+                if tag in builders and _type(v) is _list:
+                    items = dec(v, depth)
+                    if tag == "tuple":
+                        return _tuple(items)
+                    out = _set()
+                    for chunk in hashed(items, deadline, tag):
+                        out.update(chunk)
+                    return out if tag == "set" else _frozenset(out)
+                if tag == "dict" and _type(v) is _list:
+                    if not _all(_type(p) is _list and _len(p) == 2 for p in v):
+                        raise _Proto("malformed dict")
+                    left[0] -= 2 * _len(v)
+                    if left[0] < 0:
+                        raise _Budget(f"more than {max_items} elements")
+                    keys = [dec(p[0], depth + 1) for p in v]
+                    values = [dec(p[1], depth + 1) for p in v]
+                    out, position = {}, 0
+                    for chunk in hashed(keys, deadline, "dict"):
+                        out.update(_zip(chunk, values[position:position + _len(chunk)]))
+                        position += _len(chunk)
+                    return out
+                if tag == "complex" and _type(v) is _list and _len(v) == 2:
+                    parts = [dec(x, depth + 1) for x in v]
+                    if _type(parts[0]) is _float and _type(parts[1]) is _float:
+                        return _complex(*parts)
+                elif tag == "bytes" and _type(v) is _str:
+                    return _fromhex(v)
+                elif tag == "float" and _type(v) is _str and v in floats:
+                    return floats[v]
+                elif tag == "int" and _type(v) is _str and _len(v) < (1 << 22):
+                    return _int(v, 16)
+            except (_TypeError, _ValueError) as exc:  # unhashable key, bad hex...
+                raise _Proto(f"malformed {tag}: {exc}") from None
+            raise _Proto(f"malformed value tagged {str(tag)[:50]!r}")
+
+        return dec(obj, 0)
+
+    def bounded_set(items, deadline=None):
+        """``set(items)`` under the same budget as a decoded set (the oracles' ``set(out)``)."""
+        items = _list(items)
+        out = _set()
+        for chunk in hashed(items, deadline, "set"):
+            out.update(chunk)
+        return out
+
+    return encode, decode, bounded_set
 
 
-encode_value, decode_value = _make_codec()
+encode_value, decode_value, bounded_set = _make_codec()
 
 
 def write_frame(fd, text):

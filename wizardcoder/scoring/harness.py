@@ -14,6 +14,8 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import logging
+import reprlib
 import time
 import traceback
 from collections import Counter
@@ -22,7 +24,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from wizardcoder.errors import DataError
-from wizardcoder.scoring.codec import ProtocolError, Unserializable, decode_value
+from wizardcoder.scoring.codec import (
+    DecodeTimeout,
+    OverBudget,
+    ProtocolError,
+    Unserializable,
+    decode_value,
+)
 from wizardcoder.scoring.sandbox import (
     SandboxFailure,
     SandboxLimits,
@@ -31,8 +39,14 @@ from wizardcoder.scoring.sandbox import (
     host,
 )
 
+log = logging.getLogger(__name__)
+
 DETAIL_CHARS = 500
-KINDS = ("passed", "failed", "error", "timeout", "crashed", "unserializable", "sandbox_error")
+# judge_error: the trusted side raised while judging this sample's reply (a scorer bug or an
+# output nobody foresaw): that sample's verdict, never the run's end. sandbox_error: the sandbox
+# itself failed (a worker that could not start...): no verdict on the model at all.
+KINDS = ("passed", "failed", "error", "timeout", "crashed", "unserializable", "judge_error",
+         "sandbox_error")
 # Exceptions that trusted code treats as control flow: a candidate raising StopIteration inside
 # ``for r in map(candidate, xs)`` would end the loop early and skip every assertion.
 _NOT_REBUILT = frozenset({"StopIteration", "StopAsyncIteration"})
@@ -53,6 +67,43 @@ class Verdict:
     plus_passed: bool | None = None
     plus_kind: str | None = None
     plus_detail: str | None = None
+
+
+class _BoundedRepr(reprlib.Repr):
+    def repr_int(self, x, level):
+        if x.bit_length() > 10_000:  # str() of an int above 4,300 digits raises ValueError
+            return f"<int of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+_REPR.maxlevel = 4
+
+
+def show(value, limit: int = 120) -> str:
+    """A short repr of a decoded value for a failure detail: bounded in time and length, and
+    never raising (a huge int, a deep or giant structure)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception as exc:
+        text = f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def decode_reply(worker: Worker, value):
+    """A reply's value decoded under the sample's deadline and the codec's element budget;
+    a forged or too costly value fails the sample."""
+    try:
+        return decode_value(value, worker.deadline)
+    except DecodeTimeout as exc:
+        raise worker.fail("timeout", str(exc)) from None
+    except OverBudget as exc:
+        raise worker.fail("unserializable", f"reply refused: {exc}") from None
+    except ProtocolError as exc:
+        raise worker.fail("crashed", f"malformed reply: {exc}") from None
+    except RecursionError:
+        raise worker.fail("crashed", "malformed reply: nested too deeply") from None
 
 
 class CandidateError(Exception):
@@ -77,8 +128,8 @@ def _load(worker: Worker, program: str, entry_point: str) -> tuple[str, str] | N
     worker.ready = True
     (key, value), = worker.recv().items()
     try:
-        err = decode_value(value)
-    except ProtocolError:
+        err = decode_value(value, worker.deadline)
+    except ProtocolError:  # forged, or too costly to decode
         err = None
     if key == "loaded" and err is True:
         return None
@@ -106,10 +157,7 @@ class _Proxy:
         except Unserializable as exc:
             raise worker.fail("sandbox_error", f"cannot send the arguments: {exc}") from None
         (key, value), = worker.recv().items()
-        try:
-            value = decode_value(value)
-        except ProtocolError as exc:
-            raise worker.fail("crashed", f"malformed reply: {exc}") from None
+        value = decode_reply(worker, value)
         if key == "ok":
             return value
         if key == "exc" and isinstance(value, list) and len(value) == 3 and \
@@ -143,7 +191,10 @@ def _short(text: str) -> str:
 
 
 def _describe_failure(exc: BaseException, filename: str, lines: list[str]) -> str:
-    message = str(exc)
+    try:  # check's message may format a candidate value (a huge int: ValueError)
+        message = str(exc)
+    except Exception as inner:
+        message = f"<message that cannot be shown: {type(inner).__name__}>"
     where = ""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename == filename and frame.lineno and frame.lineno <= len(lines):
@@ -205,6 +256,9 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
                 outcome = verdict("error", _describe_failure(exc, filename, lines))
             if worker.failure is not None:  # check swallowed it (a bare except)
                 raise worker.failure
+            if outcome.passed and time.monotonic() > worker.deadline:  # judging is timed too
+                raise worker.fail("timeout", "judging the replies ran past the wall-clock "
+                                             f"limit of {limits.timeout_s:g} s")
             return outcome
     except SandboxFailure as failure:
         return verdict(failure.kind, failure.detail)

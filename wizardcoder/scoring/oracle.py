@@ -10,6 +10,10 @@ answers for a few MBPP tasks; for HumanEval/32 ``find_zero``, ``|poly(xs, out)| 
 Here ``out`` is a plain value decoded from the sandbox (exact builtin types only, see
 ``codec.py``), never an object the candidate built, so its ``==`` cannot be forged.
 
+``set(out)`` (MBPP's set-equality oracle) is built by ``codec.bounded_set``: a list of
+elements with colliding hashes would make CPython's ``set`` quadratic, so it is refused (a
+failed input) or stopped at the sample's deadline (``DecodeTimeout``, a timeout).
+
 Two deliberate departures, both so that every canonical solution passes its own tests:
 
 * ``find_zero`` (HumanEval/32): evalplus checks the root, then ``continue``s past the line that
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import math
 import warnings
+
+from wizardcoder.scoring.codec import DecodeTimeout, bounded_set
 
 # evalplus/eval/_special_oracle.py
 MBPP_OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
@@ -86,16 +92,20 @@ def next_atol(dataset: str, entry_point: str, exp, atol: float) -> float:
     return EVALPLUS_FLOAT_ATOL if atol == 0 and is_floats(exp) else atol
 
 
-def output_matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float) -> bool:
+def output_matches(dataset: str, entry_point: str, inp: list, out, exp, atol: float,
+                   deadline: float | None = None) -> bool:
     """Whether ``out`` passes for input ``inp`` whose reference output is ``exp``; ``atol`` is
-    the tolerance in force for this input (see :func:`next_atol`)."""
+    the tolerance in force for this input (see :func:`next_atol`). Past ``deadline``
+    (``time.monotonic``) building ``set(out)`` raises ``codec.DecodeTimeout``."""
     try:
-        return _matches(dataset, entry_point, inp, out, exp, atol)
+        return _matches(dataset, entry_point, inp, out, exp, atol, deadline)
+    except DecodeTimeout:
+        raise
     except Exception:  # set() of an unhashable output, abs() of a string...: a failed input
         return False
 
 
-def _matches(dataset, entry_point, inp, out, exp, atol) -> bool:
+def _matches(dataset, entry_point, inp, out, exp, atol, deadline) -> bool:
     exact = out == exp
     if dataset == "mbpp":
         if entry_point == "are_equivalent":  # Mbpp/164: any answer is accepted
@@ -107,7 +117,7 @@ def _matches(dataset, entry_point, inp, out, exp, atol) -> bool:
         elif entry_point == "digit_distance_nums":  # Mbpp/558
             exact = exact or out == _digit_distance_nums(*inp)
         elif entry_point in MBPP_OUTPUT_SET_EQ_TASKS:
-            exact = set(out) == set(exp)
+            exact = bounded_set(out, deadline) == set(exp)
         # MBPP_OUTPUT_NOT_NONE_TASKS: the worker already sent `out is not None` (or the bool)
     if dataset == "humaneval" and entry_point == "find_zero":
         return abs(_poly(*inp, out)) <= atol  # evalplus forgets to record this pass (see top)

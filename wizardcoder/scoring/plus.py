@@ -20,15 +20,19 @@ sample only when it passes base *and* plus tests (``pass_at_k_summary``'s ``plus
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from wizardcoder.scoring.codec import ProtocolError, decode_value
-from wizardcoder.scoring.harness import Verdict, _load, _short
+from wizardcoder.errors import DataError
+from wizardcoder.scoring.codec import DecodeTimeout
+from wizardcoder.scoring.harness import Verdict, _load, _short, decode_reply, show
 from wizardcoder.scoring.oracle import EVALPLUS_FLOAT_ATOL, output_matches
 from wizardcoder.scoring.reference import SETS, Reference, references, stream_replies
 from wizardcoder.scoring.sandbox import SandboxFailure, SandboxLimits, Worker, drain_spares
+
+log = logging.getLogger(__name__)
 
 DATASETS = {"humaneval+": "humaneval", "mbpp+": "mbpp"}  # benchmark -> evalplus dataset
 SET_CAP_S = 60.0  # evalplus untrusted_check: min(60, sum of per-input limits) + 1 (+1 to join)
@@ -47,20 +51,20 @@ def spawn_limits(limits: SandboxLimits, settings: DiffSettings) -> SandboxLimits
                                memory_mb=settings.memory_mb)
 
 
-def _quote(value) -> str:
-    text = repr(value)
-    return text if len(text) <= SHOW else text[:SHOW - 3] + "..."
-
-
 def run_set(problem: dict, program: str, which: str, ref: Reference, message: str,
             dataset: str, limits: SandboxLimits, settings: DiffSettings) -> tuple[str, str]:
-    """(kind, detail) of one candidate program on the ``which`` ("base" | "plus") inputs."""
+    """(kind, detail) of one candidate program on the ``which`` ("base" | "plus") inputs.
+    Never raises for a sample: whatever goes wrong is this set's verdict."""
     inputs = problem[f"{which}_input"]
     count, entry = len(inputs), problem["entry_point"]
     if not isinstance(program, str):
         return "error", "the sample's program is not a string"
     if count == 0:
         return "passed", ""
+    if "sandbox_error" in ref.kinds:
+        why = ref.texts[ref.kinds.index("sandbox_error")]
+        return "sandbox_error", f"the reference outputs of the {which} inputs could not be " \
+                                f"computed: {why}"
     per_input = [max(settings.min_time_limit_s, settings.time_factor * t) for t in ref.seconds]
     wall = min(SET_CAP_S, sum(per_input)) + 2.0
     atol = float(problem.get("atol") or 0)
@@ -77,10 +81,18 @@ def run_set(problem: dict, program: str, which: str, ref: Reference, message: st
             for i, frame, _ in stream_replies(worker, message, count, per_input):
                 kind = ref.kinds[i]
                 if kind != "skip" and frame != ref.frame(i):
-                    failure = _judge(worker, frame, ref, i, dataset, entry, inputs[i], atol)
+                    where = f"{which} input {i + 1}/{count} {entry}(*{show(inputs[i], SHOW)})"
+                    try:
+                        failure = _judge(worker, frame, ref, i, dataset, entry, inputs[i], atol)
+                    except SandboxFailure:
+                        raise
+                    except Exception as exc:  # the trusted side's own failure, on this reply
+                        log.warning("%s: judging %s raised", problem["task_id"], where,
+                                    exc_info=True)
+                        return "judge_error", f"{where}: the scorer could not judge the " \
+                                              f"reply: {type(exc).__name__}: {show(exc, 200)}"
                     if failure is not None:
-                        call = f"{entry}(*{_quote(inputs[i])})"
-                        return failure[0], f"{which} input {i + 1}/{count} {call}{failure[1]}"
+                        return failure[0], f"{where}{failure[1]}"
                 if kind == "v" and atol == 0 and ref.floats[i] and not find_zero:
                     atol = EVALPLUS_FLOAT_ATOL  # evalplus's sticky tolerance (oracle.next_atol)
             if worker.failure is not None:
@@ -88,33 +100,43 @@ def run_set(problem: dict, program: str, which: str, ref: Reference, message: st
             return "passed", ""
     except SandboxFailure as failure:
         return failure.kind, failure.detail
+    except DataError:
+        raise
+    except Exception as exc:  # the sandbox itself broke (spawn failed, fds exhausted...)
+        return "sandbox_error", f"{type(exc).__name__}: {show(exc, 300)}"
 
 
 def _judge(worker: Worker, frame: bytes, ref: Reference, i: int, dataset: str, entry: str,
            inp, atol: float) -> tuple[str, str] | None:
-    """None when the reply passes, else (kind, what happened)."""
+    """None when the reply passes, else (kind, what happened). Decoding and comparing run
+    under the set's deadline (a reply built to make them slow is a timeout)."""
     (key, value), = worker.parse(frame).items()
     if key == "ok":
+        out = decode_reply(worker, value)
         try:
-            out = decode_value(value)
-        except ProtocolError as exc:
-            raise worker.fail("crashed", f"malformed reply: {exc}") from None
-        if ref.kinds[i] == "v" and output_matches(dataset, entry, inp, out, ref.value(i), atol):
+            matches = ref.kinds[i] == "v" and output_matches(
+                dataset, entry, inp, out, ref.value(i), atol, worker.deadline)
+        except DecodeTimeout as exc:
+            raise worker.fail("timeout", f"comparing the reply: {exc}") from None
+        if time.monotonic() > worker.deadline:
+            raise worker.fail("timeout", "judging the reply ran past the set's wall-clock "
+                                         f"limit of {worker.limits.timeout_s:.3g} s")
+        if matches:
             return None
-        expected = _quote(ref.value(i)) if ref.kinds[i] == "v" else "a larger output"
+        expected = show(ref.value(i), SHOW) if ref.kinds[i] == "v" else "a larger output"
         if dataset == "humaneval" and entry == "find_zero":
             expected = f"|poly(xs, x)| <= {atol:g} (as the reference's {expected})"
-        return "failed", f" returned {_quote(out)}, expected {expected}"
+        return "failed", f" returned {show(out, SHOW)}, expected {expected}"
     if key == "digest" and isinstance(value, str):
         if ref.kinds[i] == "d" and value == ref.texts[i]:
             return None
         return "failed", " returned a large output that differs from the reference"
     if key == "exc" and isinstance(value, list) and len(value) == 3 and \
             all(type(v) is str for v in value[:2]):
-        return "error", f" raised {value[0]}" + (f": {value[1]}" if value[1] else "")
+        return "error", f" raised {value[0][:100]}" + (f": {value[1][:300]}" if value[1] else "")
     if key == "unserializable" and isinstance(value, str):
         return "unserializable", f": {value[:300]}"
-    raise worker.fail("crashed", f"unexpected reply {key[:50]!r}")
+    raise worker.fail("crashed", f"unexpected reply {str(key)[:50]!r}")
 
 
 def evaluate_differential(jobs: list[tuple[dict, str, int]], limits: SandboxLimits,

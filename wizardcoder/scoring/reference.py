@@ -51,7 +51,8 @@ class Reference:
     is the output's encoding as the worker sends it), ``"d"`` (``texts[i]`` is the SHA-256 of
     an output too large to send, see ``codec.digest_value``) or ``"skip"`` (the canonical
     solution raised or returned something unsendable: evalplus would crash; the input is not
-    scored, ``texts[i]`` says why). ``floats[i]``: the output is a float (list), which makes
+    scored, ``texts[i]`` says why) or ``"sandbox_error"`` (the sandbox failed: no sample can be
+    judged on this set). ``floats[i]``: the output is a float (list), which makes
     evalplus compare with a tolerance from then on."""
 
     kinds: tuple[str, ...]
@@ -157,8 +158,18 @@ def _reference_set(problem: dict, inputs: list, not_none: str | None,
                     texts.append(text)
                     seconds.append(took)
                     floats.append(kind == "v" and is_floats(value))
-        except SandboxFailure as failure:
+        except (SandboxFailure, OSError) as failure:
             complete = False
+            if isinstance(failure, OSError) or failure.kind == "sandbox_error":
+                # The sandbox is broken, not the canonical solution: no input of the set can
+                # be judged (a skipped input would pass every sample: never that).
+                why = f"{type(failure).__name__}: {failure}"[:300]
+                rest = len(inputs) - len(kinds)
+                kinds += ["sandbox_error"] * rest
+                texts += [why] * rest
+                seconds += [0.0] * rest
+                floats += [False] * rest
+                break
             kinds.append("skip")
             texts.append(f"{failure.kind}: {failure.detail}"[:300])
             seconds.append(0.0)
