@@ -27,8 +27,8 @@ from wizardcoder.evolve import filters
 from wizardcoder.evolve.engine import EvolveConfig, choose_method, evolve_round
 from wizardcoder.evolve.prompts import METHODS
 from wizardcoder.jsonl import write_jsonl
-from wizardcoder.llm.cache import ERROR_CLASSES
 from wizardcoder.llm import LLMClient, LLMConfig, RequestCache, open_client
+from wizardcoder.llm.cache import ERROR_CLASSES
 from wizardcoder.llm.limits import BudgetExceeded
 from wizardcoder.pipeline.evolve import model_identity
 

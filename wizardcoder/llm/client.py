@@ -13,11 +13,11 @@ stops new sends at once. Every answer, and every permanent failure, is committed
 :class:`RequestCache` before it is returned, so a killed stage loses nothing it paid for.
 
 Requests go over aiohttp straight to ``{base_url}/chat/completions`` (the wire format is one
-small JSON object each way, built and parsed in :mod:`wizardcoder.llm.wire`). The openai SDK was the transport before:
-its request transformation and HTTP stack cost ~2 ms of CPU per request, which held 32
-requests in flight to ~0.7x of the ideal rate against a 200 ms server; aiohttp costs ~0.2 ms
-(``python bench/evolve.py`` measures both). The cache commit (an fsync) runs in a worker
-thread so it never stalls the event loop that the other requests share.
+small JSON object each way, built and parsed in :mod:`wizardcoder.llm.wire`). The openai SDK
+was the transport before: its request transformation and HTTP stack cost ~2 ms of CPU per
+request, which held 32 requests in flight to ~0.7x of the ideal rate against a 200 ms server;
+aiohttp costs ~0.2 ms (``python bench/evolve.py`` measures both). The cache commit (an fsync)
+runs in a worker thread so it never stalls the event loop that the other requests share.
 """
 
 from __future__ import annotations
@@ -225,6 +225,8 @@ class LLMClient:
         # `pending` is THE list of requests to send (cache key -> indexes of the requests
         # asking it; duplicates within a batch cost one call). A transport that answers them
         # another way (e.g. a batch API) stores its answers in the cache and looks up again.
+        if pending and self.config.mode == "batch":
+            pending = await self._batch(requests, results, run, pending, desc, progress)
         if run.too_many:  # replayed failures alone already pass the limit: send nothing
             raise TooManyRequestErrors(desc, run.errors, max_errors, len(pending),
                                        run.examples)
@@ -290,16 +292,49 @@ class LLMClient:
                 pending[key] = [i]
                 continue
             self.stats["cache_hits"] += 1
-            results[i] = ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
-                                    hit.prompt_tokens or 0, hit.completion_tokens or 0,
-                                    hit.model, True, 0, hit.error,
-                                    hit.text if hit.error is not None else "")
+            results[i] = _from_cache(hit, cached=True)
             if hit.error is not None:
                 self.stats["request_errors"] += 1
                 run.count_error(req.tag, results[i])
             if run.budget is not None:
                 run.budget.charge_cached(hit.prompt_tokens or 0, hit.completion_tokens or 0)
         return pending
+
+    async def _batch(self, requests: Sequence[ChatRequest], results: list, run: _Run,
+                     pending: dict[str, list[int]], desc: str, progress: bool
+                     ) -> dict[str, list[int]]:
+        """``llm.mode: batch``: the Batch API answers ``pending`` into the cache first
+        (:mod:`wizardcoder.llm.batch`). Its answers count as sent (paid in this run); a
+        request it left unanswered (a 429/5xx line, an expired batch) fails as
+        retries_exhausted without an online send, uncached, so the next run puts it in a new
+        batch. Returns what is left to send online (requests the budget kept out)."""
+        from wizardcoder.llm.batch import prefetch
+
+        outcome = await prefetch(self, [requests[idx[0]] for idx in pending.values()],
+                                 desc=desc, progress=progress, budget=run.budget)
+        left: dict[str, list[int]] = {}
+        for key, idx in pending.items():
+            hit = self.cache.get(key) if key in outcome.answered else None
+            if hit is not None:
+                first = _from_cache(hit, cached=False, attempts=1)
+                self.stats["prompt_tokens"] += first.prompt_tokens
+                self.stats["completion_tokens"] += first.completion_tokens
+                if run.budget is not None:
+                    run.budget.charge_cached(first.prompt_tokens, first.completion_tokens)
+            elif key in outcome.transient:
+                first = ChatResult("", None, 0, 0, None, False, 1, "retries_exhausted",
+                                   outcome.transient[key])
+            else:
+                left[key] = idx
+                continue
+            results[idx[0]] = first
+            for dup in idx[1:]:
+                self.stats["cache_hits"] += 1
+                results[dup] = dataclasses.replace(first, cached=True, attempts=0)
+            if first.error is not None:
+                self.stats["request_errors"] += 1
+                run.count_error(requests[idx[0]].tag, first)
+        return left
 
     def _crash_report(self, exc: BaseException, desc: str, not_sent: int) -> BaseException:
         note = (f"{desc}: sending stopped at once: {not_sent} request(s) not sent; every "
@@ -464,3 +499,10 @@ class LLMClient:
         return ChatResult(answer.text, answer.finish_reason, answer.prompt_tokens,
                           answer.completion_tokens, answer.model, False, attempt,
                           answer.error, message)
+
+
+def _from_cache(hit, *, cached: bool, attempts: int = 0) -> ChatResult:
+    """The result a cached answer or cached permanent failure stands for."""
+    return ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
+                      hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, cached,
+                      attempts, hit.error, hit.text if hit.error is not None else "")
