@@ -33,6 +33,11 @@ _SECRET_QUERY = re.compile(r"(?i)(key|token|secret|sig|signature|password|auth)"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Prefixes of well-known secret formats (OpenAI, Anthropic, HF, GitHub, Groq, ...).
 _KEY_PREFIXES = ("sk-", "sk_", "sess-", "hf_", "ghp_", "gsk_", "xai-", "pk-", "rk-")
+# llm.mode: 'batch' sends through OpenAI's Batch API, whose input files hold at most 50,000
+# requests and 200 MB.
+MODES = ("online", "batch")
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200_000_000
 
 
 def looks_like_key(value: str) -> bool:
@@ -129,6 +134,23 @@ class LLMConfig:
         0, help="CPU threads of the embedded server; 0 = all cores.")
     embedded_startup_timeout_s: float = option(
         120.0, help="Seconds to wait for the embedded server to load the model and answer.")
+    mode: str = option(
+        "online", choices=MODES,
+        help="'online' sends each request and waits for it; 'batch' sends each evolve "
+             "step's uncached requests through OpenAI's Batch API (half the price, answers "
+             "within 24 h), resumes its batches after a kill and caches every answer "
+             "(README: Batch API). Provider 'openai' only. Not part of the cache key.")
+    batch_poll_s: float = option(
+        30.0, help="With mode 'batch': seconds before the first status poll of a batch; the "
+                   "wait grows 1.5x per poll up to batch_poll_max_s.")
+    batch_poll_max_s: float = option(
+        300.0, help="With mode 'batch': the longest wait between two status polls.")
+    batch_max_requests: int = option(
+        BATCH_MAX_REQUESTS, help=f"With mode 'batch': most requests per batch input file "
+                                 f"(OpenAI: {BATCH_MAX_REQUESTS}); more are split.")
+    batch_max_bytes: int = option(
+        BATCH_MAX_BYTES, help=f"With mode 'batch': most bytes per batch input file (OpenAI: "
+                              f"200 MB = {BATCH_MAX_BYTES}); larger ones are split.")
 
     def __post_init__(self) -> None:
         s = SECTION
@@ -197,6 +219,17 @@ class LLMConfig:
                 "an integer >= 0 (0 = all cores)")
         require(self.embedded_startup_timeout_s > 0, s, "embedded_startup_timeout_s",
                 "a number of seconds > 0")
+        require(self.mode in MODES, s, "mode", f"one of {list(MODES)}")
+        require(self.mode == "online" or self.provider == "openai", s, "mode",
+                "'online' with provider 'embedded' (the batch API is OpenAI's; use provider "
+                "'openai')")
+        require(self.batch_poll_s > 0, s, "batch_poll_s", "a number of seconds > 0")
+        require(self.batch_poll_max_s >= self.batch_poll_s, s, "batch_poll_max_s",
+                f"a number >= batch_poll_s ({self.batch_poll_s})")
+        require(1 <= self.batch_max_requests <= BATCH_MAX_REQUESTS, s, "batch_max_requests",
+                f"an integer from 1 to {BATCH_MAX_REQUESTS}")
+        require(1024 <= self.batch_max_bytes <= BATCH_MAX_BYTES, s, "batch_max_bytes",
+                f"an integer from 1024 to {BATCH_MAX_BYTES}")
 
     @property
     def prices(self) -> Prices:

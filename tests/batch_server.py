@@ -1,0 +1,371 @@
+"""An OpenAI Batch API of the tests' own on 127.0.0.1: files, batches and chat completions.
+
+It speaks the real wire format (multipart upload to ``/v1/files``, ``/v1/batches`` objects
+with ``request_counts``, output and error files of ``{"custom_id", "response": {"status_code",
+"body"}, "error"}`` lines) and enforces OpenAI's input rules (one model and one endpoint per
+file, unique custom_ids, a request and byte limit per file) so the client's splitting and
+validation are tested against something that says no. Each batch is worked by a thread:
+``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``, or ``expired`` after
+``expire_after`` lines (the rest go to the error file as ``batch_expired``, as OpenAI does).
+``hold`` keeps batches ``in_progress`` until :meth:`release`, so a client can be killed while
+it polls. Lines are answered by the same ``responder(body)`` and per-prompt ``script`` as
+:mod:`tests.fault_server`, and ``/v1/chat/completions`` answers online with the same bodies,
+so a batch run and an online run of one round can be compared row for row.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fault_server import OK, SERVER_ERROR, Reply, answer_text
+
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def api_error(status: int, message: str, code: str | None = None,
+              type_: str = "invalid_request_error") -> tuple:
+    """A non-200 answer with OpenAI's error body (``code`` e.g. context_length_exceeded)."""
+    return ("api_error", status, {"error": {"message": message, "type": type_,
+                                            "param": None, "code": code}})
+
+
+def line_error(code: str, message: str) -> tuple:
+    """A line that failed without an HTTP response (the line's ``error`` field)."""
+    return ("line_error", code, message)
+
+
+CONTEXT_LENGTH = api_error(400, "This model's maximum context length is 128 tokens. However, "
+                           "your messages resulted in 9000 tokens.", "context_length_exceeded")
+
+
+def completion(model: str, text: str, finish: str, n: int) -> dict:
+    """The chat.completion body both paths return (usage like tests.fault_server's)."""
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                      "total_tokens": 10 + len(text.split())}}
+
+
+class BatchServer:
+    """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
+
+    def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model", *,
+                 responder: Callable[[dict], object] | None = None, hold: bool = False,
+                 line_delay: float = 0.0, expire_after: int | None = None,
+                 max_requests_per_file: int = 50_000, max_bytes_per_file: int = 200_000_000):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.model = model
+        self.responder = responder
+        self.line_delay = line_delay
+        self.expire_after = expire_after
+        self.max_requests_per_file = max_requests_per_file
+        self.max_bytes_per_file = max_bytes_per_file
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
+        self.line_counts: Counter[str] = Counter()   # prompt -> lines worked in batches
+        self.chat_bodies: list[dict] = []            # online /chat/completions requests
+        self.auth_headers: list[str] = []
+        self.requests: Counter[str] = Counter()      # "POST /v1/batches" -> count
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def created(self) -> int:
+        """Batches created so far (each is money spent at OpenAI)."""
+        return self.requests["POST /v1/batches"]
+
+    def release(self) -> None:
+        """Let held batches run."""
+        self._released.set()
+
+    def __enter__(self) -> BatchServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._released.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # -- the model: one answer per request body ------------------------------------------------
+
+    def answer(self, body: dict) -> tuple[int | None, dict]:
+        """(status, body) of a chat request; status None means a non-HTTP line error."""
+        prompt = str(body["messages"][-1]["content"])
+        with self._lock:
+            steps = self.script.get(prompt)
+            action = steps.pop(0) if steps else None
+            n = next(self._ids)
+        if action is None:
+            action = self.responder(body) if self.responder else OK
+        if isinstance(action, tuple) and action[:1] == ("api_error",):
+            return action[1], action[2]
+        if isinstance(action, tuple) and action[:1] == ("line_error",):
+            return None, {"code": action[1], "message": action[2]}
+        if action == SERVER_ERROR:
+            return 500, {"error": {"message": "internal error", "type": "server_error",
+                                   "param": None, "code": None}}
+        if isinstance(action, Reply):
+            return 200, completion(self.model, action[1], action[2], n)
+        if action == OK:
+            return 200, completion(self.model, answer_text(prompt), "stop", n)
+        raise ValueError(f"unknown batch server action {action!r}")
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            return f"{prefix}-{next(self._ids):06d}"
+
+    def _store_file(self, content: bytes, purpose: str, filename: str) -> dict:
+        file_id = self._new_id("file")
+        obj = {"id": file_id, "object": "file", "bytes": len(content),
+               "created_at": int(time.time()), "filename": filename, "purpose": purpose,
+               "status": "processed", "content": content}
+        with self._lock:
+            self.files[file_id] = obj
+        return obj
+
+    def _create_batch(self, data: dict) -> tuple[int, dict]:
+        missing = [k for k in ("input_file_id", "endpoint", "completion_window") if k not in data]
+        if missing:
+            return 400, _err(f"Missing required parameter(s): {missing}")
+        if data["endpoint"] != ENDPOINT or data["completion_window"] != "24h":
+            return 400, _err("endpoint must be /v1/chat/completions and completion_window 24h")
+        with self._lock:
+            file = self.files.get(data["input_file_id"])
+        if file is None or file["purpose"] != "batch":
+            return 404, _err(f"No such File object: {data['input_file_id']}")
+        now = int(time.time())
+        batch = {"id": self._new_id("batch"), "object": "batch", "endpoint": ENDPOINT,
+                 "errors": None, "input_file_id": file["id"], "completion_window": "24h",
+                 "status": "validating", "output_file_id": None, "error_file_id": None,
+                 "created_at": now, "in_progress_at": None, "expires_at": now + 86400,
+                 "finalizing_at": None, "completed_at": None, "failed_at": None,
+                 "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                 "metadata": data.get("metadata")}
+        with self._lock:
+            self.batches[batch["id"]] = batch
+        threading.Thread(target=self._work, args=(batch, file["content"]), daemon=True).start()
+        return 200, self._public(batch)
+
+    def _public(self, batch: dict) -> dict:
+        with self._lock:
+            return json.loads(json.dumps(batch))
+
+    def _validate(self, content: bytes) -> tuple[list[dict], list[dict]]:
+        lines, errors, seen, models = [], [], set(), set()
+        if len(content) > self.max_bytes_per_file:
+            return [], [{"code": "file_too_large", "line": None,
+                         "message": f"file has {len(content)} bytes; at most "
+                                    f"{self.max_bytes_per_file}"}]
+        for no, raw in enumerate(content.decode("utf-8").splitlines(), 1):
+            try:
+                line = json.loads(raw)
+                ok = (line["method"] == "POST" and line["url"] == ENDPOINT
+                      and isinstance(line["custom_id"], str)
+                      and isinstance(line["body"]["messages"], list))
+                models.add(line["body"]["model"])
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                errors.append({"code": "invalid_request", "line": no,
+                               "message": "not a valid batch request line"})
+            elif line["custom_id"] in seen:
+                errors.append({"code": "duplicate_custom_id", "line": no,
+                               "message": f"custom_id {line['custom_id']} is not unique"})
+            else:
+                seen.add(line["custom_id"])
+                lines.append(line)
+        if len(lines) > self.max_requests_per_file:
+            errors.append({"code": "too_many_requests", "line": None,
+                           "message": f"{len(lines)} requests; at most "
+                                      f"{self.max_requests_per_file} per file"})
+        if len(models) > 1:
+            errors.append({"code": "mixed_models", "line": None,
+                           "message": f"one model per file, got {sorted(models)}"})
+        return lines, errors
+
+    def _set(self, batch: dict, **fields) -> None:
+        with self._lock:
+            batch.update(fields)
+
+    def _work(self, batch: dict, content: bytes) -> None:
+        lines, errors = self._validate(content)
+        if errors:
+            self._set(batch, status="failed", failed_at=int(time.time()),
+                      errors={"object": "list", "data": errors})
+            return
+        self._set(batch, status="in_progress", in_progress_at=int(time.time()),
+                  request_counts={"total": len(lines), "completed": 0, "failed": 0})
+        self._released.wait()
+        out, err = [], []
+        for i, line in enumerate(lines):
+            if self._stop.is_set():
+                return
+            if self.expire_after is not None and i >= self.expire_after:
+                err += [{"id": f"batch_req_{j}", "custom_id": rest["custom_id"],
+                         "response": None,
+                         "error": {"code": "batch_expired", "message": "This request could "
+                                   "not be executed before the completion window expired."}}
+                        for j, rest in enumerate(lines[i:], i)]
+                break
+            if self.line_delay:
+                self._stop.wait(self.line_delay)
+            with self._lock:
+                self.line_counts[str(line["body"]["messages"][-1]["content"])] += 1
+            status, body = self.answer(line["body"])
+            entry = {"id": f"batch_req_{i}", "custom_id": line["custom_id"]}
+            if status is None:
+                entry |= {"response": None, "error": body}
+            else:
+                entry |= {"response": {"status_code": status, "request_id": f"req_{i}",
+                                       "body": body}, "error": None}
+            (out if status == 200 else err).append(entry)
+            counts = dict(batch["request_counts"])
+            counts["completed" if status == 200 else "failed"] += 1
+            self._set(batch, request_counts=counts)
+        expired = self.expire_after is not None and len(lines) > self.expire_after
+        self._set(batch, status="finalizing", finalizing_at=int(time.time()))
+        ids = {}
+        for name, entries in (("output_file_id", out), ("error_file_id", err)):
+            if entries:
+                data = "".join(json.dumps(e) + "\n" for e in entries).encode()
+                ids[name] = self._store_file(data, "batch_output", f"{batch['id']}_{name}")["id"]
+        final = "expired" if expired else "completed"
+        self._set(batch, status=final, **{f"{final}_at": int(time.time())}, **ids)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _json(self, code: int, data: dict) -> None:
+                self._send(code, json.dumps(data).encode(), "application/json")
+
+            def _route(self) -> str:
+                path = urlsplit(self.path).path.rstrip("/")
+                with server._lock:
+                    server.auth_headers.append(self.headers.get("Authorization", ""))
+                    route = "/".join(p if not p.startswith(("file-", "batch-")) else "{id}"
+                                     for p in path.split("/"))
+                    server.requests[f"{self.command} {route}"] += 1
+                return path
+
+            def do_GET(self) -> None:
+                path = self._route()
+                parts = path.split("/")
+                if path == "/v1/batches":
+                    self._list_batches()
+                elif len(parts) == 4 and parts[2] == "batches":
+                    batch = server.batches.get(parts[3])
+                    if batch is None:
+                        self._json(404, _err(f"No batch found with id '{parts[3]}'"))
+                    else:
+                        self._json(200, server._public(batch))
+                elif len(parts) == 5 and parts[2] == "files" and parts[4] == "content":
+                    file = server.files.get(parts[3])
+                    if file is None:
+                        self._json(404, _err(f"No such File object: {parts[3]}"))
+                    else:
+                        self._send(200, file["content"], "application/octet-stream")
+                else:
+                    self._json(404, _err("not found"))
+
+            def _list_batches(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                limit = int(query.get("limit", ["20"])[0])
+                after = query.get("after", [None])[0]
+                with server._lock:
+                    newest_first = sorted(server.batches, reverse=True)
+                if after in newest_first:
+                    newest_first = newest_first[newest_first.index(after) + 1:]
+                page = [server._public(server.batches[b]) for b in newest_first[:limit]]
+                self._json(200, {"object": "list", "data": page,
+                                 "first_id": page[0]["id"] if page else None,
+                                 "last_id": page[-1]["id"] if page else None,
+                                 "has_more": len(newest_first) > limit})
+
+            def do_POST(self) -> None:
+                path = self._route()
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if path == "/v1/files":
+                    self._upload(raw)
+                elif path == "/v1/batches":
+                    self._json(*server._create_batch(json.loads(raw or b"{}")))
+                elif path == "/v1/chat/completions":
+                    body = json.loads(raw)
+                    with server._lock:
+                        server.chat_bodies.append(body)
+                    status, answer = server.answer(body)
+                    if status is None:
+                        status, answer = 500, {"error": answer}
+                    self._json(status, answer)
+                else:
+                    self._json(404, _err("not found"))
+
+            def _upload(self, raw: bytes) -> None:
+                head = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()
+                msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+                if not msg.is_multipart():
+                    self._json(400, _err("expected multipart/form-data"))
+                    return
+                fields, filename = {}, None
+                for part in msg.iter_parts():
+                    name = part.get_param("name", header="content-disposition")
+                    fields[name] = part.get_payload(decode=True)
+                    if name == "file":
+                        filename = part.get_filename()
+                if fields.get("purpose") != b"batch" or "file" not in fields:
+                    self._json(400, _err("purpose must be 'batch' and a file must be given"))
+                    return
+                obj = server._store_file(fields["file"], "batch", filename or "upload.jsonl")
+                self._json(200, {k: v for k, v in obj.items() if k != "content"})
+
+        return Handler
+
+
+def _err(message: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                      "code": None}}

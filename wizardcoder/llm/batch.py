@@ -1,0 +1,503 @@
+"""``llm.mode: batch``: a step's uncached requests go through OpenAI's Batch API.
+
+The Batch API answers within 24 hours at half the price. For one ``chat_many`` call this
+module takes the requests that are not in the :class:`~wizardcoder.llm.cache.RequestCache`,
+writes them as JSONL input files (at most ``batch_max_requests`` lines and
+``batch_max_bytes`` each, one model per file: OpenAI's rules), uploads them, creates one
+batch per file, polls until each batch is done and stores every line in the same request
+cache. The online path then finds everything cached and sends nothing; the bodies in the
+files are exactly those the online client sends (``LLMClient.request_body``) and the keys the
+same, so a batch answer and an online answer are interchangeable.
+
+A stage that waits up to a day gets killed, so every step is durable: the file id and its
+request keys are committed to a small sqlite file next to the cache *before* the batch is
+created, the batch id right after. A rerun finds the unfinished batches holding its keys and
+resumes polling them instead of paying again; if the kill fell between creating a batch and
+recording its id, the batch is found again by its input file id in ``GET /batches``.
+
+Per-line outcomes follow the online rules: an answer is cached; a permanent failure (400
+context_length, a content filter, another 4xx, ``content: null``) is cached as an error of its
+class, so a rerun does not pay for it again; a transient one (429/5xx, a line left
+unfinished by an expired or cancelled batch, an unreadable answer) is not cached and goes into
+a new batch on the next run. The API key is only ever in the request header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from wizardcoder.errors import ExternalError
+from wizardcoder.llm.limits import Budget, parse_retry_after
+from wizardcoder.llm.wire import (
+    MalformedResponse,
+    classify_http_error,
+    error_message,
+    parse_completion,
+)
+
+if TYPE_CHECKING:
+    from wizardcoder.llm.client import LLMClient
+    from wizardcoder.llm.wire import ChatRequest
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/chat/completions"  # the `url` of each input line and the batch's endpoint
+COMPLETION_WINDOW = "24h"          # the only window OpenAI offers
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+STATE_SUFFIX = ".batches.sqlite"
+_LIST_PAGES = 10  # pages of GET /batches searched for a batch whose id was never recorded
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS batch_files (
+        file_id TEXT PRIMARY KEY,
+        identity TEXT NOT NULL,
+        batch_id TEXT,
+        status TEXT,
+        created REAL NOT NULL,
+        finished REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS batch_requests (
+        file_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL,
+        PRIMARY KEY (file_id, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS batch_requests_key ON batch_requests (key)",
+)
+
+
+def state_path(cache_path: Path) -> Path:
+    """Where the batch state of a request cache lives (beside it, same lifetime)."""
+    return cache_path.with_name(cache_path.name + STATE_SUFFIX)
+
+
+class BatchState:
+    """Submitted batch files: which keys each holds, its batch id, whether it is done.
+
+    Rows are committed (and fsynced) before the call that depends on them returns, in the
+    order upload -> record file -> create batch -> record batch id.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise ExternalError(f"cannot open the LLM batch state {path}: {exc}") from exc
+
+    def _write(self, *statements: tuple[str, Sequence]) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for sql, args in statements:
+                    if args and isinstance(args[0], tuple):
+                        self._conn.executemany(sql, args)
+                    else:
+                        self._conn.execute(sql, args)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise ExternalError(f"cannot write the LLM batch state {self.path}: "
+                                    f"{exc}") from exc
+
+    def add_file(self, file_id: str, identity: str, requests: dict[str, dict]) -> None:
+        """Record an uploaded file: ``identity`` is its model's cache identity, ``requests``
+        key -> the request as the cache stores it."""
+        rows = tuple((file_id, key, json.dumps(req, sort_keys=True, ensure_ascii=False))
+                     for key, req in requests.items())
+        self._write(("INSERT INTO batch_files (file_id, identity, created) "
+                     "VALUES (?, ?, ?)", (file_id, identity, time.time())),
+                    ("INSERT OR REPLACE INTO batch_requests (file_id, key, request) "
+                     "VALUES (?, ?, ?)", rows))
+
+    def set_batch(self, file_id: str, batch_id: str) -> None:
+        self._write(("UPDATE batch_files SET batch_id = ? WHERE file_id = ?",
+                     (batch_id, file_id)))
+
+    def finish(self, file_id: str, status: str) -> None:
+        self._write(("UPDATE batch_files SET status = ?, finished = ? WHERE file_id = ?",
+                     (status, time.time(), file_id)))
+
+    def unfinished(self) -> dict[str, tuple[str | None, set[str]]]:
+        """file_id -> (batch_id or None, keys) of every batch not yet collected. Keys hash the
+        model identity (endpoint included), so a shared key means the very same request."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT f.file_id, f.batch_id, r.key FROM batch_files f JOIN batch_requests r "
+                "ON r.file_id = f.file_id WHERE f.finished IS NULL").fetchall()
+        out: dict[str, tuple[str | None, set[str]]] = {}
+        for file_id, batch_id, key in rows:
+            out.setdefault(file_id, (batch_id, set()))[1].add(key)
+        return out
+
+    def requests(self, file_id: str) -> tuple[str, dict[str, dict]]:
+        """(model identity, key -> request) of one file."""
+        with self._lock:
+            identity = self._conn.execute("SELECT identity FROM batch_files WHERE file_id = ?",
+                                          (file_id,)).fetchone()[0]
+            rows = self._conn.execute("SELECT key, request FROM batch_requests WHERE file_id = ?",
+                                      (file_id,)).fetchall()
+        return identity, {key: json.loads(req) for key, req in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+@dataclass
+class BatchOutcome:
+    """What one prefetch did. ``answered``: keys stored (answers and permanent errors) from
+    batches finished now, i.e. paid in this run; ``transient``: key -> why, not cached, to be
+    retried in a new batch on the next run."""
+
+    answered: set[str] = field(default_factory=set)
+    transient: dict[str, str] = field(default_factory=dict)
+    batch_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    file_id: str
+    batch_id: str | None
+    keys: set[str]
+    status: str = "validating"
+    done: int = 0  # lines completed or failed, as the server counts them
+
+
+def split_files(lines: Sequence[tuple[str, str, bytes]], max_requests: int,
+                max_bytes: int) -> list[list[tuple[str, bytes]]]:
+    """Group (model, key, line) into files of one model, <= max_requests and <= max_bytes."""
+    files: list[list[tuple[str, bytes]]] = []
+    by_model: dict[str, list[tuple[str, bytes]]] = {}
+    for model, key, line in lines:
+        by_model.setdefault(model, []).append((key, line))
+    for model_lines in by_model.values():
+        current: list[tuple[str, bytes]] = []
+        size = 0
+        for key, line in model_lines:
+            if len(line) > max_bytes:
+                raise ExternalError(f"one batch request line is {len(line)} bytes, more than "
+                                    f"llm.batch_max_bytes={max_bytes}; raise it (OpenAI "
+                                    f"accepts files up to 200 MB)")
+            if current and (len(current) >= max_requests or size + len(line) > max_bytes):
+                files.append(current)
+                current, size = [], 0
+            current.append((key, line))
+            size += len(line)
+        if current:
+            files.append(current)
+    return files
+
+
+class _Api:
+    """The files and batches endpoints over the client's session (its auth header and
+    query parameters), retrying 429/5xx/connection errors like the online client."""
+
+    def __init__(self, client: LLMClient, session):
+        self.client, self.session, self.cfg = client, session, client.config
+
+    async def call(self, method: str, path: str, *, long: bool = False, **kwargs) -> Any:
+        import aiohttp
+
+        url = f"{self.client.base_url}{path}"
+        params = {**self.cfg.query_params, **kwargs.pop("params", {})}
+        make_body = kwargs.pop("body", None)  # rebuilt per attempt: a sent body is consumed
+        if long:  # uploads and downloads of up to 200 MB: no total limit, only a read limit
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=None,
+                                                      sock_read=self.cfg.timeout_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            if make_body is not None:
+                kwargs["data"], content_type = make_body()
+                kwargs["headers"] = {"Content-Type": content_type}
+            try:
+                async with self.session.request(method, url, params=params or None,
+                                                allow_redirects=False, **kwargs) as resp:
+                    status, headers = resp.status, resp.headers
+                    body = await resp.read()
+            except TimeoutError:
+                error = f"timed out after {self.cfg.timeout_s} s"
+            except (aiohttp.ClientError, OSError) as exc:
+                error = f"connection error: {type(exc).__name__}: {exc}"
+            else:
+                if 200 <= status < 300:
+                    return body if long and method == "GET" else json.loads(body)
+                error = f"HTTP {status}: {error_message(body.decode('utf-8', 'replace'))}"
+                if not (status == 429 or status >= 500 or status in (408, 409, 425)):
+                    raise ExternalError(self.client.redact(
+                        f"Batch API {method} {path} failed: {error}"))
+                retry_after = parse_retry_after(headers)
+            error = self.client.redact(error)
+            if attempt > self.cfg.max_retries:
+                raise ExternalError(
+                    f"Batch API {method} {path} failed after {attempt} attempt(s): {error}. "
+                    "Submitted batches are recorded and keep running at the provider; rerun "
+                    "the stage to resume polling them")
+            delay = retry_after if retry_after is not None else random.uniform(
+                0, min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** (attempt - 1)))
+            log.info("Batch API %s %s attempt %d failed (%s); retrying in %.2f s",
+                     method, path, attempt, error, delay)
+            await asyncio.sleep(delay)
+
+    async def upload(self, content: bytes, name: str) -> str:
+        import aiohttp
+
+        def body():
+            form = aiohttp.FormData()
+            form.add_field("purpose", "batch")
+            form.add_field("file", content, filename=name, content_type="application/jsonl")
+            writer = form()
+            # multipart with its boundary: the session's JSON content type must not stick
+            return writer, writer.content_type
+
+        return (await self.call("POST", "/files", body=body, long=True))["id"]
+
+    async def create(self, file_id: str) -> dict:
+        return await self.call("POST", "/batches", json={
+            "input_file_id": file_id, "endpoint": ENDPOINT,
+            "completion_window": COMPLETION_WINDOW,
+            "metadata": {"created_by": "wizardcoder"}})
+
+    async def find_by_input(self, file_id: str) -> str | None:
+        """The batch created from ``file_id`` before a crash lost its id (newest first)."""
+        after = None
+        for _ in range(_LIST_PAGES):
+            page = await self.call("GET", "/batches",
+                                   params={"limit": 100, **({"after": after} if after else {})})
+            for batch in page.get("data", []):
+                if batch.get("input_file_id") == file_id:
+                    return batch["id"]
+            if not page.get("has_more") or not page.get("data"):
+                return None
+            after = page["data"][-1]["id"]
+        return None
+
+    async def content(self, file_id: str) -> bytes:
+        return await self.call("GET", f"/files/{file_id}/content", long=True)
+
+
+async def prefetch(client: LLMClient, requests: Sequence[ChatRequest], *, desc: str,
+                   progress: bool, budget: Budget | None) -> BatchOutcome:
+    """Answer the uncached ``requests`` through the Batch API into ``client.cache``."""
+    todo: dict[str, ChatRequest] = {}
+    for req in requests:
+        key = client.wire.key(req)
+        if key not in todo and client._cached(key) is None:  # noqa: SLF001
+            todo[key] = req
+    outcome = BatchOutcome()
+    if not todo:
+        return outcome
+    state = BatchState(state_path(client.cache.path))
+    try:
+        await _run(client, state, todo, outcome, desc=desc, progress=progress, budget=budget)
+    finally:
+        state.close()
+    return outcome
+
+
+def _submittable(todo: dict[str, ChatRequest], keys: list[str],
+                 budget: Budget | None) -> tuple[list[str], float]:
+    """The keys whose worst case fits the budget (in order), and the amount reserved."""
+    if budget is None:
+        return keys, 0.0
+    fits, reserved = [], 0.0
+    for key in keys:
+        req = todo[key]
+        worst = budget.worst_case(req.estimated_prompt_tokens(), req.max_tokens)
+        if not budget.reserve(worst):
+            break  # the online path then reports BudgetExceeded for the rest
+        reserved += worst
+        fits.append(key)
+    return fits, reserved
+
+
+async def _run(client: LLMClient, state: BatchState, todo: dict[str, ChatRequest],
+               outcome: BatchOutcome, *, desc: str, progress: bool,
+               budget: Budget | None) -> None:
+    cfg, wire = client.config, client.wire
+    jobs = [_Job(file_id, batch_id, keys) for file_id, (batch_id, keys)
+            in state.unfinished().items() if keys & todo.keys()]
+    covered = set().union(*(j.keys for j in jobs))
+    new, reserved = _submittable(todo, [k for k in todo if k not in covered], budget)
+    lines = []
+    for key in new:
+        body = wire.body(todo[key])
+        line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
+        lines.append((body["model"], key,
+                      (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")))
+    files = split_files(lines, cfg.batch_max_requests, cfg.batch_max_bytes)
+    if jobs:
+        log.info("%s: resuming %d unfinished batch(es) holding %d of these requests: %s",
+                 desc, len(jobs), len(covered & todo.keys()),
+                 ", ".join(j.batch_id or f"(file {j.file_id})" for j in jobs))
+    bar = tqdm(total=sum(len(j.keys) for j in jobs) + len(new), desc=f"{desc} (batch)",
+               unit="req", disable=not progress, mininterval=1.0, dynamic_ncols=True)
+    problems: list[str] = []
+    try:
+        async with client._session() as session:  # noqa: SLF001  (its auth header)
+            api = _Api(client, session)
+            for job in jobs:
+                if job.batch_id is None:  # killed between upload and recording the batch
+                    job.batch_id = await api.find_by_input(job.file_id)
+                    await _create(api, state, job)
+            for n, chunk in enumerate(files, 1):
+                content = b"".join(line for _, line in chunk)
+                model = wire.model(todo[chunk[0][0]])
+                file_id = await api.upload(content, f"wizardcoder-batch-{n}.jsonl")
+                state.add_file(file_id, wire.identity(model),
+                               {key: wire.body(todo[key]) for key, _ in chunk})
+                job = _Job(file_id, None, {key for key, _ in chunk})
+                jobs.append(job)
+                await _create(api, state, job)
+                log.info("%s: batch %s submitted (%d/%d: %d requests, %d bytes, model %s)",
+                         desc, job.batch_id, n, len(files), len(chunk), len(content), model)
+            outcome.batch_ids = [j.batch_id for j in jobs if j.batch_id]
+            problems = await _poll(client, api, state, jobs, outcome, bar)
+    finally:
+        bar.close()
+        if budget is not None:
+            budget.release(reserved)  # the online path charges what was actually used
+    if problems:
+        raise ExternalError(f"{desc}: {'; '.join(problems)}. Every other answer is cached; "
+                            "fix the cause and rerun (unanswered requests go into a new batch)")
+
+
+async def _create(api: _Api, state: BatchState, job: _Job) -> None:
+    if job.batch_id is None:
+        job.batch_id = (await api.create(job.file_id))["id"]
+    state.set_batch(job.file_id, job.batch_id)
+
+
+async def _poll(client: LLMClient, api: _Api, state: BatchState, jobs: list[_Job],
+                outcome: BatchOutcome, bar) -> list[str]:
+    """Poll until every batch is done and collected; returns what must stop the stage."""
+    cfg = client.config
+    interval = cfg.batch_poll_s
+    problems: list[str] = []
+    active = list(jobs)
+    while active:
+        for job in list(active):
+            batch = await api.call("GET", f"/batches/{job.batch_id}")
+            job.status = str(batch.get("status"))
+            counts = batch.get("request_counts") or {}
+            done = min(len(job.keys), int(counts.get("completed") or 0)
+                       + int(counts.get("failed") or 0))
+            if job.status in TERMINAL:
+                if job.status == "failed":  # the file was refused: nothing ran, nothing paid
+                    errors = (batch.get("errors") or {}).get("data") or []
+                    why = "; ".join(f"{e.get('code')}: {e.get('message')}"
+                                    + (f" (line {e['line']})" if e.get("line") else "")
+                                    for e in errors[:5]) or "no reason given"
+                    problems.append(client.redact(f"batch {job.batch_id} failed: {why}"))
+                else:
+                    problems += await _collect(client, api, state, job, batch, outcome)
+                state.finish(job.file_id, job.status)
+                active.remove(job)
+                done = len(job.keys)
+            bar.update(max(0, done - job.done))
+            job.done = max(job.done, done)
+        statuses: dict[str, int] = {}
+        for job in active:
+            statuses[job.status] = statuses.get(job.status, 0) + 1
+        bar.set_postfix_str(" ".join(f"{s}={n}" for s, n in sorted(statuses.items())),
+                            refresh=False)
+        if active:
+            await asyncio.sleep(interval * (1 + 0.1 * random.random()))
+            interval = min(cfg.batch_poll_max_s, interval * 1.5)
+    return problems
+
+
+async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, batch: dict,
+                   outcome: BatchOutcome) -> list[str]:
+    """Store every line of a finished batch; lines it left unanswered stay uncached."""
+    contents = [await api.content(batch[name]) for name in ("output_file_id", "error_file_id")
+                if batch.get(name)]
+    identity, requests = state.requests(job.file_id)
+    stage_errors: list[str] = []
+
+    def store() -> None:
+        for content in contents:
+            for raw in content.decode("utf-8").splitlines():
+                if not raw.strip():
+                    continue
+                line = json.loads(raw)
+                key = line.get("custom_id")
+                if key not in requests:
+                    log.warning("batch %s: a line for unknown custom_id %r is ignored",
+                                job.batch_id, key)
+                    continue
+                verdict = _store_line(client, identity, key, requests[key], line)
+                if verdict is None:
+                    outcome.answered.add(key)
+                elif verdict.startswith("stage:"):
+                    stage_errors.append(verdict[len("stage:"):])
+                    outcome.transient[key] = verdict
+                else:
+                    outcome.transient[key] = f"batch {job.batch_id}: {verdict}"
+
+    await asyncio.to_thread(store)
+    for key in job.keys - outcome.answered - outcome.transient.keys():
+        outcome.transient[key] = f"batch {job.batch_id} ({job.status}) returned no line for it"
+    retry = sum(1 for k in job.keys if k in outcome.transient)
+    log.info("batch %s %s: %d stored, %d not answered (retried in a new batch on the next run)",
+             job.batch_id, job.status, len(job.keys) - retry, retry)
+    if stage_errors:
+        return [f"batch {job.batch_id}: {len(stage_errors)} line(s) failed in a way every "
+                f"request would (first: {stage_errors[0]})"]
+    return []
+
+
+def _store_line(client: LLMClient, identity: str, key: str, request: dict,
+                line: dict) -> str | None:
+    """Cache one output line as the online client would; None when stored, else why not
+    ('stage:...' for a failure that concerns every request, e.g. 401)."""
+    response = line.get("response")
+    if isinstance(response, dict) and response.get("status_code") is not None:
+        status, body = int(response["status_code"]), response.get("body")
+        if 200 <= status < 300:
+            try:
+                done = parse_completion(body if isinstance(body, dict) else str(body))
+            except MalformedResponse as exc:
+                return client.redact(str(exc))
+            client.cache.put(key, model_identity=identity, request=request, text=done.text
+                             if done.error is None else client.redact(done.error_message),
+                             finish_reason=done.finish_reason, prompt_tokens=done.prompt_tokens,
+                             completion_tokens=done.completion_tokens, model=done.model,
+                             error=done.error)
+            return None
+        text = body if isinstance(body, str) else json.dumps(body)
+        message = client.redact(f"HTTP {status}: {error_message(text)}")
+        kind, error_class = classify_http_error(status, text)
+    else:  # failed without an HTTP response (e.g. batch_expired): a new batch can do it
+        error = line.get("error") if isinstance(line.get("error"), dict) else {}
+        message = client.redact(f"{error.get('code')}: {error.get('message')}")
+        kind, error_class = "retry", None
+    if kind == "retry":
+        return message
+    if kind == "stage":
+        return f"stage:{message}"
+    client.cache.put(key, model_identity=identity, request=request, text=message,
+                     finish_reason=None, prompt_tokens=0, completion_tokens=0, model=None,
+                     error=error_class)
+    return None
