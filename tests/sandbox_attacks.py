@@ -163,7 +163,8 @@ PROGRAM = textwrap.dedent(r'''
         return data or b"nothing"
 
     def run_all():
-        targets = SPEC["planted"] + [os.environ.get("HUMANEVAL_OVERRIDE_PATH") or "/nonexistent"]
+        targets = SPEC["planted"] + SPEC["benchmarks"] + [
+            os.environ.get("HUMANEVAL_OVERRIDE_PATH") or "/nonexistent"]
         for path in targets:
             for name, fn in (("open", read), ("os.open", os_read), ("readline", via_readline),
                              ("sqlite3", via_sqlite), ("ctypes", via_ctypes), ("mmap", via_mmap),

@@ -255,13 +255,23 @@ def test_score_cli_strict_refuses_before_any_sample(cli_dir):
 def test_score_cli_best_effort_records_the_layers(cli_dir):
     if os.geteuid() != 0:
         pytest.skip("maps root in a user namespace: needs root (CI runs as root)")
-    done = score_cli(cli_dir, "--isolation", "best_effort", prefix=ROOT_NO_UIDS)
+    db = cli_dir / "mlflow.db"
+    done = score_cli(cli_dir, "--isolation", "best_effort", prefix=ROOT_NO_UIDS,
+                     env={"WIZARDCODER_MLFLOW": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((cli_dir / "m.json").read_text())
     assert metrics["pass@1"] == 1.0
     iso = metrics["isolation"]
     assert iso["mode"] == "best_effort" and iso["uid_separation"] is False, iso
     assert iso["minimal_root"] and iso["mount_ns"] and iso["pid_ns"] and iso["net_ns"], iso
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id]) if r.data.tags.get("stage") == "score"]
+    assert len(runs) == 1
+    tags = runs[0].data.tags
+    assert tags["sandbox.mode"] == "best_effort" and tags["sandbox.uid_separation"] == "False"
+    assert tags["sandbox.minimal_root"] == "True"
 
 
 def test_score_cli_strict_records_every_layer(cli_dir):
