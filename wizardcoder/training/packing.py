@@ -135,3 +135,90 @@ class PackedCollator:
 def uses_flash_attention(model) -> bool:
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or ""
     return "flash" in str(impl)
+
+
+# --- start-up self-check -----------------------------------------------------------------
+
+PACKING_CHECK_TOKENS = 48  # per example: enough positions to show any leak, cheap to run
+
+
+def packed_pair_difference(model, first: list[int], second: list[int], autocast=None) -> float:
+    """Relative max |logit difference| between two examples packed in one row and alone.
+
+    The row is sent as training sends it: position ids restarting at 0 for the second
+    example and no attention mask (also the flattened form flash-attention's varlen path
+    reads). The difference is over the scale of the logits, so 16-bit rounding stays small
+    while a leak (the second example attending to the first) is of the order of 1.
+    """
+    import contextlib
+
+    import torch
+
+    device = next(model.parameters()).device
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    ids = torch.tensor([first + second], device=device)
+    positions = torch.tensor([list(range(len(first))) + list(range(len(second)))],
+                             device=device)
+    with torch.no_grad(), ctx:
+        packed = model(input_ids=ids, position_ids=positions).logits[0].float()
+        alone = torch.cat([model(input_ids=torch.tensor([x], device=device)).logits[0].float()
+                           for x in (first, second)])
+    scale = max(alone.abs().max().item(), 1.0)
+    return (packed - alone).abs().max().item() / scale
+
+
+def check_packing(model, examples: list[dict], precision: str,
+                  tolerance: float | None = None) -> float:
+    """Refuse to pack (ConfigError) when the model lets packed examples see each other.
+
+    Run on the actual model before the first step: whether transformers isolates packed
+    sequences depends on its version (position-id detection arrived in 4.54 for sdpa,
+    eager and flex attention) and on the attention implementation, so no version check
+    alone can prove it. Returns the measured relative difference.
+    """
+    import torch
+
+    from wizardcoder.errors import ConfigError
+
+    pair = [list(e["input_ids"][:PACKING_CHECK_TOKENS]) for e in examples[:2]]
+    if len(pair) < 2:
+        return 0.0
+    dtype = next(model.parameters()).dtype
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = half if half is not None and dtype == torch.float32 else None
+    sixteen_bit = autocast is not None or dtype in (torch.bfloat16, torch.float16)
+    if tolerance is None:
+        tolerance = 5e-2 if sixteen_bit else 1e-3
+    was_training = model.training
+    model.eval()
+    try:
+        diff = packed_pair_difference(model, pair[0], pair[1], autocast)
+    finally:
+        model.train(was_training)
+    if not diff <= tolerance:
+        import transformers
+
+        impl = getattr(model.config, "_attn_implementation", "?")
+        raise ConfigError(
+            f"train.packing: packed examples are not isolated on this model: a packed pair's "
+            f"logits differ from the two examples run alone by {diff:.3g} (relative; "
+            f"train.packing_check_tolerance {tolerance:g}) with attention {impl!r} and "
+            f"transformers {transformers.__version__}; set train.packing: false or another "
+            f"train.attn_implementation")
+    return diff
+
+
+def packing_check_callback(examples: list[dict], precision: str, tolerance: float | None):
+    """TrainerCallback running ``check_packing`` once the Trainer has prepared the model
+    (under ZeRO-3 its parameters are then gathered layer by layer on every rank)."""
+    from transformers import TrainerCallback
+
+    pair = examples[:2]
+
+    class PackingCheck(TrainerCallback):
+        difference: float | None = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.difference = check_packing(model, pair, precision, tolerance)
+
+    return PackingCheck()

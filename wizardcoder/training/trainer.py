@@ -1,18 +1,17 @@
 """Supervised fine-tuning with the HF Trainer, optionally under DeepSpeed.
 
-Checkpoints live in the durable cache (``cache_dir()/train-checkpoints/<key>``), keyed by
-the config and the sha256 of the training data: DVC deletes stage outputs before a rerun,
-so a killed multi-hour run could not resume from checkpoints kept in its output directory.
-The final model directory is written once, at the very end, and moved into place whole.
+Checkpoints live outside DVC's outputs, keyed by everything that decides the computation
+(``checkpoints.py``): a killed multi-hour run resumes there, on every rank from the same
+step. The final model directory is written once, at the very end, and moved into place
+whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,13 +19,21 @@ from typing import Any
 
 from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.jsonl import write_json
-from wizardcoder.paths import cache_dir
+from wizardcoder.training.checkpoints import (
+    RunLayout,
+    agreed_checkpoint,
+    check_shared,
+    checkpoint_root,
+    completion_callback,
+    step_of,
+)
 from wizardcoder.training.config import (
-    NON_SEMANTIC_FIELDS,
     TrainConfig,
+    check_attn_implementation,
+    deepspeed_config_sha256,
     resolve_deepspeed_config,
     resolve_precision,
-    single_process_env,
+    resolve_save_dtype,
 )
 from wizardcoder.training.data import (
     SupervisedCollator,
@@ -36,62 +43,19 @@ from wizardcoder.training.data import (
     load_rows,
     split_rows,
 )
-from wizardcoder.training.lora import apply_lora, parameter_counts, save_lora_model
-from wizardcoder.training.model import (
-    describe_source,
-    load_base_model,
-    model_card,
-    publish_dir,
-)
+from wizardcoder.training.lora import apply_lora, parameter_counts
+from wizardcoder.training.launch import single_process_env, world_layout
+from wizardcoder.training.model import load_base_model
+from wizardcoder.training.output import save_final
 from wizardcoder.training.packing import (
     REAL_TOKENS_KEY,
     PackedCollator,
     pack_dataset,
+    packing_check_callback,
     uses_flash_attention,
 )
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: marks it complete
-
-
-# --- checkpoints -----------------------------------------------------------------------
-
-def checkpoint_key(config: TrainConfig, data_sha256: str) -> str:
-    """Same training computation -> same key; logging/saving cadence does not count."""
-    semantic = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in NON_SEMANTIC_FIELDS}
-    blob = json.dumps({"config": semantic, "data": data_sha256}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def checkpoint_root(config: TrainConfig, data_sha256: str) -> Path:
-    return cache_dir() / "train-checkpoints" / checkpoint_key(config, data_sha256)
-
-
-def last_checkpoint(root: Path, clean: bool = False) -> Path | None:
-    """The newest complete checkpoint under ``root``.
-
-    A run killed while saving leaves a checkpoint without trainer_state.json; with
-    ``clean`` such leftovers are deleted so the Trainer does not rotate or reuse them.
-    """
-    if not root.is_dir():
-        return None
-    found = []
-    for path in root.iterdir():
-        suffix = path.name[len(CHECKPOINT_PREFIX):]
-        if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
-            found.append((int(suffix), path))
-    best = None
-    for _, path in sorted(found, reverse=True):
-        if (path / TRAINER_STATE).is_file():
-            best = best or path
-        elif best is None and clean:
-            log.warning("removing incomplete checkpoint %s", path)
-            shutil.rmtree(path, ignore_errors=True)
-    return best
-
 
 # --- logging -----------------------------------------------------------------------------
 
@@ -190,7 +154,7 @@ _SFTTrainer = None
 # --- training ----------------------------------------------------------------------------
 
 def build_training_args(config: TrainConfig, output_dir: Path, precision: str,
-                        deepspeed_path: Path | None):
+                        deepspeed_path: Path | None, has_eval: bool = False):
     """TrainingArguments from the config; built BEFORE the model under ZeRO-3 on purpose."""
     from transformers import TrainingArguments
 
@@ -223,7 +187,10 @@ def build_training_args(config: TrainConfig, output_dir: Path, precision: str,
         save_total_limit=config.save_total_limit,
         seed=config.seed,
         data_seed=config.seed,
-        eval_strategy="no",
+        eval_strategy="steps" if has_eval and config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        use_liger_kernel=config.use_liger_kernel,
+        neftune_noise_alpha=config.neftune_noise_alpha,
         deepspeed=str(deepspeed_path) if deepspeed_path else None,
         report_to="none",
         include_num_input_tokens_seen="non_padding",
@@ -233,12 +200,12 @@ def build_training_args(config: TrainConfig, output_dir: Path, precision: str,
     )
 
 
-def _speed_metrics(config: TrainConfig, model, logger_cb, stats, total_parameters: int
-                   ) -> dict[str, Any]:
+def _speed_metrics(config: TrainConfig, model, logger_cb, lengths: list[int],
+                   trainable: int, total: int) -> dict[str, Any]:
     """Steady-state tokens/s, model TFLOP/s and MFU per device, peak GPU memory."""
     import torch
 
-    from wizardcoder.training.flops import peak_tflops, utilization
+    from wizardcoder.training.flops import attention_length, peak_tflops, utilization
 
     out: dict[str, Any] = {}
     steady = logger_cb.steady_tokens_per_s()
@@ -250,9 +217,11 @@ def _speed_metrics(config: TrainConfig, model, logger_cb, stats, total_parameter
     peak = config.peak_tflops
     if peak is None and _cuda():
         peak = peak_tflops(torch.cuda.get_device_name())
-    # Attention is counted over the examples' own lengths: packed rows are block-diagonal.
-    seq_len = round(stats.tokens / stats.examples) if stats.examples else config.max_length
-    out.update(utilization(steady, model.config, total_parameters, seq_len, peak, devices))
+    # Attention is counted over each example's own length (packed rows are block-diagonal)
+    # and weighted by it: a token of a long example attends to more keys.
+    seq_len = attention_length(lengths) if lengths else config.max_length
+    out.update(utilization(steady, model.config, total, seq_len, peak, devices,
+                           trainable_parameters=trainable))
     if _cuda():
         out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
@@ -266,18 +235,21 @@ def _cuda() -> bool:
 
 def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | Path,
                  metrics_path: str | Path, plots_path: str | Path, run=None,
-                 callbacks: list | None = None) -> dict[str, Any]:
+                 callbacks: list | None = None,
+                 eval_plots_path: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune ``config.base_model`` on ``train_file`` rows; returns the metrics written.
 
-    Resumes from the newest complete checkpoint of an identical earlier run. Writes
-    ``output_dir`` (model, tokenizer, generation config, README.md), ``metrics_path`` and
-    ``plots_path`` (per-step loss and learning rate). ``run`` is a tracking.StageRun;
+    Resumes from the newest checkpoint of an identical earlier run that every rank sees as
+    complete. Writes ``output_dir`` (model, tokenizer, generation config, README.md),
+    ``metrics_path``, ``plots_path`` (per-step loss, learning rate, tokens/s) and
+    ``eval_plots_path`` (eval loss per eval step). ``run`` is a tracking.StageRun;
     ``callbacks`` are extra TrainerCallbacks (tests use them to interrupt a run).
     """
     train_file, output_dir = Path(train_file), Path(output_dir)
     precision = resolve_precision(config)
     if precision == "fp16" and not _cuda():
         raise ConfigError("train.precision: fp16 needs a CUDA GPU; use fp32 or bf16 here")
+    check_attn_implementation(config)
     ds_path = resolve_deepspeed_config(config)
     if ds_path is not None:
         added = single_process_env(config)
@@ -286,9 +258,12 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
 
     rows = load_rows(train_file)  # first: a missing or malformed file is a DataError
     data_sha = file_sha256(train_file)
-    ckpt_root = checkpoint_root(config, data_sha)
-    args = build_training_args(config, ckpt_root, precision, ds_path)
+    world_size, num_nodes = world_layout()
+    layout = RunLayout(world_size=world_size, num_nodes=num_nodes, precision=precision,
+                       deepspeed_sha256=deepspeed_config_sha256(ds_path))
+    ckpt_root = checkpoint_root(config, data_sha, layout)
     train_rows, eval_rows = split_rows(rows, config.eval_fraction, config.seed, train_file)
+    args = build_training_args(config, ckpt_root, precision, ds_path, has_eval=bool(eval_rows))
 
     model, tokenizer = load_base_model(config, precision)
     pad_action = ensure_pad_token(tokenizer, model)
@@ -300,10 +275,14 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
                         f"no trainable rows: all {len(train_rows)} prompts fill "
                         f"train.max_length={config.max_length}")
     stats = train_ds.stats
+    lengths = [len(e["input_ids"]) for e in train_ds.examples]
     log.info("train rows %d (truncated %d, dropped %d), %d tokens; pad token: %s",
              stats.examples, stats.truncated_examples, stats.dropped_examples, stats.tokens,
              pad_action)
+    extra_callbacks = []
     if config.packing:
+        extra_callbacks.append(packing_check_callback(
+            train_ds.examples, precision, config.packing_check_tolerance))
         train_ds = pack_dataset(train_ds, config.max_length)
         eval_ds = pack_dataset(eval_ds, config.max_length) if eval_ds else None
         collator = PackedCollator(tokenizer.pad_token_id, flatten=uses_flash_attention(model))
@@ -315,26 +294,34 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     trainable, total = parameter_counts(model)
 
     logger_cb = train_logger(run)
+    rank = int(os.environ.get("RANK", "0"))
     trainer = sft_trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, processing_class=tokenizer,
-        callbacks=[logger_cb, *(callbacks or [])])
-    resume = last_checkpoint(ckpt_root, clean=trainer.is_world_process_zero())
+        callbacks=[logger_cb, completion_callback(rank), *extra_callbacks, *(callbacks or [])])
+    is_main = trainer.is_world_process_zero()
+    check_shared(ckpt_root, is_main)
+    resume = agreed_checkpoint(ckpt_root, world_size, is_main)
     if resume is not None:
         log.info("resuming from %s", resume)
-    if run is not None and trainer.is_world_process_zero():
+    if run is not None and is_main:
         run.log_params({"train_data_sha256": data_sha, "checkpoint_dir": str(ckpt_root),
                         "resumed_from": str(resume) if resume else "none",
-                        "resolved_precision": precision})
+                        "resolved_precision": precision, "world_size": world_size,
+                        "num_nodes_resolved": num_nodes})
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    history = trainer.state.log_history
+    losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
     runtime = float(output.metrics.get("train_runtime", 0.0))
-    session_steps = trainer.state.global_step - _step_of(resume)
+    session_steps = trainer.state.global_step - step_of(resume)
     session_tokens = trainer.state.num_input_tokens_seen - logger_cb.start_tokens
     metrics: dict[str, Any] = {
-        "train_loss": float(losses[-1]) if losses else float(output.training_loss),
-        "train_loss_mean": float(output.training_loss),
+        "train_loss": float(losses[-1][1]) if losses else float(output.training_loss),
+        # from the logged losses, each weighted by the steps it covers: a resumed run's
+        # own average would cover only the steps after its resume
+        "train_loss_mean": _mean_logged_loss(losses) if losses
+        else float(output.training_loss),
         "train_runtime_s": round(runtime, 3),  # this process only, when resumed
         "seconds_per_step": round(runtime / session_steps, 3) if session_steps else None,
         "train_tokens_per_s": round(session_tokens / runtime, 1) if runtime else None,
@@ -345,29 +332,39 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
         "truncated_examples": stats.truncated_examples,
         "dropped_examples": stats.dropped_examples,
         "global_step": int(trainer.state.global_step),
-        "resumed_from_step": _step_of(resume),
+        "resumed_from_step": step_of(resume),
         "precision": precision,
+        "world_size": world_size,
         "trainable_parameters": trainable,
         "total_parameters": total,
     }
     if train_ds.pack_stats is not None:
         metrics.update(train_ds.pack_stats.as_dict())
-    metrics.update(_speed_metrics(config, model, logger_cb, stats, total))
+    metrics.update(_speed_metrics(config, model, logger_cb, lengths, trainable, total))
     if eval_ds is not None and len(eval_ds):
-        metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+        last = [e for e in history
+                if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+        metrics["eval_loss"] = float(last[-1]["eval_loss"] if last
+                                     else trainer.evaluate()["eval_loss"])
         metrics["eval_samples"] = eval_ds.stats.examples
         metrics["eval_truncated_examples"] = eval_ds.stats.truncated_examples
     if not all(math.isfinite(metrics[k]) for k in ("train_loss", "train_loss_mean")):
         log.warning("training loss is not finite: %s", metrics["train_loss"])
 
-    _save_final(trainer, model, tokenizer, config, train_file, data_sha, output_dir, metrics)
-    if trainer.is_world_process_zero():
+    save_final(trainer, model, tokenizer, config, train_file, data_sha, output_dir, metrics,
+               resolve_save_dtype(config, precision))
+    if is_main:
         rates = {row["step"]: row["tokens_per_s"] for row in logger_cb.history
                  if "tokens_per_s" in row}
         plots = [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate"),
                   "tokens_per_s": round(rates[e["step"]], 1) if e["step"] in rates else None}
-                 for e in trainer.state.log_history if "loss" in e]
+                 for e in history if "loss" in e]
         write_json(plots_path, plots)
+        if eval_plots_path is not None:
+            evals = {e["step"]: float(e["eval_loss"]) for e in trainer.state.log_history
+                     if "eval_loss" in e}
+            write_json(eval_plots_path, [{"step": k, "eval_loss": v}
+                                         for k, v in sorted(evals.items())])
         write_json(metrics_path, metrics)
         if run is not None:
             run.log_metrics({k: v for k, v in metrics.items() if k != "resumed_from_step"})
@@ -378,42 +375,14 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     return metrics
 
 
-def _step_of(checkpoint: Path | None) -> int:
-    return int(checkpoint.name[len(CHECKPOINT_PREFIX):]) if checkpoint else 0
-
-
-def _save_final(trainer, model, tokenizer, config: TrainConfig, train_file: Path,
-                data_sha: str, output_dir: Path, metrics: dict) -> None:
-    """Save into a staging directory next to ``output_dir``, then rename it into place.
-
-    Every rank calls save_model (ZeRO-3 gathers the partitioned weights collectively);
-    only rank 0 writes files. The staging name is fixed so all ranks agree on it.
-    """
-    staging = output_dir.parent / f".{output_dir.name}.staging"
-    if trainer.is_world_process_zero():
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        gen.eos_token_id = gen.eos_token_id if gen.eos_token_id is not None \
-            else tokenizer.eos_token_id
-        gen.pad_token_id = tokenizer.pad_token_id
-    model.config.use_cache = True  # the saved model is for generation
-    if config.lora_r > 0:
-        save_lora_model(trainer, model, staging, trainer.is_world_process_zero())
-    else:
-        trainer.save_model(str(staging))
-    if not trainer.is_world_process_zero():
-        return
-    # A pickle of TrainingArguments: not needed to use the model, and it differs run to run.
-    (staging / "training_args.bin").unlink(missing_ok=True)
-    if gen is not None and not (staging / "generation_config.json").exists():
-        gen.save_pretrained(str(staging))
-    if not (staging / "tokenizer_config.json").exists():
-        tokenizer.save_pretrained(str(staging))
-    card = model_card(describe_source(config), data_sha, str(train_file),
-                      dataclasses.asdict(config), metrics)
-    (staging / "README.md").write_text(card, encoding="utf-8")
-    for path in staging.iterdir():  # safetensors writes 0600; servers may run as another user
-        path.chmod(0o644)
-    publish_dir(staging, output_dir)
+def _mean_logged_loss(losses: list[tuple[int, float]]) -> float:
+    """Mean training loss over all steps from (step, loss averaged since the last log)."""
+    total = steps = 0.0
+    previous = 0
+    for step, loss in losses:
+        span = step - previous
+        if span > 0:
+            total += loss * span
+            steps += span
+        previous = step
+    return total / steps if steps else float(losses[-1][1])
