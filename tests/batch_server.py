@@ -26,17 +26,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fault_server import OK, SERVER_ERROR, Reply, answer_text
+from tests.fault_server import LENGTH, NULL_CONTENT, OK, SERVER_ERROR, Reply, answer_text
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-
-
-def api_error(status: int, message: str, code: str | None = None,
-              type_: str = "invalid_request_error") -> tuple:
-    """A non-200 answer with OpenAI's error body (``code`` e.g. context_length_exceeded)."""
-    return ("api_error", status, {"error": {"message": message, "type": type_,
-                                            "param": None, "code": code}})
 
 
 def line_error(code: str, message: str) -> tuple:
@@ -44,18 +37,15 @@ def line_error(code: str, message: str) -> tuple:
     return ("line_error", code, message)
 
 
-CONTEXT_LENGTH = api_error(400, "This model's maximum context length is 128 tokens. However, "
-                           "your messages resulted in 9000 tokens.", "context_length_exceeded")
-
-
-def completion(model: str, text: str, finish: str, n: int) -> dict:
+def completion(model: str, text: str | None, finish: str, n: int) -> dict:
     """The chat.completion body both paths return (usage like tests.fault_server's)."""
+    words = len((text or "").split())
     return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
-                      "total_tokens": 10 + len(text.split())}}
+            "usage": {"prompt_tokens": 10, "completion_tokens": words,
+                      "total_tokens": 10 + words}}
 
 
 class BatchServer:
@@ -122,17 +112,24 @@ class BatchServer:
             n = next(self._ids)
         if action is None:
             action = self.responder(body) if self.responder else OK
-        if isinstance(action, tuple) and action[:1] == ("api_error",):
-            return action[1], action[2]
-        if isinstance(action, tuple) and action[:1] == ("line_error",):
+        kind = action[0] if isinstance(action, tuple) and not isinstance(action, Reply) else None
+        if kind == "status":  # tests.fault_server.status(...) / CONTEXT_LENGTH / CONTENT_FILTER
+            error = {"message": action[2], "type": "invalid_request_error", "param": None,
+                     "code": action[3] if len(action) > 3 else None}
+            return action[1], {"error": error}
+        if kind == "429":
+            return 429, {"error": {"message": "rate limited", "type": "requests"}}
+        if kind == "line_error":
             return None, {"code": action[1], "message": action[2]}
         if action == SERVER_ERROR:
-            return 500, {"error": {"message": "internal error", "type": "server_error",
-                                   "param": None, "code": None}}
+            return 500, {"error": {"message": "internal error"}}
         if isinstance(action, Reply):
             return 200, completion(self.model, action[1], action[2], n)
-        if action == OK:
-            return 200, completion(self.model, answer_text(prompt), "stop", n)
+        if action in (OK, LENGTH, NULL_CONTENT):
+            text = None if action == NULL_CONTENT else answer_text(prompt)
+            if action == LENGTH:
+                text = " ".join(text.split()[:2])
+            return 200, completion(self.model, text, "length" if action == LENGTH else "stop", n)
         raise ValueError(f"unknown batch server action {action!r}")
 
     # -- batches -------------------------------------------------------------------------------
