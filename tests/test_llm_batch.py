@@ -31,6 +31,7 @@ from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import ChatRequest, LLMConfig
 from wizardcoder.llm import batch as batch_mod
 from wizardcoder.llm.batch import BatchState, split_files, state_path
+from wizardcoder.llm.limits import Budget, BudgetExceeded
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = {"mode": "batch", "batch_poll_s": 0.02, "batch_poll_max_s": 0.1}
@@ -171,6 +172,26 @@ def test_more_requests_than_a_file_holds_are_split_by_count_bytes_and_model(tmp_
     assert all(len({line["body"]["model"] for line in f}) == 1 for f in files)
     assert sorted(line["custom_id"] for f in files for line in f) == \
         sorted({client.wire.key(r) for r in reqs})
+
+
+def test_budget_submits_only_what_fits_and_nothing_goes_online(tmp_path):
+    reqs = requests(["b0", "b1", "b2", "b3"])
+    with BatchServer() as server:
+        client = client_for(server, tmp_path / "c.sqlite", **BATCH)
+        prices = client.config.prices
+        worst = Budget(0, prices).worst_case(reqs[0].estimated_prompt_tokens(), 16)
+        budget = Budget(2.5 * worst, prices)
+        with pytest.raises(BudgetExceeded):
+            client.chat_many(reqs, progress=False, budget=budget)
+        assert [len(f) for f in uploaded_lines(server)] == [2]
+        assert budget.sent_usd > 0 and budget.cached_usd == 0
+        bigger = Budget(10 * worst, prices)
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            reqs, progress=False, budget=bigger)
+        assert [len(f) for f in uploaded_lines(server)] == [2, 2]
+        assert server.chat_bodies == []
+    assert [r.cached for r in results] == [True, True, False, False]
+    assert bigger.cached_usd == pytest.approx(budget.sent_usd)
 
 
 def test_split_files_unit():

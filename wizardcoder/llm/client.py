@@ -319,8 +319,8 @@ class LLMClient:
                 first = _from_cache(hit, cached=False, attempts=1)
                 self.stats["prompt_tokens"] += first.prompt_tokens
                 self.stats["completion_tokens"] += first.completion_tokens
-                if run.budget is not None:
-                    run.budget.charge_cached(first.prompt_tokens, first.completion_tokens)
+                if run.budget is not None:  # paid now (batch.py released its reservation)
+                    run.budget.settle(0.0, first.prompt_tokens, first.completion_tokens)
             elif key in outcome.transient:
                 first = ChatResult("", None, 0, 0, None, False, 1, "retries_exhausted",
                                    outcome.transient[key])
