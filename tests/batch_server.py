@@ -62,6 +62,7 @@ class BatchServer:
         self.expire_after = expire_after
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
+        self.fail_polls = 0  # the next N GET /v1/batches/{id} answer 500
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.line_counts: Counter[str] = Counter()   # prompt -> lines worked in batches
@@ -297,7 +298,12 @@ class BatchServer:
                     self._list_batches()
                 elif len(parts) == 4 and parts[2] == "batches":
                     batch = server.batches.get(parts[3])
-                    if batch is None:
+                    with server._lock:
+                        fail, server.fail_polls = server.fail_polls > 0, max(
+                            0, server.fail_polls - 1)
+                    if fail:
+                        self._json(500, {"error": {"message": "internal error"}})
+                    elif batch is None:
                         self._json(404, _err(f"No batch found with id '{parts[3]}'"))
                     else:
                         self._json(200, server._public(batch))

@@ -235,6 +235,39 @@ def test_kill_between_creating_a_batch_and_recording_it_adopts_that_batch(tmp_pa
     assert [r.text for r in results] == ["answer to u", "answer to v"]
 
 
+def test_poll_failures_are_retried_then_stop_the_stage_and_the_rerun_resumes(tmp_path):
+    with BatchServer() as server:
+        server.fail_polls = 2  # max_retries is 2: survived
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["r0"]), progress=False)
+        assert results[0].ok and server.created == 1
+        server.fail_polls = 100
+        with pytest.raises(ExternalError, match="rerun the stage to resume polling"):
+            client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+                requests(["r1"]), progress=False)
+        server.fail_polls = 0
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["r1"]), progress=False)
+        assert results[0].text == "answer to r1" and server.created == 2
+
+
+def test_a_recorded_batch_the_server_does_not_know_is_submitted_again(tmp_path):
+    with BatchServer() as server:
+        client = client_for(server, tmp_path / "c.sqlite", **BATCH)
+        [req] = requests(["lost"])
+        state = BatchState(state_path(tmp_path / "c.sqlite"))
+        state.add_file("file-gone", client.model_identity,
+                       {client.wire.key(req): client.wire.body(req)})
+        state.set_batch("file-gone", "batch-gone")
+        state.close()
+        [first] = client.chat_many([req], progress=False)
+        assert first.error == "retries_exhausted" and "not found" in first.error_message
+        assert server.created == 0
+        [second] = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            [req], progress=False)
+        assert second.text == "answer to lost" and server.created == 1
+
+
 def test_batch_config_is_validated():
     with pytest.raises(ConfigError, match="llm.mode"):
         LLMConfig(mode="batch")  # the embedded provider has no Batch API

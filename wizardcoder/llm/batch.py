@@ -208,6 +208,10 @@ def split_files(lines: Sequence[tuple[str, str, bytes]], max_requests: int,
     return files
 
 
+class _NotFound(ExternalError):
+    """404 from the Batch API (a batch or file this account does not have)."""
+
+
 class _Api:
     """The files and batches endpoints over the client's session (its auth header and
     query parameters), retrying 429/5xx/connection errors like the online client."""
@@ -245,7 +249,7 @@ class _Api:
                     return body if long and method == "GET" else json.loads(body)
                 error = f"HTTP {status}: {error_message(body.decode('utf-8', 'replace'))}"
                 if not (status == 429 or status >= 500 or status in (408, 409, 425)):
-                    raise ExternalError(self.client.redact(
+                    raise (_NotFound if status == 404 else ExternalError)(self.client.redact(
                         f"Batch API {method} {path} failed: {error}"))
                 retry_after = parse_retry_after(headers)
             error = self.client.redact(error)
@@ -398,7 +402,21 @@ async def _poll(client: LLMClient, api: _Api, state: BatchState, jobs: list[_Job
     active = list(jobs)
     while active:
         for job in list(active):
-            batch = await api.call("GET", f"/batches/{job.batch_id}")
+            try:
+                batch = await api.call("GET", f"/batches/{job.batch_id}")
+            except _NotFound as exc:
+                # Recorded but unknown here (another account or endpoint, or deleted): its
+                # requests stay uncached, so the next run submits them again.
+                log.warning("batch %s is no longer known to the server (%s); its %d requests "
+                            "go into a new batch on the next run", job.batch_id, exc,
+                            len(job.keys))
+                job.status = "not_found"
+                for key in job.keys:
+                    outcome.transient[key] = f"batch {job.batch_id} not found"
+                state.finish(job.file_id, job.status)
+                active.remove(job)
+                bar.update(len(job.keys) - job.done)
+                continue
             job.status = str(batch.get("status"))
             counts = batch.get("request_counts") or {}
             done = min(len(job.keys), int(counts.get("completed") or 0)
@@ -441,7 +459,12 @@ async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, b
             for raw in content.decode("utf-8").splitlines():
                 if not raw.strip():
                     continue
-                line = json.loads(raw)
+                try:
+                    line = json.loads(raw)
+                except ValueError:  # its request stays unanswered: retried next run
+                    log.warning("batch %s: an unreadable output line is ignored: %.120r",
+                                job.batch_id, raw)
+                    continue
                 key = line.get("custom_id")
                 if key not in requests:
                     log.warning("batch %s: a line for unknown custom_id %r is ignored",
