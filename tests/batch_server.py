@@ -63,6 +63,7 @@ class BatchServer:
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
         self.fail_polls = 0  # the next N GET /v1/batches/{id} answer 500
+        self.lose_creates = 0  # the next N POST /v1/batches create the batch, then answer 500
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.line_counts: Counter[str] = Counter()   # prompt -> lines worked in batches
@@ -336,7 +337,12 @@ class BatchServer:
                 if path == "/v1/files":
                     self._upload(raw)
                 elif path == "/v1/batches":
-                    self._json(*server._create_batch(json.loads(raw or b"{}")))
+                    answer = server._create_batch(json.loads(raw or b"{}"))
+                    with server._lock:
+                        lose, server.lose_creates = server.lose_creates > 0, max(
+                            0, server.lose_creates - 1)
+                    self._json(*((502, {"error": {"message": "bad gateway"}}) if lose
+                                 else answer))
                 elif path == "/v1/chat/completions":
                     body = json.loads(raw)
                     with server._lock:

@@ -251,6 +251,16 @@ def test_poll_failures_are_retried_then_stop_the_stage_and_the_rerun_resumes(tmp
         assert results[0].text == "answer to r1" and server.created == 2
 
 
+def test_a_lost_answer_to_batch_creation_is_not_a_second_batch(tmp_path):
+    with BatchServer() as server:
+        server.lose_creates = 1  # created at the provider, but the client sees a 502
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["once"]), progress=False)
+        assert server.requests["POST /v1/batches"] == 1 and len(server.batches) == 1
+        assert server.requests["GET /v1/batches"] >= 1  # looked up by its input file
+    assert results[0].text == "answer to once"
+
+
 def test_a_recorded_batch_the_server_does_not_know_is_submitted_again(tmp_path):
     with BatchServer() as server:
         client = client_for(server, tmp_path / "c.sqlite", **BATCH)

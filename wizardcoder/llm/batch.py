@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from wizardcoder.errors import ExternalError
 from wizardcoder.llm.limits import Budget, parse_retry_after
 from wizardcoder.llm.wire import (
+    RETRY_STATUSES,
     MalformedResponse,
     classify_http_error,
     error_message,
@@ -212,6 +213,10 @@ class _NotFound(ExternalError):
     """404 from the Batch API (a batch or file this account does not have)."""
 
 
+class _Transient(ExternalError):
+    """A failure worth retrying (429, 5xx, timeout), raised by ``call(..., retry=False)``."""
+
+
 class _Api:
     """The files and batches endpoints over the client's session (its auth header and
     query parameters), retrying 429/5xx/connection errors like the online client."""
@@ -219,7 +224,8 @@ class _Api:
     def __init__(self, client: LLMClient, session):
         self.client, self.session, self.cfg = client, session, client.config
 
-    async def call(self, method: str, path: str, *, long: bool = False, **kwargs) -> Any:
+    async def call(self, method: str, path: str, *, long: bool = False, retry: bool = True,
+                   **kwargs) -> Any:
         import aiohttp
 
         url = f"{self.client.base_url}{path}"
@@ -248,21 +254,28 @@ class _Api:
                 if 200 <= status < 300:
                     return body if long and method == "GET" else json.loads(body)
                 error = f"HTTP {status}: {error_message(body.decode('utf-8', 'replace'))}"
-                if not (status == 429 or status >= 500 or status in (408, 409, 425)):
+                if not (status in RETRY_STATUSES or status >= 500):
                     raise (_NotFound if status == 404 else ExternalError)(self.client.redact(
                         f"Batch API {method} {path} failed: {error}"))
                 retry_after = parse_retry_after(headers)
             error = self.client.redact(error)
+            if not retry:
+                raise _Transient(f"Batch API {method} {path} failed: {error}")
             if attempt > self.cfg.max_retries:
                 raise ExternalError(
                     f"Batch API {method} {path} failed after {attempt} attempt(s): {error}. "
                     "Submitted batches are recorded and keep running at the provider; rerun "
                     "the stage to resume polling them")
-            delay = retry_after if retry_after is not None else random.uniform(
-                0, min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** (attempt - 1)))
+            delay = self.backoff(attempt, retry_after)
             log.info("Batch API %s %s attempt %d failed (%s); retrying in %.2f s",
                      method, path, attempt, error, delay)
             await asyncio.sleep(delay)
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return random.uniform(0, min(self.cfg.backoff_max_s,
+                                     self.cfg.backoff_initial_s * 2 ** (attempt - 1)))
 
     async def upload(self, content: bytes, name: str) -> str:
         import aiohttp
@@ -277,11 +290,25 @@ class _Api:
 
         return (await self.call("POST", "/files", body=body, long=True))["id"]
 
-    async def create(self, file_id: str) -> dict:
-        return await self.call("POST", "/batches", json={
-            "input_file_id": file_id, "endpoint": ENDPOINT,
-            "completion_window": COMPLETION_WINDOW,
-            "metadata": {"created_by": "wizardcoder"}})
+    async def create(self, file_id: str) -> str:
+        """Create the batch of ``file_id``; its id. Not blindly retried: a creation whose
+        answer was lost may have happened, and a second batch would be paid twice."""
+        body = {"input_file_id": file_id, "endpoint": ENDPOINT,
+                "completion_window": COMPLETION_WINDOW,
+                "metadata": {"created_by": "wizardcoder"}}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return (await self.call("POST", "/batches", json=body, retry=False))["id"]
+            except _Transient as exc:
+                if attempt > self.cfg.max_retries:
+                    raise ExternalError(f"{exc}; rerun the stage (the uploaded file is "
+                                        "recorded and its batch is looked up first)") from None
+                await asyncio.sleep(self.backoff(attempt))
+                found = await self.find_by_input(file_id)
+                if found is not None:
+                    return found
 
     async def find_by_input(self, file_id: str) -> str | None:
         """The batch created from ``file_id`` before a crash lost its id (newest first)."""
@@ -389,7 +416,7 @@ async def _run(client: LLMClient, state: BatchState, todo: dict[str, ChatRequest
 
 async def _create(api: _Api, state: BatchState, job: _Job) -> None:
     if job.batch_id is None:
-        job.batch_id = (await api.create(job.file_id))["id"]
+        job.batch_id = await api.create(job.file_id)
     state.set_batch(job.file_id, job.batch_id)
 
 
