@@ -19,6 +19,18 @@ burst checks that the server really holds 256 requests at once; then:
    without the judge step, wall time and server-side call counts; with
    ``--distilabel-python``, distilabel's EvolInstruct (one evolution + answer per seed, batches
    of 32) on the same seeds and server, run by ``bench/evolve_distilabel.py`` in that venv.
+3. ``--realistic``: 2,000 Code Alpaca-style seeds x 3 rounds against a second server with
+   realistic faults: about 1% of prompts get a permanent 400 context_length_exceeded, 429
+   bursts with Retry-After (every ``--burst-every`` s for ``--burst-len`` s), log-normal
+   latency around ``--latency``; its judge says Equal for ~10% of rows and its answers
+   refuse for ~3%. Per round: wall time, server responses by status, calls, answers not
+   bought thanks to the judge-first order, rows eliminated per verdict and request-error
+   class. The rounds must finish (``evolve.max_failed_fraction`` 0.05: with 3 calls per row,
+   1% of calls failing eliminates ~3% of rows). Seeds: ``--alpaca
+   /work/shared/data/code_alpaca_2k.json`` when given and present, else 2,000 synthetic
+   Code Alpaca-style rows.
+
+    python bench/evolve.py --realistic [--alpaca /work/shared/data/code_alpaca_2k.json]
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -54,36 +67,92 @@ JUDGE_MARK = "Answer with exactly one of: Equal, Not Equal."
 EVOLVE_MARK = "Rewrite the programming question below"
 
 
-def completion_text(messages: list[dict]) -> str:
-    """A plausible answer for this project's prompts, and for distilabel's."""
+def completion_text(messages: list[dict], realistic: bool = False) -> str:
+    """A plausible answer for this project's prompts, and for distilabel's. ``realistic``:
+    the judge says Equal for ~10% of rows, ~3% of answers are refusals and answers are ~200
+    tokens of code."""
     prompt = str(messages[-1].get("content", ""))
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
     if JUDGE_MARK in prompt:
-        return "Not Equal"
+        return "Equal" if realistic and _share(prompt, "judge") < 0.10 else "Not Equal"
+    if realistic and EVOLVE_MARK not in prompt and _share(prompt, "refuse") < 0.03:
+        return "I'm sorry, but I cannot help with that request."
     if EVOLVE_MARK in prompt or "#Rewritten Prompt#" in prompt or "#Created Prompt#" in prompt:
         question = prompt.rsplit("\n", 1)[-1][:200]
         return (f"{question} Additionally, the function must reject invalid input with a "
                 f"ValueError and run in linear time (variant {digest}).")
+    if realistic:  # an answer of a realistic length (~200 tokens), the expensive call
+        return (f"def solve(data):\n    \"\"\"Solution {digest}.\"\"\"\n"
+                + "".join(f"    step_{i} = [x for x in data if x % {i + 2}]  # filter pass {i}\n"
+                          for i in range(16)) + "    return sorted(data)\n")
     return f"def solve(data):\n    # solution {digest}\n    return sorted(data)\n"
 
 
+def _share(prompt: str, salt: str) -> float:
+    """A stable number in [0, 1) per prompt: a fault hits the same prompts on every run."""
+    digest = hashlib.sha256(f"{salt}:{prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
+class Faults:
+    """Realistic trouble for ``--realistic``: permanent 400s, 429 bursts, latency spread."""
+
+    def __init__(self, rate_400: float, burst_every: float, burst_len: float,
+                 retry_after: float, sigma: float):
+        self.rate_400, self.burst_every, self.burst_len = rate_400, burst_every, burst_len
+        self.retry_after, self.sigma = retry_after, sigma
+        self.start = time.monotonic()
+        self.rng = random.Random(0)
+
+    def latency(self, median: float) -> float:
+        return median * self.rng.lognormvariate(0.0, self.sigma) if self.sigma else median
+
+    def in_burst(self) -> bool:
+        if not self.burst_every:
+            return False
+        return (time.monotonic() - self.start) % self.burst_every < self.burst_len
+
+
+CONTEXT_400 = {"error": {"message": "This model's maximum context length is 8192 tokens. "
+                         "However, your messages resulted in 9120 tokens. Please reduce the "
+                         "length of the messages.", "type": "invalid_request_error",
+                         "param": "messages", "code": "context_length_exceeded"}}
+
+
 class Server:
-    def __init__(self, latency: float):
+    def __init__(self, latency: float, faults: Faults | None = None):
         self.latency = latency
+        self.faults = faults
         self.requests = 0
         self.in_flight = 0
         self.peak = 0
+        self.statuses: dict[str, int] = {}
+
+    def _count(self, status: int) -> None:
+        self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests += 1
+        faults = self.faults
+        prompt = str((body.get("messages") or [{}])[-1].get("content", ""))
+        if faults is not None and faults.in_burst():
+            self._count(429)
+            return web.json_response(
+                {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                           "code": "rate_limit_exceeded"}},
+                status=429, headers={"Retry-After": f"{faults.retry_after:g}"})
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            await asyncio.sleep(self.latency)
+            await asyncio.sleep(faults.latency(self.latency) if faults else self.latency)
         finally:
             self.in_flight -= 1
-        text = completion_text(body.get("messages") or [{}])
+        if faults is not None and _share(prompt, "400") < faults.rate_400:
+            self._count(400)
+            return web.json_response(CONTEXT_400, status=400)
+        self._count(200)
+        text = completion_text(body.get("messages") or [{}], faults is not None)
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in body["messages"]) // 4 + 1
         completion_tokens = len(text) // 4 + 1
         return web.json_response({
@@ -99,15 +168,17 @@ class Server:
             {"id": "latency-model", "object": "model", "owned_by": "bench"}]})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "peak_in_flight": self.peak})
+        return web.json_response({"requests": self.requests, "peak_in_flight": self.peak,
+                                  "statuses": self.statuses})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.requests = self.peak = 0
+        self.statuses = {}
         return web.json_response({"ok": True})
 
 
-async def serve(latency: float, port_file: str) -> None:
-    server = Server(latency)
+async def serve(latency: float, port_file: str, faults: Faults | None = None) -> None:
+    server = Server(latency, faults)
     app = web.Application(client_max_size=8 * 2**20)
     app.add_routes([web.post("/v1/chat/completions", server.chat),
                     web.get("/v1/models", server.models),
@@ -124,10 +195,11 @@ async def serve(latency: float, port_file: str) -> None:
     await asyncio.Event().wait()
 
 
-def start_server(latency: float, workdir: Path) -> tuple[str, subprocess.Popen]:
-    port_file = workdir / "port.json"
+def start_server(latency: float, workdir: Path, fault_args: list[str] | None = None
+                 ) -> tuple[str, subprocess.Popen]:
+    port_file = workdir / ("faults-port.json" if fault_args else "port.json")
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(latency),
-                             "--port-file", str(port_file)])
+                             "--port-file", str(port_file), *(fault_args or [])])
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -288,6 +360,101 @@ def evolution(url: str, root: str, latency: float, in_flight: int, workdir: Path
           f"   (of which {info['load_s']:.2f} s to import and load)")
 
 
+def synthetic_seeds(n: int) -> list[dict]:
+    """Code Alpaca-style rows (instruction, sometimes an input), varied enough not to repeat."""
+    rng = random.Random(0)
+    verbs = ["Write a function that", "Create a Python program to", "Implement a method that",
+             "Write a SQL query to", "Design a class that", "Write a JavaScript function to"]
+    tasks = ["returns the {k}th largest element of a list", "counts the vowels in a string",
+             "checks whether a number is prime", "reverses the words of a sentence",
+             "merges two sorted lists", "finds duplicate values in an array",
+             "converts Celsius to Fahrenheit", "computes the nth Fibonacci number",
+             "removes punctuation from a string", "validates an email address",
+             "returns the {k} most common words of a text", "flattens a nested list"]
+    rows = []
+    for i in range(n):
+        text = f"{rng.choice(verbs)} {rng.choice(tasks).format(k=rng.randint(2, 9))}."
+        inp = f"[{', '.join(str(rng.randint(0, 99)) for _ in range(rng.randint(3, 8)))}]" \
+            if rng.random() < 0.4 else ""
+        sid = f"syn{i:05d}"
+        rows.append({"id": sid, "instruction": f"{text} (case {i})", "input": inp,
+                     "output": "pass", "lineage": {"seed_id": sid, "source": "synthetic"}})
+    return rows
+
+
+def realistic(args, workdir: Path) -> None:
+    alpaca = Path(args.alpaca) if args.alpaca else None
+    if alpaca is not None and alpaca.exists():
+        seeds, _ = load_seeds(SeedConfig(source="file", path=str(alpaca), limit=args.seeds))
+        where = f"{alpaca} ({len(seeds)} rows)"
+    else:
+        if alpaca is not None:
+            print(f"{alpaca} not found: using synthetic Code Alpaca-style seeds")
+        seeds, where = synthetic_seeds(args.seeds), f"{args.seeds} synthetic rows"
+    fault_args = ["--fault-400", str(args.fault_400), "--burst-every", str(args.burst_every),
+                  "--burst-len", str(args.burst_len), "--retry-after", str(args.retry_after),
+                  "--sigma", str(args.sigma)]
+    root, proc = start_server(args.latency, workdir, fault_args)
+    url = f"{root}/v1"
+    cfg = LLMConfig(provider="openai", base_url=url, model="latency-model",
+                    max_in_flight=args.in_flight, timeout_s=60, max_retries=8,
+                    backoff_initial_s=0.5, backoff_max_s=8,
+                    price_per_million_prompt_tokens=0.15,
+                    price_per_million_completion_tokens=0.60)
+    client = LLMClient(cfg, url, "bench-dummy", f"bench@{url}",
+                       RequestCache(workdir / "realistic.sqlite"))
+    config = from_dict(EvolveConfig, {"evolve_max_tokens": 160, "answer_max_tokens": 320,
+                                      "max_failed_fraction": 0.05}, "evolve")
+    print(f"\n{args.rounds} evolve rounds over {where}, {args.in_flight} in flight, median "
+          f"latency {args.latency * 1000:.0f} ms (log-normal sigma {args.sigma}), "
+          f"{args.fault_400:.0%} of prompts get 400 context_length_exceeded, 429 for "
+          f"{args.burst_len:g} s every {args.burst_every:g} s (Retry-After "
+          f"{args.retry_after:g} s)")
+    head = (f"{'round':>5} {'wall s':>7} {'200':>6} {'400':>5} {'429':>5} {'calls':>6} "
+            f"{'answers not sent':>16} {'extra judges':>12} {'kept':>5} "
+            f"{'dropped per verdict':<60}")
+    print(head)
+    rows = seeds
+    total = {"wall": 0.0, "calls": 0, "saved": 0, "extra": 0, "saved_usd": 0.0,
+             "extra_usd": 0.0, "cost_usd": 0.0}
+    try:
+        for n in range(1, args.rounds + 1):
+            server_stats(root, reset=True)
+            start = time.perf_counter()
+            rows, _, st = evolve_round(rows, config, client, f"r{n}", model="latency-model",
+                                       progress=False)
+            wall = time.perf_counter() - start
+            codes = server_stats(root)["statuses"]
+            jf = st["judge_first"]
+            verdicts = {k: v for k, v in st["dropped_by_rule"].items() if v}
+            errors = {k: v for k, v in st["request_errors"].items() if v}
+            print(f"{n:>5} {wall:>7.1f} {codes.get('200', 0):>6} {codes.get('400', 0):>5} "
+                  f"{codes.get('429', 0):>5} {st['network_calls']:>6} "
+                  f"{jf['answer_calls_not_sent']:>16} {jf['judge_calls_extra']:>12} "
+                  f"{st['kept']:>5} {verdicts} request_error classes {errors}", flush=True)
+            total["wall"] += wall
+            total["calls"] += st["network_calls"]
+            total["saved"] += jf["answer_calls_not_sent"]
+            total["extra"] += jf["judge_calls_extra"]
+            total["saved_usd"] += jf["cost_usd_est"]
+            total["extra_usd"] += jf["judge_cost_usd_extra"]
+            total["cost_usd"] += st["cost_usd"]
+    finally:
+        proc.kill()
+        proc.wait()
+    net = total["saved"] - total["extra"]
+    print(f"total: {total['wall']:.1f} s, {total['calls']} calls; the judge-first order did not "
+          f"send {total['saved']} answers (max_tokens {config.answer_max_tokens} each) and "
+          f"sent {total['extra']} extra judge calls (max_tokens {config.judge_max_tokens}): "
+          f"{net} calls fewer ({net / (total['calls'] + net):.1%} of the answer-first order's "
+          f"{total['calls'] + net})")
+    saved = total["saved_usd"] - total["extra_usd"]
+    print(f"cost at $0.15 / $0.60 per million prompt / completion tokens: ${total['cost_usd']:.3f} "
+          f"spent; the order saved ~${saved:.3f} net (answers ~${total['saved_usd']:.3f} minus "
+          f"extra judges ${total['extra_usd']:.3f}): {saved / (total['cost_usd'] + saved):.1%} "
+          f"of the answer-first order's cost")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per request")
@@ -298,15 +465,35 @@ def main() -> None:
                         help="skip the openai AsyncOpenAI column")
     parser.add_argument("--distilabel-python", help="python of a venv with distilabel")
     parser.add_argument("--skip-evolve", action="store_true")
+    parser.add_argument("--realistic", action="store_true",
+                        help="only the rounds against the faulty server (see above)")
+    parser.add_argument("--alpaca", help="Code Alpaca JSON for --realistic (else synthetic)")
+    parser.add_argument("--seeds", type=int, default=2000, help="seeds for --realistic")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds for --realistic")
+    parser.add_argument("--in-flight", type=int, default=64, help="for --realistic")
+    parser.add_argument("--fault-400", type=float, default=0.01,
+                        help="share of prompts answered 400 context_length_exceeded")
+    parser.add_argument("--burst-every", type=float, default=8.0,
+                        help="seconds between 429 bursts (0 = none)")
+    parser.add_argument("--burst-len", type=float, default=0.5, help="seconds of each burst")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429")
+    parser.add_argument("--sigma", type=float, default=0.5,
+                        help="log-normal spread of the latency (0 = fixed)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:  # the server process started by start_server()
-        asyncio.run(serve(args.latency, args.port_file))
+        faulty = "--fault-400" in sys.argv
+        faults = Faults(args.fault_400, args.burst_every, args.burst_len, args.retry_after,
+                        args.sigma) if faulty else None
+        asyncio.run(serve(args.latency, args.port_file, faults))
         return
     levels = [int(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory(prefix="wizardcoder-bench-") as tmp:
         workdir = Path(tmp)
+        if args.realistic:
+            realistic(args, workdir)
+            return
         root, server = start_server(args.latency, workdir)
         url = f"{root}/v1"
         try:
