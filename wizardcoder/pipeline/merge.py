@@ -1,7 +1,9 @@
 """merge stage: seed + evolved rounds -> deduplicated, decontaminated training set.
 
-Reads params `merge`, `rounds` and, for `merge.baseline: equal_size`, `seed` (the pool of
-unevolved rows is the seed source without `seed.limit`).
+Reads params `merge`, `rounds`, `score` (the sandbox limits and workers of the execution
+detector) and, for `merge.baseline: equal_size`, `seed` (the pool of unevolved rows is the
+seed source without `seed.limit`). The benchmark files are read from the paths `merge` names;
+every input is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from wizardcoder import benchmark_tasks
 from wizardcoder.config import load_section, to_dict
+from wizardcoder.decontam_exec import ExecRunner, sandbox_limits
 from wizardcoder.errors import DataError
 from wizardcoder.evolve.rounds import load_rounds
 from wizardcoder.jsonl import read_jsonl, write_json, write_jsonl
-from wizardcoder.merge import Holdout, MergeConfig, merge
+from wizardcoder.merge import Holdout, MergeConfig, dev_holdout, merge
 from wizardcoder.seeds import SeedConfig, load_seeds
 from wizardcoder.tracking import stage_run
 
@@ -23,8 +27,16 @@ log = logging.getLogger(__name__)
 
 def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, metrics: str,
         plots: str) -> dict:
+    from wizardcoder.pipeline.score import ScoreConfig
+
     config = load_section(params, "merge", MergeConfig)
+    score_config = load_section(params, "score", ScoreConfig)
     rounds = load_rounds(params)
+    tasks, files = [], {}
+    for name, (path, param) in config.benchmark_files().items():
+        loaded = benchmark_tasks.load_tasks(name, path, param)
+        tasks += loaded
+        files[name] = benchmark_tasks.describe(loaded, path)
     seed_rows = read_jsonl(seed_path)
     round_rows = {}
     for key in rounds:
@@ -37,13 +49,12 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
     if config.baseline == "equal_size":
         seed_config = load_section(params, "seed", SeedConfig)
         pool, _ = load_seeds(dataclasses.replace(seed_config, limit=0))
-    holdout = Holdout()
-    if config.holdout_dev:
-        from wizardcoder import devset
-
-        holdout = Holdout(*devset.holdout())
+    holdout = dev_holdout() if config.holdout_dev else Holdout()
+    runner = ExecRunner(sandbox_limits(score_config), score_config.workers) \
+        if config.decontam_execution else None
     rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config, pool=pool,
-                                                    holdout=holdout)
+                                                    holdout=holdout, tasks=tasks, runner=runner)
+    decontam_report["benchmark_files"] = files
     with stage_run("merge", {"merge": to_dict(config), "rounds": rounds}) as run_:
         write_jsonl(out, rows)
         write_json(report, decontam_report)
