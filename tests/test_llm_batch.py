@@ -30,7 +30,8 @@ from wizardcoder.evolve.engine import EvolveConfig, evolve_round
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import ChatRequest, LLMConfig
 from wizardcoder.llm import batch as batch_mod
-from wizardcoder.llm.batch import BatchState, split_files, state_path
+from wizardcoder.llm.batch import split_files
+from wizardcoder.llm.batch_state import BatchState, state_path
 from wizardcoder.llm.limits import Budget, BudgetExceeded
 
 REPO = Path(__file__).resolve().parents[1]

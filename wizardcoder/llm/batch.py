@@ -6,8 +6,9 @@ writes them as JSONL input files (at most ``batch_max_requests`` lines and
 ``batch_max_bytes`` each, one model per file: OpenAI's rules), uploads them, creates one
 batch per file, polls until each batch is done and stores every line in the same request
 cache. The online path then finds everything cached and sends nothing; the bodies in the
-files are exactly those the online client sends (``LLMClient.request_body``) and the keys the
-same, so a batch answer and an online answer are interchangeable.
+files are exactly those the online client sends (:class:`~wizardcoder.llm.wire.Wire`) and
+each line's ``custom_id`` is the request's cache key, so a batch answer and an online answer
+are interchangeable.
 
 A stage that waits up to a day gets killed, so every step is durable: the file id and its
 request keys are committed to a small sqlite file next to the cache *before* the batch is
@@ -16,8 +17,9 @@ resumes polling them instead of paying again; if the kill fell between creating 
 recording its id, the batch is found again by its input file id in ``GET /batches``.
 
 Per-line outcomes follow the online rules: an answer is cached; a permanent failure (400
-context_length, a content filter, another 4xx, ``content: null``) is cached as an error of its
-class, so a rerun does not pay for it again; a transient one (429/5xx, a line left
+context_length, a content filter, another 400/413/422, ``content: null``) is cached as an
+error of its class, so a rerun does not pay for it again; one every request would share (401,
+403, 404) stops the stage; a transient one (429/5xx, a line left
 unfinished by an expired or cancelled batch, an unreadable answer) is not cached and goes into
 a new batch on the next run. The API key is only ever in the request header.
 """
@@ -28,17 +30,14 @@ import asyncio
 import json
 import logging
 import random
-import sqlite3
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from wizardcoder.errors import ExternalError
+from wizardcoder.llm.batch_state import BatchState, state_path
 from wizardcoder.llm.limits import Budget, parse_retry_after
 from wizardcoder.llm.wire import (
     RETRY_STATUSES,
@@ -57,112 +56,7 @@ log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"  # the `url` of each input line and the batch's endpoint
 COMPLETION_WINDOW = "24h"          # the only window OpenAI offers
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-STATE_SUFFIX = ".batches.sqlite"
 _LIST_PAGES = 10  # pages of GET /batches searched for a batch whose id was never recorded
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS batch_files (
-        file_id TEXT PRIMARY KEY,
-        identity TEXT NOT NULL,
-        batch_id TEXT,
-        status TEXT,
-        created REAL NOT NULL,
-        finished REAL
-    )""",
-    """CREATE TABLE IF NOT EXISTS batch_requests (
-        file_id TEXT NOT NULL,
-        key TEXT NOT NULL,
-        request TEXT NOT NULL,
-        PRIMARY KEY (file_id, key)
-    )""",
-    "CREATE INDEX IF NOT EXISTS batch_requests_key ON batch_requests (key)",
-)
-
-
-def state_path(cache_path: Path) -> Path:
-    """Where the batch state of a request cache lives (beside it, same lifetime)."""
-    return cache_path.with_name(cache_path.name + STATE_SUFFIX)
-
-
-class BatchState:
-    """Submitted batch files: which keys each holds, its batch id, whether it is done.
-
-    Rows are committed (and fsynced) before the call that depends on them returns, in the
-    order upload -> record file -> create batch -> record batch id.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise ExternalError(f"cannot open the LLM batch state {path}: {exc}") from exc
-
-    def _write(self, *statements: tuple[str, Sequence]) -> None:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for sql, args in statements:
-                    if args and isinstance(args[0], tuple):
-                        self._conn.executemany(sql, args)
-                    else:
-                        self._conn.execute(sql, args)
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise ExternalError(f"cannot write the LLM batch state {self.path}: "
-                                    f"{exc}") from exc
-
-    def add_file(self, file_id: str, identity: str, requests: dict[str, dict]) -> None:
-        """Record an uploaded file: ``identity`` is its model's cache identity, ``requests``
-        key -> the request as the cache stores it."""
-        rows = tuple((file_id, key, json.dumps(req, sort_keys=True, ensure_ascii=False))
-                     for key, req in requests.items())
-        self._write(("INSERT INTO batch_files (file_id, identity, created) "
-                     "VALUES (?, ?, ?)", (file_id, identity, time.time())),
-                    ("INSERT OR REPLACE INTO batch_requests (file_id, key, request) "
-                     "VALUES (?, ?, ?)", rows))
-
-    def set_batch(self, file_id: str, batch_id: str) -> None:
-        self._write(("UPDATE batch_files SET batch_id = ? WHERE file_id = ?",
-                     (batch_id, file_id)))
-
-    def finish(self, file_id: str, status: str) -> None:
-        self._write(("UPDATE batch_files SET status = ?, finished = ? WHERE file_id = ?",
-                     (status, time.time(), file_id)))
-
-    def unfinished(self) -> dict[str, tuple[str | None, set[str]]]:
-        """file_id -> (batch_id or None, keys) of every batch not yet collected. Keys hash the
-        model identity (endpoint included), so a shared key means the very same request."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT f.file_id, f.batch_id, r.key FROM batch_files f JOIN batch_requests r "
-                "ON r.file_id = f.file_id WHERE f.finished IS NULL").fetchall()
-        out: dict[str, tuple[str | None, set[str]]] = {}
-        for file_id, batch_id, key in rows:
-            out.setdefault(file_id, (batch_id, set()))[1].add(key)
-        return out
-
-    def requests(self, file_id: str) -> tuple[str, dict[str, dict]]:
-        """(model identity, key -> request) of one file."""
-        with self._lock:
-            identity = self._conn.execute("SELECT identity FROM batch_files WHERE file_id = ?",
-                                          (file_id,)).fetchone()[0]
-            rows = self._conn.execute("SELECT key, request FROM batch_requests WHERE file_id = ?",
-                                      (file_id,)).fetchall()
-        return identity, {key: json.loads(req) for key, req in rows}
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
 
 @dataclass
 class BatchOutcome:
