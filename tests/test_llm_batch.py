@@ -139,6 +139,33 @@ def test_line_failures_permanent_cached_transient_retried_in_a_new_batch(tmp_pat
     assert all(by_tag[t].ok and not by_tag[t].cached for t in ("p-500", "p-expired", "p-429"))
 
 
+def test_a_line_failing_as_every_request_would_stops_the_step(tmp_path):
+    script = {"s1": [("status", 401, "Incorrect API key provided: sk-proj-Abc123xyz")]}
+    with BatchServer(script=script) as server:
+        with pytest.raises(ExternalError, match="every request would") as info:
+            client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+                requests(["s0", "s1"]), progress=False)
+        [s0, s1] = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["s0", "s1"]), progress=False)
+    assert "sk-proj" not in str(info.value) and "[redacted]" in str(info.value)
+    assert s0.cached and s0.text == "answer to s0"  # stored before the stage stopped
+    assert not s1.cached and s1.text == "answer to s1"  # not cached: sent again
+
+
+def test_resend_cached_errors_sends_them_in_a_new_batch(tmp_path):
+    with BatchServer(script={"e0": [CONTEXT_LENGTH]}) as server:
+        [first] = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["e0"]), progress=False)
+        [replayed] = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["e0"]), progress=False)
+        assert server.created == 1
+        [resent] = client_for(server, tmp_path / "c.sqlite", resend_cached_errors=True,
+                              **BATCH).chat_many(requests(["e0"]), progress=False)
+        assert server.created == 2
+    assert first.error == replayed.error == "context_length" and replayed.cached
+    assert resent.ok and resent.text == "answer to e0" and not resent.cached
+
+
 def test_expired_batch_keeps_its_answers_and_resubmits_only_the_unfinished(tmp_path):
     prompts = [f"q{i}" for i in range(5)]
     with BatchServer(expire_after=2) as server:
