@@ -388,8 +388,8 @@ class LLMClient:
             self.stats["request_errors"] += 1
             run.count_error(req.tag, result)
             self._postfix(run)
-            log.warning("LLM request %r failed for its row: %s: %s", req.tag, result.error,
-                        result.error_message)
+            log.info("LLM request %r failed for its row: %s: %s", req.tag, result.error,
+                     result.error_message)
         return result
 
     async def _send(self, session, run: _Run, req: ChatRequest, key: str) -> ChatResult:
