@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.fault_server import FaultServer
@@ -46,14 +47,15 @@ def make_workdir(root: Path, url: str) -> Path:
     return root
 
 
-def stage(workdir: Path) -> subprocess.Popen:
+def stage(workdir: Path, wrap: list[str] | None = None) -> subprocess.Popen:
+    """The evolve stage as DVC runs it; ``wrap``: a command line to run it under."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "WIZARDCODER_CACHE_DIR": str(workdir / "cache"),
            "WIZARDCODER_MLFLOW": "0", KEY_ENV: KEY}
     cmd = [sys.executable, "-m", "stages.evolve", "--params", "params.yaml", "--round", "r1",
            "--input", "data/seed.jsonl", "--out", "data/evolved/r1.jsonl",
            "--rejected", "data/rejected/r1.jsonl", "--metrics", "metrics/evolve/r1.json"]
-    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*(wrap or []), *cmd], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -141,3 +143,39 @@ def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
               for p in (d / "cache").glob("*")]
     for text in texts:
         assert KEY not in text and KEY[:12] not in text
+
+
+def _can_mount_tmpfs(probe: Path) -> bool:
+    probe.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c",
+                               f"mount -t tmpfs -o size=64k tmpfs {probe}"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_full_disk_stops_the_stage_at_once_and_writes_nothing(tmp_path):
+    """The request cache lives on a tiny tmpfs (a private mount namespace) that fills up
+    mid-round: the stage must stop sending at once -- not keep buying answers it can no
+    longer store -- fail with a clear message and write no output."""
+    if not _can_mount_tmpfs(tmp_path / "probe"):
+        pytest.skip("needs `unshare -m` and a tmpfs mount (root in a private mount namespace)")
+    with FaultServer(responder=responder, latency=0.02) as server:
+        workdir = make_workdir(tmp_path / "full", server.url)
+        write_jsonl(workdir / "data" / "seed.jsonl", seed_rows([], plain=60))
+        cache = workdir / "cache"
+        cache.mkdir()
+        mount = f"mount -t tmpfs -o size=96k tmpfs {cache} && exec \"$@\""
+        proc = stage(workdir, ["unshare", "-m", "sh", "-c", mount, "sh"])
+        out, err = proc.communicate(timeout=120)
+        sent = server.total
+    assert proc.returncode == 2, err[-3000:]
+    assert "cannot write the LLM request cache" in err and "full" in err, err[-3000:]
+    assert "sending stopped at once" in err and "request(s) not sent" in err
+    assert "Traceback" not in err
+    # 180 requests in the round (60 evolve, judge, answer); it stopped within the first
+    # step, after at most the requests in flight (max_in_flight 2) beyond the first failure.
+    assert sent < 60, sent
+    assert not (workdir / "data" / "evolved").exists()
+    assert not (workdir / "data" / "rejected").exists() and not (workdir / "metrics").exists()
