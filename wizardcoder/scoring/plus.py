@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 from wizardcoder.errors import DataError
 from wizardcoder.scoring.codec import DecodeTimeout
-from wizardcoder.scoring.harness import Verdict, _load, _short, decode_reply, show
+from wizardcoder.scoring.harness import (
+    Verdict,
+    _load,
+    _short,
+    decode_reply,
+    exception_text,
+    show,
+)
 from wizardcoder.scoring.oracle import EVALPLUS_FLOAT_ATOL, output_matches
 from wizardcoder.scoring.reference import SETS, Reference, references, stream_replies
 from wizardcoder.scoring.sandbox import SandboxFailure, SandboxLimits, Worker, drain_spares
@@ -90,7 +97,7 @@ def run_set(problem: dict, program: str, which: str, ref: Reference, message: st
                         log.warning("%s: judging %s raised", problem["task_id"], where,
                                     exc_info=True)
                         return "judge_error", f"{where}: the scorer could not judge the " \
-                                              f"reply: {type(exc).__name__}: {show(exc, 200)}"
+                                              f"reply: {exception_text(exc)}"
                     if failure is not None:
                         return failure[0], f"{where}{failure[1]}"
                 if kind == "v" and atol == 0 and ref.floats[i] and not find_zero:
@@ -103,7 +110,7 @@ def run_set(problem: dict, program: str, which: str, ref: Reference, message: st
     except DataError:
         raise
     except Exception as exc:  # the sandbox itself broke (spawn failed, fds exhausted...)
-        return "sandbox_error", f"{type(exc).__name__}: {show(exc, 300)}"
+        return "sandbox_error", exception_text(exc)
 
 
 def _judge(worker: Worker, frame: bytes, ref: Reference, i: int, dataset: str, entry: str,
