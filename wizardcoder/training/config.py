@@ -101,7 +101,7 @@ class TrainConfig:
         "sdpa", choices=ATTN_IMPLEMENTATIONS,
         help="Attention kernel: sdpa (PyTorch scaled_dot_product_attention), eager, "
              "flash_attention_2 (needs the flash-attn package and a CUDA GPU; packed batches "
-             "take its varlen path), flex_attention (torch flex attention).")
+             "take its varlen path), flex_attention (torch flex attention; CUDA only).")
     save_dtype: str = option(
         "auto", choices=SAVE_DTYPES,
         help="dtype of the saved weights. 'auto': bfloat16 when trained in bf16, else float32 "
@@ -116,7 +116,8 @@ class TrainConfig:
     packing_check_tolerance: float | None = option(
         None, help="With packing, a start-up check runs two examples packed and alone on the "
                    "actual model and refuses to pack if their logits differ by more than this "
-                   "(max absolute difference). null: 1e-3 for fp32 weights, 5e-2 for 16-bit.")
+                   "(max difference over the largest logit). null: 1e-3 for fp32, 5e-2 for "
+                   "16-bit compute.")
     packing: bool = option(
         False,
         help="Pack several examples into each row of up to max_length tokens (no padding). "
@@ -301,6 +302,10 @@ def check_attn_implementation(config: TrainConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("train.attn_implementation: flash_attention_2 needs a CUDA GPU; "
                               "use sdpa on this machine")
+    if config.attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        # torch's flex attention has no backward pass on CPU
+        raise ConfigError("train.attn_implementation: flex_attention trains on a CUDA GPU only "
+                          "(torch has no CPU backward for it); use sdpa on this machine")
     if config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
         raise ConfigError("train.use_liger_kernel: needs the liger-kernel package "
                           "(pip install liger-kernel)")

@@ -172,8 +172,8 @@ def check_packing(model, examples: list[dict], precision: str,
     """Refuse to pack (ConfigError) when the model lets packed examples see each other.
 
     Run on the actual model before the first step: whether transformers isolates packed
-    sequences depends on its version (position-id detection arrived in 4.54 for sdpa,
-    eager and flex attention) and on the attention implementation, so no version check
+    sequences depends on its version (position-id detection arrived in 4.53.3 / 4.54 for
+    sdpa, eager and flex attention) and on the attention implementation, so no version check
     alone can prove it. Returns the measured relative difference.
     """
     import torch
