@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wizardcoder.evolve.filters import VERDICTS
 from wizardcoder.report_doc import Doc, environment, git_state, mlflow_parents
 from wizardcoder.report_figures import ALL as FIGURES
 
@@ -31,7 +32,7 @@ DECONTAM = "data/merged/decontamination.json"
 RESULTS = "data/eval/results.jsonl"
 REMOVAL_REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate",
                    "ngram_overlap", "tfidf_cosine")  # others found in a report are added
-RULES = ("truncated", "empty", "template_copy", "refusal", "judge_equal")
+RULES = VERDICTS  # the elimination rules, in the order a round decides them, + request_error
 
 
 @dataclass
