@@ -16,6 +16,7 @@ round count and the baseline, which the score stages do not read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -64,6 +65,20 @@ def lock_outputs(lock_path: str | Path) -> dict[str, str]:
     return dict(sorted(hashes.items()))
 
 
+def output_digest(path: str, hashes: dict[str, str]) -> str | None:
+    """The DVC hash of ``path``: its own entry in dvc.lock, or (a file inside an output
+    directory) the md5 of its bytes, which is how DVC hashes a file."""
+    if path in hashes:
+        return hashes[path]
+    if any(Path(out) in Path(path).parents for out in hashes) and Path(path).is_file():
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+        return digest.hexdigest()
+    return None
+
+
 def metrics_files(metrics_dir: str | Path) -> dict[str, float]:
     """Every number of every metrics JSON object under ``metrics_dir``, named by its file:
     metrics/evolve/r1.json's ``kept`` -> ``evolve.r1.kept``. JSON lists (plot data) are
@@ -103,19 +118,30 @@ def _dataset(mlflow, path: str, digest: str, name: str):
 
 def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> str | None:
     """Log the model unless a model with this DVC hash is already logged; returns its URI."""
-    experiment = mlflow.get_experiment_by_name(mlflow.get_experiment(
-        mlflow.active_run().info.experiment_id).name)
+    import torch
+    import transformers
+    from mlflow.models import infer_signature
+
+    from wizardcoder.prompt_template import ALPACA_TEMPLATE
+
+    experiment_id = mlflow.active_run().info.experiment_id
     found = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=f"tags.{MODEL_DIGEST_TAG} = '{digest}'", output_format="list",
-        max_results=1)
-    if found:
+        experiment_ids=[experiment_id], filter_string=f"tags.{MODEL_DIGEST_TAG} = '{digest}'",
+        output_format="list", max_results=1)
+    if found:  # the same weights: no second copy of them
         uri = found[0].model_uri
-        log.info("log: model %s already logged as %s", digest, uri)
+        log.info("log: model %s is already logged as %s", digest, uri)
     else:
-        info = mlflow.transformers.log_model(
-            transformers_model=str(Path(model_dir).resolve()), name="model",
-            task="text-generation", tags={MODEL_DIGEST_TAG: digest})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(__file__).parents[1] / "mlflow_model.py"),
+            artifacts={"model_dir": str(Path(model_dir).resolve())},
+            model_config={"prompt_template": ALPACA_TEMPLATE},
+            signature=infer_signature(["Write a function."], ["def f(): ..."],
+                                      params={"max_new_tokens": 256}),
+            # Explicit: inferring them would load the model in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                              f"transformers=={transformers.__version__}"],
+            tags={MODEL_DIGEST_TAG: digest})
         uri = info.model_uri
     if config.register_model:
         mlflow.register_model(uri, config.register_model, tags={MODEL_DIGEST_TAG: digest})
@@ -170,13 +196,12 @@ def run(params: str, lock: str, metrics_dir: str, train_data: str, model_dir: st
             "mlflow.source.git.commit": run_.git_commit})
         run_.log_metrics(numbers)
         datasets = []
-        if train_data in hashes:
-            datasets.append((_dataset(mlflow, train_data, hashes[train_data], "train"),
-                             "training"))
-        if benchmark_results in hashes and Path(metrics_dir, "score.json").is_file():
-            bench = json.loads(Path(metrics_dir, "score.json").read_text())["benchmark"]
-            datasets.append((_dataset(mlflow, benchmark_results, hashes[benchmark_results],
-                                      bench), "evaluation"))
+        if digest := output_digest(train_data, hashes):
+            datasets.append((_dataset(mlflow, train_data, digest, "train"), "training"))
+        score_file = Path(metrics_dir, "score.json")
+        if (digest := output_digest(benchmark_results, hashes)) and score_file.is_file():
+            bench = json.loads(score_file.read_text(encoding="utf-8")).get("benchmark", "eval")
+            datasets.append((_dataset(mlflow, benchmark_results, digest, bench), "evaluation"))
         for dataset, context in datasets:
             with mlflow.start_run(run_id=parent, nested=True):
                 mlflow.log_input(dataset, context=context)
