@@ -151,6 +151,9 @@ FORGED = {
     "NaN constant": ('{"ok": NaN}', "crashed"),
     "unknown key": ('{"answer": 3}', "crashed"),
     "colliding set": ('{"ok": {"$": "set", "v": ' + colliding(20000) + "}}", "unserializable"),
+    # ~3.8 MiB, just under the reply limit: minutes to build as a plain set()
+    "colliding set, 160k elements": ('{"ok": {"$": "frozenset", "v": ' + colliding(160000) +
+                                     "}}", "unserializable"),
     "colliding dict": ('{"ok": {"$": "dict", "v": [' +
                        ",".join(f"[{k * P}, 1]" for k in range(1, 20001)) + "]}}",
                        "unserializable"),
