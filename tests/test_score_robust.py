@@ -130,12 +130,13 @@ def test_colliding_list_for_the_set_equality_oracle(plus_files):
     """Mbpp/2 is judged by set(out) == set(exp): a list of colliding ints must not stall it."""
     samples = [{"task_id": "Mbpp/2", "solution": "def similar_elements(a, b):\n"
                                                  "    return [k * (2 ** 61 - 1) for k in "
-                                                 "range(1, 200001)]\n"},
+                                                 "range(1, 100001)]\n"},
                canonical("Mbpp/2", "mbpp+")]
     start = time.monotonic()
     verdicts = score("mbpp+", samples)
     assert [(v.kind, v.plus_kind) for v in verdicts] == [("failed", "failed"),
                                                         ("passed", "passed")], verdicts
+    assert "returned [2305843009213693951, " in verdicts[0].detail  # decoded, then judged
     assert time.monotonic() - start < 30
 
 
