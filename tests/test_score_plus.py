@@ -5,7 +5,6 @@ here (HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH), never /work/shared."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import textwrap
 

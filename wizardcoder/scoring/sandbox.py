@@ -24,7 +24,9 @@ daemons). Each sample runs in its own worker process (see ``worker.py``) inside 
 
 ``SandboxLimits.isolation`` "strict" (the default) refuses to start a worker when a layer is
 missing (:func:`require_isolation` says which, before any sample); "best_effort" runs with what
-the machine allows (:func:`isolation_layers` reports it). No verdict is decided here: :mod:`wizardcoder.scoring.harness` does, from plain values only.
+the machine allows (:func:`isolation_layers` reports it).
+
+No verdict is decided here: :mod:`wizardcoder.scoring.harness` does, from plain values only.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.scoring import zygote as _zygote_mod
 from wizardcoder.scoring.codec import ProtocolError, decode_value, encode_value
-from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.scoring.zygote import (  # noqa: F401  (re-exported)
     LAYER_HINTS,
     MAX_SLOTS,

@@ -16,8 +16,9 @@ so the worst a compromised worker can do is send wrong *plain data*. Processes:
   only writable place); forks the inner process, captures its output with a size cap, kills it
   when the harness says so (or dies), and reports exit status and CPU time on a status pipe;
 * inner (untrusted): PID 1 of the new PID namespace, so killing it kills all the candidate
-  started; mounts a /proc of its own (and unmounts the host's, see ``rootfs.py``), sets rlimits, drops to an unprivileged uid (as root) and
-  every capability, installs an audit hook, then runs the candidate and answers calls.
+  started; mounts a /proc of its own (and unmounts the host's, see ``rootfs.py``), sets
+  rlimits, drops to an unprivileged uid (as root) and every capability, installs an audit hook,
+  then runs the candidate and answers calls.
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ class _Zygote:
                 pass
         missing = missing_layers(layers_of(self.layers, h, net, per_sample=False), net)
         if missing:  # strict mode refuses before any sample (sandbox.require_isolation)
-            _warn_once("layers", "isolation layers unavailable: " + ", ".join(m for m, _ in missing))
+            _warn_once("layers", "isolation layers unavailable: " +
+                       ", ".join(name for name, _ in missing))
 
     def spawn(self, cfg: dict, fds: list[int]) -> int:
         with self.lock:
