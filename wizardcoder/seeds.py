@@ -21,6 +21,7 @@ from wizardcoder.jsonl import read_utf8
 
 SOURCES = ("bundled", "file", "hf")
 BUNDLED_RESOURCE = "seed_tasks.jsonl"
+BUNDLED_PATH = "wizardcoder/resources/seed_tasks.jsonl"  # the same file, from the repo root
 
 
 @dataclass
@@ -30,7 +31,10 @@ class SeedConfig:
     source: str = option(
         "bundled", choices=SOURCES,
         help="Where seeds come from: the bundled set, a local file or an HF dataset.")
-    path: str | None = option(None, help="JSON (list of objects) or JSONL file, for source=file.")
+    path: str | None = option(
+        BUNDLED_PATH, help="JSON (list of objects) or JSONL file, read when source=file. Always "
+                           "a DVC dep of the seed stage (dvc.yaml: ${seed.path}), so it must "
+                           "name an existing file; the default is the bundled set's.")
     hf_dataset: str | None = option(
         None, help="Hugging Face dataset name, e.g. sahil2801/CodeAlpaca-20k, for source=hf.")
     hf_split: str = option("train", help="Split of the Hugging Face dataset.")
@@ -42,7 +46,9 @@ class SeedConfig:
     def __post_init__(self):
         require(self.limit >= 0, "seed", "limit", "an integer >= 0 (0 = all rows)")
         if self.source == "file":
-            require(bool(self.path), "seed", "path", "a JSON/JSONL file path when source is 'file'")
+            require(bool(self.path) and self.path != BUNDLED_PATH, "seed", "path",
+                    "a JSON/JSONL file path when source is 'file' (the default names the "
+                    "bundled set: use source 'bundled' for that)")
         if self.source == "hf":
             require(bool(self.hf_dataset), "seed", "hf_dataset",
                     "a dataset name (e.g. sahil2801/CodeAlpaca-20k) when source is 'hf'")
