@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-RULES = ("truncated", "empty", "template_copy", "refusal", "judge_equal")
+from wizardcoder.evolve.filters import VERDICTS as RULES  # the rules + request_error
+
 METHODS = ("add_constraints", "rarer_requirement", "more_reasoning", "erroneous_code",
            "higher_complexity")
 
@@ -117,7 +118,7 @@ def elimination(exps: Sequence) -> bytes | None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(have), figsize=(3.6 * len(have) + 1.4, 3.4),
                              squeeze=False, sharey=True)
-    colors = ["#54a24b", *_plt().get_cmap("Reds")([0.35 + 0.13 * i for i in range(5)])]
+    colors = ["#54a24b", *_plt().get_cmap("Reds")([0.3 + 0.12 * i for i in range(len(RULES))])]
     for ax, exp in zip(axes[0], have, strict=True):
         keys = sorted(exp.evolve, key=lambda r: int(r[1:]))
         bottom = [0.0] * len(keys)
