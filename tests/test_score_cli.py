@@ -40,8 +40,8 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def cli(*args: str, preexec_fn=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def cli(*args: str, preexec_fn=None, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "wizardcoder", "score", *args], env=env,
                           capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
 
@@ -214,13 +214,22 @@ def test_sandbox_errors_fail_the_stage_above_the_threshold(workdir, name):
     assert done.returncode == 2 and "could not start a worker" in done.stderr, done.stderr
     # best_effort runs the samples: each one's worker fails to start
     (workdir / "params.yaml").write_text("score:\n  workers: 1\n  isolation: best_effort\n")
-    done = cli(*args, preexec_fn=_few_descriptors)
+    db = workdir / "mlflow.db"
+    done = cli(*args, preexec_fn=_few_descriptors,
+               env={"WIZARDCODER_MLFLOW": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     counts = "(base tests: 2, plus tests: 0)" if name == "humaneval" else \
         "(base tests: 2, plus tests: 2)"
     assert f"2 of 2 samples got a sandbox error {counts}, more than " \
            "score.max_sandbox_errors=0; nothing written" in done.stderr, done.stderr
     assert not (workdir / "m.json").exists() and not (workdir / "r.jsonl").exists()
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    (run,) = [r for e in client.search_experiments() for r in
+              client.search_runs([e.experiment_id]) if r.data.tags.get("stage") == "score"]
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["sandbox_errors"] == 2
+    assert run.data.metrics["plus_sandbox_errors"] == (0 if name == "humaneval" else 2)
 
     (workdir / "params.yaml").write_text("score:\n  workers: 1\n  isolation: best_effort\n"
                                          "  max_sandbox_errors: 2\n")
