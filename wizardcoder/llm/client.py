@@ -225,9 +225,9 @@ class LLMClient:
         # `pending` is THE list of requests to send (cache key -> indexes of the requests
         # asking it; duplicates within a batch cost one call). A transport that answers them
         # another way (e.g. a batch API) stores its answers in the cache and looks up again.
-        if pending and self.config.mode == "batch":
+        if pending and self.config.mode == "batch" and not run.too_many:
             pending = await self._batch(requests, results, run, pending, desc, progress)
-        if run.too_many:  # replayed failures alone already pass the limit: send nothing
+        if run.too_many:  # failures replayed (or batched) already pass the limit: send nothing
             raise TooManyRequestErrors(desc, run.errors, max_errors, len(pending),
                                        run.examples)
         run.bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress,
