@@ -281,3 +281,38 @@ def test_score_cli_strict_records_every_layer(cli_dir):
     assert iso["mode"] == "strict" and iso["started"], iso
     assert all(iso[k] for k in ("mount_ns", "pid_ns", "net_ns", "ipc_ns", "minimal_root",
                                 "uid_separation")), iso
+
+
+# ------------------------------------------------------------------ what solutions need still works
+
+EXTENSIONS = ("_decimal", "_heapq", "_bisect", "math", "cmath", "_json", "_sha256", "_sha512",
+              "_sha1", "_md5", "_sha3", "_blake2", "_hashlib", "_ssl", "_sqlite3", "readline",
+              "_lzma", "_bz2", "zlib", "_uuid", "pyexpat", "_datetime", "_random", "_struct",
+              "array", "select", "unicodedata", "_statistics", "_queue", "_contextvars",
+              "_asyncio", "_csv", "_pickle", "binascii", "mmap", "fcntl", "termios", "_curses",
+              "_zoneinfo", "_multibytecodec", "_elementtree")
+
+
+def test_standard_library_extensions_import_inside():
+    """Every extension module the worker's interpreter has on the host imports in the minimal
+    root: its shared libraries are there (the OS layers alone: the audit hook refuses some
+    imports on purpose, e.g. asyncio's _posixsubprocess)."""
+    from wizardcoder.scoring import SandboxLimits
+    from wizardcoder.scoring.harness import run_check
+
+    python = sandbox_mod.host().python
+    probe = ("import importlib, json, sys\nok = []\nfor m in sys.argv[1:]:\n    try:\n"
+             "        importlib.import_module(m)\n        ok.append(m)\n    except ImportError:\n"
+             "        pass\nprint(json.dumps(ok))")
+    on_host = json.loads(subprocess.run([python, "-S", "-s", "-c", probe, *EXTENSIONS],
+                                        capture_output=True, text=True, check=True).stdout)
+    assert len(on_host) >= 30, on_host
+    program = ("import importlib\ndef f(names):\n    bad = []\n    for m in names:\n"
+               "        try:\n            importlib.import_module(m)\n"
+               "        except BaseException as exc:\n            bad.append(f'{m}: {exc!r}')\n"
+               "    return bad\n")
+    problem = {"task_id": "Adv/imports", "prompt": "", "entry_point": "f",
+               "test": f"def check(candidate):\n    assert candidate({on_host!r}) == []\n"}
+    verdict = run_check(problem, program, SandboxLimits(timeout_s=60, cpu_s=60),
+                        audit_hook=False)
+    assert verdict.passed, verdict.detail
