@@ -150,6 +150,7 @@ FORGED = {
     "deep nesting": ('{"ok": ' + "[" * 50000 + "]" * 50000 + "}", "crashed"),
     "nested past the codec's depth": ('{"ok": ' + "[" * 150 + "]" * 150 + "}", "crashed"),
     "NaN constant": ('{"ok": NaN}', "crashed"),
+    "huge decimal literal": ('{"ok": ' + "9" * 1_000_000 + "}", "crashed"),  # int() quadratic
     "unknown key": ('{"answer": 3}', "crashed"),
     "colliding set": ('{"ok": {"$": "set", "v": ' + colliding(20000) + "}}", "unserializable"),
     # ~3.8 MiB, just under the reply limit: minutes to build as a plain set()
