@@ -282,7 +282,15 @@ def test_a_failed_request_eliminates_its_row_and_the_round_finishes(tmp_path, ca
         assert code == 0, capsys.readouterr().err
         code, outs = evolve_cli(tmp_path, params)  # rerun: only the transient one is resent
         rerun = [json.dumps(b, sort_keys=True) for b in server.bodies[len(first):]]
+        capsys.readouterr()
+        assert main(["evolve", "--params", str(params), "--round", "r1", "--dry-run",
+                     "--input", str(tmp_path / "seed.jsonl")]) == 0
+        dry = capsys.readouterr().out
+        assert len(server.bodies) == len(first) + len(rerun)  # the dry run sent nothing
     assert code == 0
+    # Evolve: 8 cached (1 a failure); judge: 7 cached; answer: 6 cached, [fail]'s to send.
+    assert "8 needed: 8 cached, 0 to send" in dry and "at most 14: 13 cached" in dry
+    assert "request errors     2 cached" in dry  # [ctx] and [null]: replayed, not resent
     # 8 evolve, 7 judge, 7 answer; [fail] tried 1 + max_retries (2) times.
     assert len(first) == 8 + 7 + 7 + 2
     assert len(rerun) == 3 and all("[fail]" in r for r in rerun)  # retries_exhausted only
