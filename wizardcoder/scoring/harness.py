@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
-import logging
 import reprlib
 import time
 import traceback
@@ -38,8 +37,6 @@ from wizardcoder.scoring.sandbox import (
     drain_spares,
     host,
 )
-
-log = logging.getLogger(__name__)
 
 DETAIL_CHARS = 500
 # judge_error: the trusted side raised while judging this sample's reply (a scorer bug or an
