@@ -13,6 +13,13 @@ Time limits are evalplus's: input i may take ``max(min_time_limit_s, time_factor
 ``min(60, sum of those) + 2`` seconds. Memory: ``DiffSettings.memory_mb`` (4 GiB, evalplus's
 default: some reference outputs alone need over 1 GiB).
 
+One sample never ends or stalls the run: a reply is decoded and compared under the set's
+deadline and the codec's budget (``codec.decode_value``; too slow: ``timeout``, a set or dict of
+colliding hashes: ``unserializable``, a forged frame: ``crashed``), values are quoted in bounded
+form (an int of 5,000 digits cannot be ``repr``-ed), and any other exception while judging is
+that set's ``judge_error``. A set whose reference outputs could not be computed because the
+sandbox failed is a ``sandbox_error``, never a set of skipped (vacuously passing) inputs.
+
 A sample passes the base tests when every base input passes; evalplus's "plus" score counts a
 sample only when it passes base *and* plus tests (``pass_at_k_summary``'s ``plus_pass@k``).
 """
