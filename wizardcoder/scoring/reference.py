@@ -158,9 +158,11 @@ def _reference_set(problem: dict, inputs: list, not_none: str | None,
                     texts.append(text)
                     seconds.append(took)
                     floats.append(kind == "v" and is_floats(value))
-        except (SandboxFailure, OSError) as failure:
+        except DataError:
+            raise
+        except (SandboxFailure, Exception) as failure:
             complete = False
-            if isinstance(failure, OSError) or failure.kind == "sandbox_error":
+            if not isinstance(failure, SandboxFailure) or failure.kind == "sandbox_error":
                 # The sandbox is broken, not the canonical solution: no input of the set can
                 # be judged (a skipped input would pass every sample: never that).
                 why = f"{type(failure).__name__}: {failure}"[:300]
