@@ -20,14 +20,14 @@ import pytest
 from wizardcoder.config import from_dict, load_section
 from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.training import TrainConfig, run_training
-from wizardcoder.training.launch import deepspeed_launch_command
+from wizardcoder.training.checkpoints import checkpoint_key, last_checkpoint
 from wizardcoder.training.data import (
     IGNORE_INDEX,
     SupervisedCollator,
     encode_rows,
     ensure_pad_token,
 )
-from wizardcoder.training.checkpoints import checkpoint_key, last_checkpoint
+from wizardcoder.training.launch import deepspeed_launch_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -76,8 +76,8 @@ def test_without_eval_split_the_eval_curve_is_empty(tiny_model_dir, train_jsonl,
     assert json.loads(eval_curve.read_text()) == []
 
 
-def test_model_card_has_a_hub_header_and_no_run_dependent_facts(tiny_model_dir,  # noqa: F811
-                                                                train_jsonl, tmp_path):
+def test_model_card_has_a_hub_header_and_no_run_dependent_facts(
+        tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
     import yaml
 
     config = tiny_config(tiny_model_dir, max_steps=2, card_license="apache-2.0",
@@ -109,8 +109,8 @@ def test_embedded_model_card_names_the_hub_base_model():
     assert 'license: "apache-2.0"' in header
 
 
-def test_flash_attention_without_package_or_gpu_is_a_clear_error(tiny_model_dir,  # noqa: F811
-                                                                 train_jsonl, tmp_path):
+def test_flash_attention_without_package_or_gpu_is_a_clear_error(
+        tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
     import importlib.util
 
     import torch

@@ -43,8 +43,8 @@ from wizardcoder.training.data import (
     load_rows,
     split_rows,
 )
-from wizardcoder.training.lora import apply_lora, parameter_counts
 from wizardcoder.training.launch import single_process_env, world_layout
+from wizardcoder.training.lora import apply_lora, parameter_counts
 from wizardcoder.training.model import load_base_model
 from wizardcoder.training.output import save_final
 from wizardcoder.training.packing import (
