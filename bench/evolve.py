@@ -455,6 +455,30 @@ def realistic(args, workdir: Path) -> None:
           f"of the answer-first order's cost")
 
 
+def cache_commits(workdir: Path, n: int = 5000, chunk: int = 1000) -> None:
+    """Storing a Batch API output file: one commit (fsync) per answer vs one per chunk."""
+    from wizardcoder.llm.cache import RequestCache
+
+    def put(cache, key: str) -> None:
+        cache.put(key, model_identity="m", request={"key": key}, text="x" * 500,
+                  finish_reason="stop", prompt_tokens=100, completion_tokens=100, model="m")
+
+    with RequestCache(workdir / "commits.sqlite") as cache:
+        start = time.perf_counter()
+        for i in range(n):
+            put(cache, f"one-{i}")
+        each = time.perf_counter() - start
+        start = time.perf_counter()
+        for first in range(0, n, chunk):
+            with cache.transaction():
+                for i in range(first, min(n, first + chunk)):
+                    put(cache, f"chunk-{i}")
+        chunked = time.perf_counter() - start
+    print(f"cache: {n} answers, one commit each {each:.2f} s ({n / each:.0f}/s); "
+          f"one commit per {chunk} {chunked:.2f} s ({n / chunked:.0f}/s) = "
+          f"{each / chunked:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per request")
@@ -479,6 +503,9 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429")
     parser.add_argument("--sigma", type=float, default=0.5,
                         help="log-normal spread of the latency (0 = fixed)")
+    parser.add_argument("--cache-commits", action="store_true",
+                        help="only: storing 5,000 answers one commit each vs in chunks "
+                             "(what llm.mode=batch does with an output file)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -491,6 +518,9 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory(prefix="wizardcoder-bench-") as tmp:
         workdir = Path(tmp)
+        if args.cache_commits:
+            cache_commits(workdir)
+            return
         if args.realistic:
             realistic(args, workdir)
             return

@@ -475,3 +475,25 @@ def test_rate_limiter_paces_requests_and_tokens():
     # 12000 tpm: a 2000-token burst, then 200 tokens per second.
     assert 0.45 <= asyncio.run(timed(RateLimiter(0, 12000), [2000, 100])) < 1.5
     assert asyncio.run(timed(RateLimiter(0, 0), [10**6] * 100)) < 0.1
+
+
+def test_cache_transaction_commits_many_answers_at_once_or_none(tmp_path):
+    """A Batch API output file is stored in chunks of one commit each; a failure inside a
+    chunk stores none of it (the batch's output can be fetched again)."""
+    from wizardcoder.llm.cache import RequestCache
+
+    def put(cache, key):
+        cache.put(key, model_identity="m", request={}, text=key, finish_reason="stop",
+                  prompt_tokens=1, completion_tokens=1, model="m")
+
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        with cache.transaction():
+            for i in range(3):
+                put(cache, f"k{i}")
+        with pytest.raises(RuntimeError), cache.transaction():
+            put(cache, "lost")
+            raise RuntimeError("killed mid-chunk")
+        put(cache, "after")  # the cache is usable again
+    with RequestCache(tmp_path / "c.sqlite") as again:  # what reached the disk
+        assert [again.get(k) is not None for k in ("k0", "k1", "k2", "lost", "after")] == \
+            [True, True, True, False, True]

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from wizardcoder.llm.client import LLMClient
     from wizardcoder.llm.wire import ChatRequest
 
+STORE_CHUNK = 1000  # output lines per cache commit: one fsync each, not one per line
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"  # the `url` of each input line and the batch's endpoint
@@ -376,29 +377,33 @@ async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, b
     stage_errors: list[str] = []
 
     def store() -> None:
-        for content in contents:
-            for raw in content.decode("utf-8").splitlines():
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                except ValueError:  # its request stays unanswered: retried next run
-                    log.warning("batch %s: an unreadable output line is ignored: %.120r",
-                                job.batch_id, raw)
-                    continue
-                key = line.get("custom_id")
-                if key not in requests:
-                    log.warning("batch %s: a line for unknown custom_id %r is ignored",
-                                job.batch_id, key)
-                    continue
-                verdict = _store_line(client, identity, key, requests[key], line)
-                if verdict is None:
-                    outcome.answered.add(key)
-                elif verdict.startswith("stage:"):
-                    stage_errors.append(verdict[len("stage:"):])
-                    outcome.transient[key] = verdict
-                else:
-                    outcome.transient[key] = f"batch {job.batch_id}: {verdict}"
+        lines = [raw for content in contents for raw in content.decode("utf-8").splitlines()
+                 if raw.strip()]
+        for start in range(0, len(lines), STORE_CHUNK):  # one commit per chunk
+            with client.cache.transaction():
+                store_lines(lines[start:start + STORE_CHUNK])
+
+    def store_lines(chunk: list[str]) -> None:
+        for raw in chunk:
+            try:
+                line = json.loads(raw)
+            except ValueError:  # its request stays unanswered: retried next run
+                log.warning("batch %s: an unreadable output line is ignored: %.120r",
+                            job.batch_id, raw)
+                continue
+            key = line.get("custom_id")
+            if key not in requests:
+                log.warning("batch %s: a line for unknown custom_id %r is ignored",
+                            job.batch_id, key)
+                continue
+            verdict = _store_line(client, identity, key, requests[key], line)
+            if verdict is None:
+                outcome.answered.add(key)
+            elif verdict.startswith("stage:"):
+                stage_errors.append(verdict[len("stage:"):])
+                outcome.transient[key] = verdict
+            else:
+                outcome.transient[key] = f"batch {job.batch_id}: {verdict}"
 
     await asyncio.to_thread(store)
     for key in job.keys - outcome.answered - outcome.transient.keys():

@@ -17,7 +17,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ class RequestCache:
     def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = 60.0):
         self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by put() inside transaction()
+        self._in_transaction = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is held
             # open between calls and other processes are never blocked by an idle reader.
@@ -129,21 +131,48 @@ class RequestCache:
             raise ValueError(f"unknown error class {error!r}; expected one of {ERROR_CLASSES}")
         row = (key, model_identity, json.dumps(request, sort_keys=True, ensure_ascii=False),
                text, finish_reason, prompt_tokens, completion_tokens, model, time.time(), error)
+        insert = ("INSERT OR REPLACE INTO responses (key, model_identity, request, text, "
+                  "finish_reason, prompt_tokens, completion_tokens, model, created, error) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         with self._lock:
+            if self._in_transaction:  # committed by transaction() with the others
+                self._conn.execute(insert, row)
+                return
             try:
                 # INSERT OR REPLACE: another process may have stored the same answer meanwhile;
                 # either copy is a valid answer to the same request.
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO responses (key, model_identity, request, text, "
-                    "finish_reason, prompt_tokens, completion_tokens, model, created, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                self._conn.execute(insert, row)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise ExternalError(
                     f"cannot write the LLM request cache {self.path}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Many ``put`` calls, one commit (one fsync instead of one per answer): for answers
+        that arrive together, e.g. a Batch API output file, where an fsync per line would cost
+        minutes at 50,000 lines. All or nothing: a crash inside loses the uncommitted rows,
+        which the caller must be able to fetch again (a batch's output stays downloadable)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_transaction = True
+                yield
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise ExternalError(
+                    f"cannot write the LLM request cache {self.path}: {exc}") from exc
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_transaction = False
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
