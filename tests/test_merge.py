@@ -116,7 +116,7 @@ def test_evolved_chain_is_kept_although_its_rows_are_near_duplicates():
     assert report["removed"] == [] and metrics["dedup_removed"] == {"r1": 0, "r2": 0}
     # The rows ARE near-duplicates at the threshold: only their lineage keeps them.
     texts = [contamination.row_text(r) for r in (seed, child, grandchild)]
-    pairs = dedup.near_pairs(decontam.tfidf_matrix(texts), texts, 0.9)
+    pairs = dedup.near_pairs(decontam.tfidf_matrix(texts), 0.9)
     assert 0 in {j for j, _ in pairs[1]} and 1 in {j for j, _ in pairs[2]}
 
 
@@ -150,6 +150,31 @@ def test_dedup_counts_removed_evolved_rows_per_round():
     assert [p["dedup_removed"] for p in per_round] == [0, 1, 2]
     assert [r["id"] for r in rows] == [s0["id"], s1["id"], s2["id"], c0["id"], c2["id"],
                                        g0["id"]]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9, 0.99])
+def test_near_pairs_finds_exactly_the_pairs_of_the_all_pairs_product(threshold):
+    import random
+
+    import numpy as np
+
+    from wizardcoder import decontam, dedup
+
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(60)] + ["the", "a", "function", "list", "return"] * 8
+    base = [" ".join(rng.choices(vocab, k=rng.randint(3, 25))) for _ in range(120)]
+    texts = [t if rng.random() < 0.5 else t + " " + rng.choice(vocab) for t in base]
+    texts += [rng.choice(texts) + " " + rng.choice(vocab) for _ in range(180)] + ["", ""]
+    matrix = decontam.tfidf_matrix(texts)
+    dense = (matrix @ matrix.T).toarray()
+    expected = {(i, j) for i in range(len(texts)) for j in range(i)
+                if dense[i, j] >= threshold - 1e-9}
+    found = dedup.near_pairs(matrix, threshold)
+    assert {(i, j) for i, pairs in found.items() for j, _ in pairs} == expected
+    assert len(expected) > 20
+    for i, pairs in found.items():
+        assert [j for j, _ in pairs] == sorted(j for j, _ in pairs)
+        assert all(np.isclose(c, dense[i, j]) for j, c in pairs)
 
 
 # --- decontamination: paraphrases, renamed code, execution -------------------------------

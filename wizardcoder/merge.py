@@ -216,7 +216,7 @@ def _clean(rows: list[dict], config: MergeConfig, tasks: list[BenchTask], holdou
             removed[positions[i]] = {"id": row["id"], "round": row["round"], **hit}
     # Only rows that survive decontamination count as kept for the duplicate sweep.
     texts = [contamination.row_text(eligible[i]) for i in clean]
-    near = (dedup.near_pairs(scan.train_m[clean], texts, config.near_dup_threshold)
+    near = (dedup.near_pairs(scan.train_m[clean], config.near_dup_threshold)
             if config.near_dup_threshold < 1.0 and clean else {})
     verdicts = dedup.sweep([eligible[i] for i in clean], texts, near)
     final_idx = []
