@@ -2,14 +2,15 @@
 
 Loaded by path in the zygote (like ``codec.py`` and ``audit.py``: the worker runs without
 site-packages), which calls :func:`plan` and then :func:`build` once, after importing everything
-it preloads and before it forks any worker. The new root is a small tmpfs holding read-only bind
-mounts, at their host paths, of exactly:
+it preloads and before it forks any worker. The new root is a small read-only tmpfs holding, at
+their host paths, exactly:
 
-* the interpreter, and every shared library it and its extension modules need (read from their
-  ELF headers here, on the trusted side, as ``ldd`` would list them) plus ``/etc/ld.so.cache``;
-* the directories on the interpreter's ``sys.path`` (the standard library and ``lib-dynload``),
-  with any ``site-packages``/``dist-packages`` inside them masked by an empty tmpfs;
-* ``/dev/null``, ``/dev/zero``, ``/dev/urandom`` and ``/dev/random``;
+* copies of the interpreter and of every shared library it and its extension modules need (read
+  from their ELF headers here, on the trusted side, as ``ldd`` would list them) and of
+  ``/etc/ld.so.cache`` (copies, not mounts: each sample's mount namespace copies every mount);
+* read-only bind mounts of the directories on the interpreter's ``sys.path`` (the standard
+  library and ``lib-dynload``), with any ``site-packages``/``dist-packages`` inside them masked
+  by an empty tmpfs, and of ``/dev/null``, ``/dev/zero``, ``/dev/urandom`` and ``/dev/random``;
 * empty ``/tmp`` and ``/proc`` mount points (each sample gets a fresh tmpfs as ``/tmp``, its cwd,
   and a /proc of its own PID namespace), and the host's /proc at :data:`HOST_PROC`, only so that
   a user namespace may mount a fresh /proc (the kernel allows that only where a full /proc is
@@ -192,7 +193,9 @@ class _Builder:
             raise OSError(f"refusing to create {path} inside a bound directory")
         os.makedirs(self.at(path), mode=0o755, exist_ok=True)
 
-    def bind(self, path: str, is_dir: bool) -> None:
+    def bind(self, path: str, is_dir: bool, copy: bool = False) -> None:
+        """Make `path` (and the symbolic links on the way to it) appear as on the host: a
+        read-only bind mount, or (``copy``) a copy in the new root's tmpfs."""
         links, real = _links(path)
         for link, target in links:
             if not self.covered(link) and not os.path.lexists(self.at(link)):
@@ -203,6 +206,13 @@ class _Builder:
         self.make_dirs(os.path.dirname(real))
         if is_dir:
             os.makedirs(self.at(real), mode=0o755, exist_ok=True)
+        elif copy:  # no mount of its own: each sample's mount namespace copies fewer mounts
+            with open(real, "rb") as source, open(self.at(real), "wb") as target:
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+            os.chmod(self.at(real), os.stat(real).st_mode & 0o755)
+            self.files.add(real)
+            return
         elif not os.path.exists(self.at(real)):
             os.close(os.open(self.at(real), os.O_CREAT | os.O_WRONLY, 0o644))
         self.mount(real, self.at(real), None, MS_BIND, None)
@@ -217,12 +227,14 @@ def build(new_root: str, layout: dict, mount, read_only, pivot, umount) -> None:
     (mount_setattr: read-only and nosuid, other flags kept, as a user namespace must),
     ``pivot(new, old)`` and ``umount(target, flags)`` are system calls raising OSError."""
     mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing propagates back to the host
-    mount("none", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    size = sum(os.path.getsize(p) for p in layout["files"]) + (1 << 20)
+    mount("none", new_root, "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={size},nr_inodes=4096,mode=0755")
     b = _Builder(new_root, mount, read_only)
     for directory in layout["dirs"]:
         b.bind(directory, True)
-    for path in layout["files"]:
-        b.bind(path, False)
+    for path in layout["files"]:  # the interpreter, its libraries, ld.so.cache: ~30 files
+        b.bind(path, False, copy=True)
     for path in layout["devices"]:  # real device nodes: a tmpfs here is nodev
         b.bind(path, False)
     for path in layout["masks"]:
