@@ -138,17 +138,10 @@ class RequestCache:
             if self._in_transaction:  # committed by transaction() with the others
                 self._conn.execute(insert, row)
                 return
-            try:
-                # INSERT OR REPLACE: another process may have stored the same answer meanwhile;
-                # either copy is a valid answer to the same request.
-                self._conn.execute("BEGIN IMMEDIATE")
+            # INSERT OR REPLACE: another process may have stored the same answer meanwhile;
+            # either copy is a valid answer to the same request.
+            with self.transaction():
                 self._conn.execute(insert, row)
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise ExternalError(
-                    f"cannot write the LLM request cache {self.path}: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -162,14 +155,12 @@ class RequestCache:
                 self._in_transaction = True
                 yield
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise ExternalError(
-                    f"cannot write the LLM request cache {self.path}: {exc}") from exc
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise ExternalError(
+                        f"cannot write the LLM request cache {self.path}: {exc}") from exc
                 raise
             finally:
                 self._in_transaction = False
