@@ -25,9 +25,13 @@ T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
-           default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with help text and optional allowed values."""
-    metadata = {"help": help}
+           default_factory: Any = dataclasses.MISSING, affects_outputs: bool = True) -> Any:
+    """A dataclass field with help text and optional allowed values.
+
+    ``affects_outputs=False`` marks a setting that cannot change what a stage writes (log
+    cadence, concurrency, where checkpoints go): dvc.yaml does not declare it as a param of
+    the stage, so changing it reruns nothing (tests/test_dvc_params.py checks both ways)."""
+    metadata = {"help": help, "affects_outputs": affects_outputs}
     if choices is not None:
         metadata["choices"] = tuple(choices)
     if default_factory is not dataclasses.MISSING:
@@ -184,6 +188,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def output_fields(cls: type) -> list[str]:
+    """The fields that can change a stage's outputs (see ``option(affects_outputs=...)``)."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("affects_outputs", True)]
+
+
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) rows, for documentation and ``wizardcoder params``."""
     hints = typing.get_type_hints(cls)
@@ -194,5 +203,7 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
         help_text = f.metadata.get("help", "")
         if "choices" in f.metadata:
             help_text += f" One of {list(f.metadata['choices'])}."
+        if not f.metadata.get("affects_outputs", True):
+            help_text += " (Changes no output: not a DVC param of the stage.)"
         rows.append((f.name, _type_name(hints[f.name]), default, help_text))
     return rows
