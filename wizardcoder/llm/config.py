@@ -76,7 +76,8 @@ class LLMConfig:
     api_key_env: str = option(
         "OPENAI_API_KEY",
         help="NAME of the environment variable holding the API key (never the key itself). "
-             "Required to be set for api.openai.com; optional for custom base_urls.")
+             "Required to be set for api.openai.com; optional for custom base_urls.",
+        affects_outputs=False)
     step_models: dict[str, str] = option(
         default_factory=dict,
         help=f"Model per evolve step, e.g. {{judge: gpt-4o-mini}}; steps: {list(STEP_NAMES)}. "
@@ -99,58 +100,75 @@ class LLMConfig:
     auth_header: str = option(
         "Authorization", choices=AUTH_HEADERS,
         help="How the key is sent: 'Authorization' (Bearer <key>: OpenAI, vLLM, most "
-             "servers) or 'api-key' (the key as is: Azure OpenAI).")
+             "servers) or 'api-key' (the key as is: Azure OpenAI).",
+        affects_outputs=False)
     resend_cached_errors: bool = option(
         False,
         help="Resend requests whose permanent failure (400, content filter, no content) is "
              "in the request cache instead of replaying the failure, e.g. after fixing an API "
              "setting that made them fail; the new outcome replaces the cached one.")
-    max_in_flight: int = option(4, help="Most requests awaiting an answer at once.")
+    max_in_flight: int = option(4, help="Most requests awaiting an answer at once.",
+        affects_outputs=False)
     requests_per_minute: int = option(
-        0, help="Client-side request rate limit; 0 = unlimited.")
+        0, help="Client-side request rate limit; 0 = unlimited.",
+        affects_outputs=False)
     tokens_per_minute: int = option(
         0, help="Client-side token rate limit, counting prompt chars/4 + max_tokens per "
-                "request (how providers meter); 0 = unlimited.")
+                "request (how providers meter); 0 = unlimited.",
+        affects_outputs=False)
     timeout_s: float = option(
-        120.0, help="Seconds to wait for one answer before it counts as a failed attempt.")
+        120.0, help="Seconds to wait for one answer before it counts as a failed attempt.",
+        affects_outputs=False)
     max_retries: int = option(
         6, help="Retries after the first attempt for 429, 5xx, timeouts, connection errors "
                 "and malformed answers; then that row fails with verdict request_error "
-                "(retries_exhausted, not cached: a rerun tries it again).")
+                "(retries_exhausted, not cached: a rerun tries it again).",
+        affects_outputs=False)
     backoff_initial_s: float = option(
-        1.0, help="First retry waits up to this long (exponential backoff, full jitter).")
+        1.0, help="First retry waits up to this long (exponential backoff, full jitter).",
+        affects_outputs=False)
     backoff_max_s: float = option(
-        60.0, help="Cap of one backoff wait (a server's Retry-After is honoured as given).")
+        60.0, help="Cap of one backoff wait (a server's Retry-After is honoured as given).",
+        affects_outputs=False)
     price_per_million_prompt_tokens: float = option(
         0.0, help="USD per million prompt (input) tokens, for the cost figures of each round "
                   "and for evolve.budget_usd; 0 = unpriced (e.g. the embedded model). Not "
-                  "part of the request cache key: changing it re-prices, never re-asks.")
+                  "part of the request cache key: changing it re-prices, never re-asks.",
+        affects_outputs=False)
     price_per_million_completion_tokens: float = option(
         0.0, help="USD per million completion (output) tokens; see "
-                  "price_per_million_prompt_tokens.")
+                  "price_per_million_prompt_tokens.",
+        affects_outputs=False)
     embedded_n_ctx: int = option(
         2048, help="Context window of the embedded llama.cpp server (prompt + answer tokens).")
     embedded_n_threads: int = option(
-        0, help="CPU threads of the embedded server; 0 = all cores.")
+        0, help="CPU threads of the embedded server; 0 = all cores.",
+        affects_outputs=False)
     embedded_startup_timeout_s: float = option(
-        120.0, help="Seconds to wait for the embedded server to load the model and answer.")
+        120.0, help="Seconds to wait for the embedded server to load the model and answer.",
+        affects_outputs=False)
     mode: str = option(
         "online", choices=MODES,
         help="'online' sends each request and waits for it; 'batch' sends each evolve "
              "step's uncached requests through OpenAI's Batch API (half the price, answers "
              "within 24 h), resumes its batches after a kill and caches every answer "
-             "(README: Batch API). Provider 'openai' only. Not part of the cache key.")
+             "(README: Batch API). Provider 'openai' only. Not part of the cache key.",
+        affects_outputs=False)
     batch_poll_s: float = option(
         30.0, help="With mode 'batch': seconds before the first status poll of a batch; the "
-                   "wait grows 1.5x per poll up to batch_poll_max_s.")
+                   "wait grows 1.5x per poll up to batch_poll_max_s.",
+        affects_outputs=False)
     batch_poll_max_s: float = option(
-        300.0, help="With mode 'batch': the longest wait between two status polls.")
+        300.0, help="With mode 'batch': the longest wait between two status polls.",
+        affects_outputs=False)
     batch_max_requests: int = option(
         BATCH_MAX_REQUESTS, help=f"With mode 'batch': most requests per batch input file "
-                                 f"(OpenAI: {BATCH_MAX_REQUESTS}); more are split.")
+                                 f"(OpenAI: {BATCH_MAX_REQUESTS}); more are split.",
+        affects_outputs=False)
     batch_max_bytes: int = option(
         BATCH_MAX_BYTES, help=f"With mode 'batch': most bytes per batch input file (OpenAI: "
-                              f"200 MB = {BATCH_MAX_BYTES}); larger ones are split.")
+                              f"200 MB = {BATCH_MAX_BYTES}); larger ones are split.",
+        affects_outputs=False)
 
     def __post_init__(self) -> None:
         s = SECTION
