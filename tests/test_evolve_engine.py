@@ -110,7 +110,8 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
     expected_rule = {r["id"]: next((rule for m, rule in MARKERS.items()
                                     if m in r["instruction"]), None) for r in rows}
     assert stats["dropped_by_rule"] == {"truncated": 2, "empty": 1, "template_copy": 1,
-                                        "judge_equal": 1, "refusal": 1, "request_error": 0}
+                                        "judge_equal": 1, "refusal": 1, "no_python": 0,
+                                        "failed_tests": 0, "request_error": 0}
     assert stats["request_errors"] == {c: 0 for c in ERROR_CLASSES}
     assert stats["kept"] == 4 and stats["dropped"] == 6 and stats["rows_in"] == 10
     for method in METHODS:
@@ -141,13 +142,15 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
         assert set(lin["usage"]) == {"evolve", "answer", "judge"}
         assert all(u["prompt_tokens"] == 10 and u["completion_tokens"] > 0
                    for u in lin["usage"].values())
-        assert lin["verdicts"] == {rule: "pass" for rule in filters.VERDICTS}
+        assert lin["verdicts"] == {rule: "skipped" if rule in filters.VERIFY_VERDICTS
+                                   else "pass" for rule in filters.VERDICTS}
     by_parent = {r["parent_id"]: r for r in rejected}
     refused = by_parent["seed03"]
     assert refused["failed_rule"] == "refusal" and refused["output"].startswith("Sorry")
     assert refused["lineage"]["verdicts"] == {
         "truncated": "pass", "empty": "pass", "template_copy": "pass", "judge_equal": "pass",
-        "refusal": "fail", "request_error": "pass"}
+        "refusal": "fail", "no_python": "skipped", "failed_tests": "skipped",
+        "request_error": "pass"}
     same = by_parent["seed05"]  # judged Equal before its answer: never answered
     assert same["failed_rule"] == "judge_equal" and same["output"] == ""
     assert set(same["lineage"]["usage"]) == {"evolve", "judge"}

@@ -49,11 +49,7 @@ class ExecRunner:
         todo = [job for job in jobs if job.key() not in self.results]
         todo = list({job.key(): job for job in todo}.values())
         if todo and self.isolation is None:
-            from wizardcoder.scoring.sandbox import require_isolation
-
-            # As in score: strict refuses (exit 2) before any row runs when a layer is missing.
-            layers = require_isolation(self.limits.isolation, self.limits)
-            self.isolation = {k: v for k, v in layers.items() if k != "errors"}
+            self.isolation = active_isolation(self.limits)
         if todo:
             problems = {job.task.task_id: job.task.problem for job in todo}
             samples = []
@@ -72,6 +68,15 @@ class ExecRunner:
             for job, verdict in zip(todo, verdicts, strict=True):
                 self.results[job.key()] = (verdict.kind, verdict.detail)
         return [self.results[job.key()] for job in jobs]
+
+
+def active_isolation(limits) -> dict:
+    """The sandbox layers active, checked before any row runs: as in score, ``strict``
+    isolation refuses (exit 2) when a layer is missing."""
+    from wizardcoder.scoring.sandbox import require_isolation
+
+    layers = require_isolation(limits.isolation, limits)
+    return {k: v for k, v in layers.items() if k != "errors"}
 
 
 def sandbox_limits(score_config) -> object:

@@ -38,8 +38,17 @@ from wizardcoder.evolve.prompts import (
     answer_messages,
     evolve_messages,
     judge_messages,
+    tests_messages,
 )
 from wizardcoder.evolve.stats import failure_counts, round_stats
+from wizardcoder.evolve.verify import (
+    TEST_MODES,
+    VERIFY_MODES,
+    Attempt,
+    Sandbox,
+    verify_answers,
+    verify_stats,
+)
 from wizardcoder.llm.config import STEP_NAMES
 from wizardcoder.llm.limits import Budget, BudgetExceeded, Prices, usd
 from wizardcoder.prompt_template import instruction_text
@@ -76,7 +85,26 @@ class EvolveConfig:
                    "round's rows; above it the stage fails (exit 2, counts per class, nothing "
                    "written) and stops sending as soon as the limit is passed.")
 
+    verify: str = option(
+        "none", help="none: keep answers as the LLM wrote them. tests: the answer must come "
+                     "with assert-based tests that its solution passes in the scoring "
+                     "sandbox (the `score` section's limits and isolation), else it is sampled "
+                     "again up to verify_attempts and then eliminated (verdicts failed_tests, "
+                     "no_python). Off by default: the embedded 135M model hardly ever writes "
+                     "passing tests, so nearly every row would be eliminated.")
+    verify_attempts: int = option(
+        3, help="Answers sampled per row under verify: tests (each with its own seed, each "
+                "cached) before the row is eliminated.")
+    verify_tests: str = option(
+        "inline", help="inline: the answer call asks for the solution and its tests in one "
+                       "answer. separate: a second call per attempt writes the tests for the "
+                       "answer (one more call per attempt).")
+
     def __post_init__(self):
+        require(self.verify in VERIFY_MODES, "evolve", "verify", " or ".join(VERIFY_MODES))
+        require(self.verify_tests in TEST_MODES, "evolve", "verify_tests",
+                " or ".join(TEST_MODES))
+        require(self.verify_attempts >= 1, "evolve", "verify_attempts", "an integer >= 1")
         for name, weight in self.methods.items():
             if name not in METHODS:
                 raise ConfigError(f"evolve.methods: unknown method {name!r}; "
@@ -156,9 +184,11 @@ class _Row:
         self.answer = ""
         self.verdicts = {rule: "skipped" for rule in filters.VERDICTS}
         self.verdicts[filters.REQUEST_ERROR] = "pass"
-        self.usage: dict[str, dict] = {}
+        self.usage: dict[str, dict] = {}   # per step, summed over verification attempts
         self.models: dict[str, dict] = {}  # per step: the model asked, the one that answered
-        self.cached: dict[str, bool] = {}  # per step; metrics only, never in the data rows
+        # (step, prompt tokens, completion tokens, from the cache) of every call; metrics only
+        self.calls: list[tuple[str, int, int, bool]] = []
+        self.attempts: list[Attempt] = []  # evolve.verify: tests
         self.failed_rule: str | None = None
         self.error: dict | None = None  # {"class", "step", "message"} of a request_error
 
@@ -202,33 +232,54 @@ class RoundWork:
         """The model named for ``step`` in llm.step_models; None = llm.model."""
         return self.llm.step_models.get(step) if self.llm is not None else None
 
-    def request(self, row: _Row, step: str):
+    @property
+    def inline_tests(self) -> bool:
+        return self.config.verify == "tests" and self.config.verify_tests == "inline"
+
+    def request(self, row: _Row, step: str, attempt: int = 1, answer: str = ""):
+        """The request of ``step``; ``attempt`` > 1: a verification retry of the answer (a
+        seed of its own), ``step`` "tests": the test-writing call for ``answer``."""
         from wizardcoder.llm.client import ChatRequest
 
         c = self.config
+        seed = _derived_int(c.seed, self.no, row.parent["id"], step)
+        tag, model = f"{self.key}/{row.parent['id']}/{step}", self.model_for(step)
+        if attempt > 1 or step == "tests":
+            seed = _derived_int(c.seed, self.no, row.parent["id"], step, attempt)
+            tag += f"#{attempt}"
         if step == "evolve":
             messages = evolve_messages(row.question, row.method)
             max_tokens, temperature, top_p = c.evolve_max_tokens, c.temperature, c.top_p
         elif step == "answer":
-            messages = answer_messages(row.evolved)
+            messages = answer_messages(row.evolved, with_tests=self.inline_tests)
             max_tokens, temperature, top_p = c.answer_max_tokens, c.answer_temperature, 1.0
+        elif step == "tests":  # written by the answer model
+            messages = tests_messages(row.evolved, answer)
+            max_tokens, temperature, top_p = c.answer_max_tokens, c.answer_temperature, 1.0
+            model = self.model_for("answer")
         else:
             messages = judge_messages(row.question, row.evolved)
             max_tokens, temperature, top_p = c.judge_max_tokens, 0.0, 1.0
         return ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature,
-                           top_p=top_p, seed=_derived_int(c.seed, self.no, row.parent["id"], step),
-                           tag=f"{self.key}/{row.parent['id']}/{step}",
-                           model=self.model_for(step))
+                           top_p=top_p, seed=seed, tag=tag, model=model)
+
+    def record(self, step: str, row: _Row, result) -> None:
+        """Usage, models and cache state of one call (any step, any attempt)."""
+        used = row.usage.setdefault(step, {"prompt_tokens": 0, "completion_tokens": 0})
+        used["prompt_tokens"] += result.prompt_tokens or 0
+        used["completion_tokens"] += result.completion_tokens or 0
+        row.calls.append((step, result.prompt_tokens or 0, result.completion_tokens or 0,
+                          bool(result.cached)))
+        model_step = "answer" if step == "tests" else step
+        asked = self.model_for(model_step) or (self.llm.model if self.llm is not None
+                                               else None)
+        row.models[step] = {"asked": asked, "served": result.model}
 
     def apply(self, step: str, row: _Row, result) -> None:
         """Record one result (a :class:`~wizardcoder.llm.client.ChatResult`) and run the
         elimination rules that it decides."""
         enabled = self.config.eliminate
-        row.usage[step] = {"prompt_tokens": result.prompt_tokens or 0,
-                           "completion_tokens": result.completion_tokens or 0}
-        row.cached[step] = result.cached
-        asked = self.model_for(step) or (self.llm.model if self.llm is not None else None)
-        row.models[step] = {"asked": asked, "served": result.model}
+        self.record(step, row, result)
         if result.error is not None:
             row.request_failed(step, result.error, result.error_message)
             return
@@ -269,9 +320,15 @@ class RoundWork:
                 "usage": row.usage,
                 "verdicts": row.verdicts,
             }
+            if row.attempts:
+                last = row.attempts[-1]
+                lineage["verify"] = {"attempts": len(row.attempts), "tests": last.test_count,
+                                     "kind": last.kind, "mode": c.verify_tests}
             if row.failed_rule:
                 failed = {"parent_id": parent["id"], "instruction": row.evolved,
                           "output": row.answer, "failed_rule": row.failed_rule}
+                if row.attempts:
+                    failed["verify_detail"] = row.attempts[-1].detail
                 carried = {**parent, "carried": True, "carried_in_round": self.no,
                            "carried_rule": row.failed_rule, "carried_method": row.method}
                 if row.error is not None:
@@ -281,13 +338,17 @@ class RoundWork:
                 output.append(carried)
             else:
                 child_id = f"r{self.no}-{_derived_int(parent['id'], self.no):08x}"
-                output.append({"id": child_id, "instruction": row.evolved, "input": "",
-                               "output": row.answer, "lineage": lineage})
+                child = {"id": child_id, "instruction": row.evolved, "input": "",
+                         "output": row.answer, "lineage": lineage}
+                if row.attempts:
+                    child["tests"] = row.attempts[-1].tests
+                output.append(child)
         return output, rejected
 
 
 def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
-                 model: str, progress: bool = True) -> tuple[list[dict], list[dict], dict]:
+                 model: str, progress: bool = True,
+                 sandbox: Sandbox | None = None) -> tuple[list[dict], list[dict], dict]:
     """Run one round; returns (output rows, rejected rows, stats).
 
     ``client`` is a :class:`wizardcoder.llm.client.LLMClient`. Raises
@@ -296,9 +357,10 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
     ``config.max_failed_fraction`` allows, and
     :class:`~wizardcoder.llm.client.LLMRequestError` for a failure every request shares
     (401, 404...); in every case each answer received is already in the request cache.
+    ``sandbox``: where ``config.verify: tests`` runs the answers' tests (required then).
     """
-    from wizardcoder.llm.client import TooManyRequestErrors
-
+    if config.verify == "tests" and sandbox is None:
+        raise ConfigError("evolve.verify: tests needs the sandbox (the `score` section)")
     rnd = RoundWork(rows, config, round_key, client.config)
     prices: Prices = client.config.prices
     budget = Budget(config.budget_usd, prices, param="evolve.budget_usd",
@@ -307,17 +369,16 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
         log.warning("evolve.budget_usd=%g has no effect: llm.price_per_million_prompt_tokens "
                     "and llm.price_per_million_completion_tokens are 0", config.budget_usd)
     limit = config.max_failed_rows(len(rnd.work))
-    for step in STEPS:
-        todo = rnd.rows_for(step)
-        if not todo:
-            continue
-        requests = [rnd.request(r, step) for r in todo]
-        desc = f"{round_key} {step}"
+
+    def send(step: str, todo: list[_Row], requests: list, desc: str) -> list:
+        """The results of ``requests`` (one per row of ``todo``), counting failures."""
+        from wizardcoder.llm.client import TooManyRequestErrors
+
         _log_step(client, requests, budget, desc)
         allowed = limit - failure_counts(rnd.work)["total"]
         try:
-            results = client.chat_many(requests, desc=desc, progress=progress, budget=budget,
-                                       max_errors=allowed)
+            return client.chat_many(requests, desc=desc, progress=progress, budget=budget,
+                                    max_errors=allowed)
         except TooManyRequestErrors as exc:
             counts = failure_counts(rnd.work)
             counts["total"] += sum(exc.counts.values())
@@ -328,14 +389,24 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
                                     config.max_failed_fraction,
                                     _examples(rnd.work, round_key) + exc.examples,
                                     exc.not_sent) from None
+
+    for step in STEPS:
+        todo = rnd.rows_for(step)
+        if not todo:
+            continue
+        results = send(step, todo, [rnd.request(r, step) for r in todo], f"{round_key} {step}")
         for row, res in zip(todo, results, strict=True):
             rnd.apply(step, row, res)
+    verify_s = verify_answers(rnd, send, sandbox) if config.verify == "tests" else 0.0
     counts = failure_counts(rnd.work)
     if counts["total"] > limit:  # a safety net: each step already stopped at its share
         raise TooManyFailedRows(round_key, len(rnd.work), counts, limit,
                                 config.max_failed_fraction, _examples(rnd.work, round_key))
     output, rejected = rnd.outputs(model)
-    return output, rejected, round_stats(rnd.work, round_key, prices, config)
+    stats = round_stats(rnd.work, round_key, prices, config)
+    if config.verify == "tests":
+        stats["verify"], stats["verify_rows"] = verify_stats(rnd.work, verify_s, sandbox)
+    return output, rejected, stats
 
 
 def _examples(work, round_key: str) -> list[str]:

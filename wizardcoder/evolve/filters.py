@@ -8,7 +8,8 @@ both calls), so a row the judge drops is never answered.
 
 ``request_error`` is a verdict too, but not a rule one can switch off: a row whose LLM
 request failed for its own reason (see :data:`~wizardcoder.llm.cache.ERROR_CLASSES`) is
-eliminated like any failed evolution and its parent carried to the next round.
+eliminated like any failed evolution and its parent carried to the next round. So are the
+verification verdicts ``no_python`` and ``failed_tests`` (``evolve.verify: tests``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from wizardcoder.evolve.prompts import REFUSAL_MARKERS, TEMPLATE_MARKERS
 
 RULES = ("truncated", "empty", "template_copy", "judge_equal", "refusal")
 REQUEST_ERROR = "request_error"
-VERDICTS = (*RULES, REQUEST_ERROR)
+# evolve.verify: tests (wizardcoder.evolve.verify): decided after the answer, switched on by
+# that param rather than by evolve.eliminate; "skipped" on every row without it.
+NO_PYTHON = "no_python"
+FAILED_TESTS = "failed_tests"
+VERIFY_VERDICTS = (NO_PYTHON, FAILED_TESTS)
+VERDICTS = (*RULES, *VERIFY_VERDICTS, REQUEST_ERROR)
 
 # A small English stop-word list: an output made only of these carries no task.
 STOP_WORDS = frozenset(

@@ -48,6 +48,24 @@ DEFAULT_METHOD_WEIGHTS: dict[str, float] = {
 
 ANSWER_SYSTEM = "You are a helpful programming assistant. Answer with correct, complete code."
 
+# evolve.verify: tests, verify_tests: inline -- the answer carries its own tests.
+ANSWER_WITH_TESTS_SYSTEM = (
+    "You are a helpful programming assistant. Answer with correct, complete Python code in a "
+    "```python block. Then write a second ```python block of assert statements that test "
+    "your solution (at least three, including edge cases), with every expected value worked "
+    "out by hand; the tests must pass when run after the solution."
+)
+
+# evolve.verify: tests, verify_tests: separate -- a second call writes the tests.
+TESTS_TEMPLATE = (
+    "Write tests for the solution below to the programming question below. Reply with one "
+    "```python block of assert statements only (at least three, including edge cases), with "
+    "every expected value worked out by hand from the question. Do not repeat the "
+    "solution; the tests run after it.\n\n"
+    "Question:\n{question}\n\n"
+    "Solution:\n{solution}"
+)
+
 JUDGE_TEMPLATE = (
     "Compare the two programming questions below. Are they equal, meaning they have the "
     "same constraints and requirements and ask for the same depth and breadth of work?\n\n"
@@ -90,9 +108,15 @@ def evolve_messages(question: str, method: str) -> list[dict]:
              "content": EVOLVE_TEMPLATE.format(method=METHODS[method], question=question)}]
 
 
-def answer_messages(instruction: str) -> list[dict]:
-    return [{"role": "system", "content": ANSWER_SYSTEM},
+def answer_messages(instruction: str, with_tests: bool = False) -> list[dict]:
+    return [{"role": "system", "content": ANSWER_WITH_TESTS_SYSTEM if with_tests
+             else ANSWER_SYSTEM},
             {"role": "user", "content": instruction}]
+
+
+def tests_messages(question: str, solution: str) -> list[dict]:
+    return [{"role": "user", "content": TESTS_TEMPLATE.format(question=question,
+                                                              solution=solution)}]
 
 
 def judge_messages(parent: str, child: str) -> list[dict]:

@@ -78,17 +78,17 @@ def round_stats(work, round_key: str, prices: Prices | None = None, config=None)
         if r.error is not None:
             by_method[r.method]["request_errors"][r.error["class"]] += 1
     network, cache = _tokens(), {**_tokens(), "value_usd": 0.0}
-    by_step = {step: {**_tokens(), "cache_hits": 0} for step in STEP_NAMES}
+    # "tests": the test-writing calls of evolve.verify_tests: separate.
+    by_step = {step: {**_tokens(), "cache_hits": 0} for step in (*STEP_NAMES, "tests")}
     for r in work:
-        for step, usage in r.usage.items():
-            p, c = usage["prompt_tokens"], usage["completion_tokens"]
+        for step, p, c, cached in r.calls:
             cost = prices.cost(p, c)
-            bucket = cache if r.cached[step] else network
+            bucket = cache if cached else network
             for target in (bucket, by_step[step]):
                 target["requests"] += 1
                 target["prompt_tokens"] += p
                 target["completion_tokens"] += c
-            if r.cached[step]:
+            if cached:
                 cache["value_usd"] += cost
                 by_step[step]["cache_hits"] += 1
             else:

@@ -58,19 +58,22 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         metrics: str) -> dict:
     llm_config, config = _load(params, round_key, input_path)
     rows = read_round_input(input_path)
+    sandbox, logged = None, {"llm": to_dict(llm_config), "evolve": to_dict(config)}
+    if config.verify == "tests":
+        sandbox, logged["score"] = verify_sandbox(params)
 
     from wizardcoder.llm.server import open_client
 
-    with stage_run(f"evolve@{round_key}", {"llm": to_dict(llm_config),
-                                           "evolve": to_dict(config)},
+    with stage_run(f"evolve@{round_key}", logged,
                    tags={"round": round_key}) as run_, open_client(llm_config) as client:
         output, rejected_rows, stats = evolve_round(rows, config, client, round_key,
-                                                    model=client.model_identity)
+                                                    model=client.model_identity,
+                                                    sandbox=sandbox)
         stats["client"] = dict(client.stats)
         write_jsonl(out, output)
         write_jsonl(rejected, rejected_rows)
         write_json(metrics, stats)
-        run_.log_metrics({k: v for k, v in stats.items() if k != "round"})
+        run_.log_metrics({k: v for k, v in stats.items() if k not in ("round", "verify_rows")})
     saved = stats["judge_first"]
     log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s (request errors %s); %d "
              "requests sent (%d prompt + %d completion tokens, %s), %d from the cache; the "
@@ -80,7 +83,32 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
              stats["network_calls"], stats["network"]["prompt_tokens"],
              stats["network"]["completion_tokens"], usd(stats["cost_usd"]),
              stats["cache_hits"], saved["answer_calls_not_sent"], usd(saved["cost_usd_est"]))
+    if "verify" in stats:
+        v = stats["verify"]
+        log.info("evolve %s: verify tests: %d of %d answered rows passed their tests "
+                 "(%.1f%%), %.2f attempts per kept row, %d eliminated failed_tests, %d "
+                 "no_python; %.1f tests per kept row (%d with a single test); %d sandbox runs "
+                 "in %.1f s (%.1f rows/s)", round_key, v["kept"], v["rows_verified"],
+                 100 * v["verified_rate"], v["attempts_per_kept"],
+                 v["eliminated_failed_tests"], v["eliminated_no_python"],
+                 v["tests_per_kept_mean"], v["kept_with_one_test"], v["sandbox_runs"],
+                 v["sandbox_s"], v["sandbox_rows_per_s"])
     return stats
+
+
+# The `score` keys that evolve.verify: tests reads (declared for the evolve stage in dvc.yaml).
+VERIFY_SCORE_KEYS = ("workers", "timeout_s", "cpu_s", "memory_mb", "max_procs",
+                     "isolate_network", "isolation")
+
+
+def verify_sandbox(params: str):
+    """The sandbox evolve.verify: tests runs answers in: the `score` section's limits,
+    isolation and workers, as scoring and the merge stage's execution detector use them."""
+    from wizardcoder.evolve.verify import Sandbox
+    from wizardcoder.pipeline.score import ScoreConfig
+
+    score = load_section(params, "score", ScoreConfig)
+    return Sandbox.from_score(score), {k: getattr(score, k) for k in VERIFY_SCORE_KEYS}
 
 
 # -- dry run ------------------------------------------------------------------------------

@@ -1,0 +1,401 @@
+"""Execution-verified evolution (``evolve.verify: tests``): an answer is kept only when its
+solution passes its own assert-based tests in the scoring sandbox.
+
+The answer step asks for the solution and tests in one answer (``verify_tests: inline``) or
+a second call writes the tests for the answer (``separate``). :func:`split_program` finds
+the Python code with :mod:`ast` (nothing of it runs on the host): fenced blocks that parse
+as Python, or the parseable chunks of an unfenced answer (reusing
+:mod:`wizardcoder.generation.sanitize`). Top-level asserts, ``test*`` functions,
+``unittest.TestCase`` classes and the body of ``if __name__ == "__main__":`` are the tests;
+the rest is the solution. The program run is solution + tests + calls of the test functions
++ a trivial entry point, loaded by the sandbox worker the way ``score`` loads a sample and
+under the `score` section's limits and isolation (:func:`run_programs`, via
+:func:`wizardcoder.scoring.evaluate_samples`, as the merge stage's execution detector runs
+training rows): any exception while loading (a failed assert, an error, ``SystemExit``), a
+timeout or a crash fails it.
+
+An answer with no Python code (prose, another language) is the verdict ``no_python``; one
+with code but no test, or whose tests fail, is ``failed_tests``. Either is sampled again
+(a new seed per attempt, each attempt cached) up to ``evolve.verify_attempts``; a row that
+never passes is eliminated and its parent carried, like any failed evolution. What it cannot
+check: the tests are the model's own, so a wrong expectation that the wrong solution also
+satisfies, or a weak test (``assert f(1) is not None``), passes; ``tests`` per row counts
+the assertions so weak verification is visible.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from dataclasses import dataclass
+
+from wizardcoder.generation.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
+
+VERIFY_MODES = ("none", "tests")
+TEST_MODES = ("inline", "separate")
+ENTRY = "__wizardcoder_verified__"
+# The trusted check: the program loaded (its tests ran at load time) and the entry answers.
+PROBLEM = {"task_id": "evolve/verify", "prompt": "", "entry_point": ENTRY,
+           "test": "def check(candidate):\n    assert candidate() is True\n"}
+_FENCE_LANG = "```"
+
+
+@dataclass
+class Split:
+    """The Python code of an answer, split into solution and tests."""
+
+    solution: str
+    tests: str
+    test_count: int       # assert statements + self.assert* calls in the tests
+    test_functions: list[str]
+    test_classes: list[str]
+
+
+def _python_code(answer: str) -> str:
+    """Fenced blocks labelled Python (or unlabelled) that parse as Python; without fences the
+    parseable chunks of the text. '' when there is none (prose only, another language)."""
+    if _FENCE_LANG in answer:
+        blocks, langs = extract_blocks(answer), _fence_langs(answer)
+        code = [b for b, lang in zip(blocks, langs, strict=False)
+                if lang in PYTHON_LANGS and b.strip() and _parses(b)]
+        return "\n\n".join(code)
+    return parseable_code(answer)
+
+
+def _fence_langs(text: str) -> list[str]:
+    """The language label of each fenced block in extract_blocks' order (Python first)."""
+    python, other = [], []
+    opened = False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped.startswith(_FENCE_LANG):
+            continue
+        if opened:
+            opened = False
+            continue
+        opened = True
+        label = stripped[3:].strip().split(" ")[0].lower() if stripped[3:].strip() else ""
+        (python if label in PYTHON_LANGS else other).append(label)
+    return python + other
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+
+
+def _is_unittest_main(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func).split(".")[-1] == "main")
+
+
+def _is_test_class(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ClassDef) and any(
+        ast.unparse(base).split(".")[-1] == "TestCase" for base in node.bases)
+
+
+def _is_test(node: ast.stmt) -> bool:
+    if isinstance(node, ast.Assert) or _is_test_class(node):
+        return True
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name.startswith("test")
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        func = node.value.func
+        return isinstance(func, ast.Name) and func.id.startswith("test")
+    return False
+
+
+def _count_asserts(nodes: list[ast.stmt]) -> int:
+    count = 0
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Assert):
+                count += 1
+            elif (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute)
+                  and sub.func.attr.startswith("assert")):
+                count += 1
+    return count
+
+
+def split_program(answer: str) -> Split | None:
+    """The answer's solution and tests; None when it holds no Python code."""
+    code = _python_code(answer)
+    if not code.strip():
+        return None
+    try:
+        module = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if not module.body:
+        return None
+    solution, tests = [], []
+    for node in module.body:
+        if _is_main_guard(node):
+            tests.extend(n for n in node.body if not _is_unittest_main(n))
+        elif _is_test(node):
+            tests.append(node)
+        elif _is_unittest_main(node) and "unittest" in ast.unparse(node):
+            continue
+        else:
+            solution.append(node)
+    functions = [n.name for n in tests if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    called = {n.value.func.id for n in tests if isinstance(n, ast.Expr)
+              and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)}
+    return Split(solution="\n".join(ast.unparse(n) for n in solution),
+                 tests="\n".join(ast.unparse(n) for n in tests),
+                 test_count=_count_asserts(tests),
+                 test_functions=[f for f in functions if f not in called],
+                 test_classes=[n.name for n in tests if isinstance(n, ast.ClassDef)])
+
+
+def tests_only(answer: str) -> Split | None:
+    """The tests of a test-writing answer (``verify_tests: separate``): its tests and imports,
+    never a definition that could replace the solution's."""
+    split = split_program(answer)
+    if split is None:
+        return None
+    module = ast.parse(split.solution) if split.solution else ast.Module(body=[])
+    imports = [n for n in module.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return Split(solution="\n".join(ast.unparse(n) for n in imports), tests=split.tests,
+                 test_count=split.test_count, test_functions=split.test_functions,
+                 test_classes=split.test_classes)
+
+
+def build_program(solution: Split, tests: Split) -> str:
+    """What the sandbox loads: solution, tests, the test functions called, the TestCase
+    classes run (a failure raises), then the trivial entry point."""
+    parts = [solution.solution, tests.solution if tests is not solution else "", tests.tests]
+    parts += [f"{name}()" for name in tests.test_functions]
+    if tests.test_classes:
+        names = ", ".join(tests.test_classes)
+        parts.append(
+            "import io as _wc_io, unittest as _wc_unittest\n"
+            f"for _wc_case in ({names},):\n"
+            "    _wc_result = _wc_unittest.TextTestRunner(stream=_wc_io.StringIO(), "
+            "verbosity=0).run(_wc_unittest.defaultTestLoader.loadTestsFromTestCase(_wc_case))\n"
+            "    if not _wc_result.wasSuccessful():\n"
+            "        raise AssertionError(f'{_wc_case.__name__}: '"
+            " f'{len(_wc_result.failures)} failure(s), {len(_wc_result.errors)} error(s)')")
+    parts.append(f"def {ENTRY}():\n    return True")
+    return "\n\n".join(p for p in parts if p.strip()) + "\n"
+
+
+@dataclass
+class RunResult:
+    kind: str       # a harness verdict kind: passed, error (load failed), timeout, crashed...
+    detail: str
+    duration_s: float
+
+
+def run_programs(programs: list[str], limits, workers: int) -> list[RunResult]:
+    """Each program loaded in the scoring sandbox (in parallel); in program order."""
+    from wizardcoder.scoring import evaluate_samples
+
+    if not programs:
+        return []
+    samples = [{"task_id": PROBLEM["task_id"], "solution": p} for p in programs]
+    verdicts = evaluate_samples({PROBLEM["task_id"]: PROBLEM}, samples, limits,
+                                workers=workers, progress=False)
+    return [RunResult(v.kind, v.detail, v.duration_s) for v in verdicts]
+
+
+@dataclass
+class Attempt:
+    """One verification attempt of a row: the answer (and tests answer) checked."""
+
+    answer: str
+    tests_answer: str | None = None
+    kind: str = ""          # passed | no_python | no_tests | a sandbox verdict kind
+    detail: str = ""
+    tests: str = ""
+    test_count: int = 0
+    run_s: float = 0.0
+
+
+def prepare(attempt: Attempt) -> str | None:
+    """The program to run for ``attempt``, or None when it is decided without running
+    (``attempt.kind`` set: no_python or no_tests)."""
+    solution = split_program(attempt.answer)
+    if solution is None:
+        attempt.kind, attempt.detail = "no_python", "the answer holds no Python code"
+        return None
+    tests = solution if attempt.tests_answer is None else tests_only(attempt.tests_answer)
+    if tests is None or tests.test_count == 0 and not tests.test_functions:
+        attempt.kind, attempt.detail = "no_tests", "no assert-based test found"
+        return None
+    attempt.tests, attempt.test_count = tests.tests, tests.test_count
+    if not solution.solution.strip():
+        attempt.kind, attempt.detail = "no_tests", "the answer holds tests but no solution"
+        return None
+    return build_program(solution, tests)
+
+
+def check_attempts(attempts: list[Attempt], limits, workers: int) -> float:
+    """Decide every attempt (sandbox runs in parallel); returns the wall time spent."""
+    start = time.perf_counter()
+    todo = [(a, p) for a in attempts if not a.kind and (p := prepare(a)) is not None]
+    for (attempt, _), result in zip(todo, run_programs([p for _, p in todo], limits, workers),
+                                    strict=True):
+        attempt.kind, attempt.detail, attempt.run_s = result.kind, result.detail, \
+            round(result.duration_s, 4)
+    return time.perf_counter() - start
+
+
+def final_verdict(attempts: list[Attempt]) -> str:
+    """The row's verdict once its attempts are used: pass, or no_python when no attempt
+    held Python code, else failed_tests."""
+    if attempts and attempts[-1].kind == "passed":
+        return "pass"
+    return "no_python" if all(a.kind == "no_python" for a in attempts) else "failed_tests"
+
+
+def round_columns(rows: list[dict], round_no: int) -> dict:
+    """Per-round verification figures of a round's output rows (merge's metrics/rounds.json):
+    kept rows verified, attempts per kept row, tests per kept row, rows eliminated."""
+    kept = [r for r in rows if not r.get("carried")]
+    verified = [(r.get("lineage") or {}).get("verify") for r in kept]
+    verified = [v for v in verified if v]
+    carried = [r for r in rows if r.get("carried_in_round") == round_no]
+    tests = sum(r.get("carried_rule") == "failed_tests" for r in carried)
+    no_python = sum(r.get("carried_rule") == "no_python" for r in carried)
+    decided = len(verified) + tests + no_python
+    return {
+        "verified_kept": len(verified),
+        "verified_rate": round(len(verified) / decided, 4) if decided else None,
+        "verify_attempts_per_kept": (round(sum(v["attempts"] for v in verified)
+                                           / len(verified), 3) if verified else None),
+        "tests_per_kept": (round(sum(v["tests"] for v in verified) / len(verified), 3)
+                           if verified else None),
+        "eliminated_by_tests": tests,
+        "eliminated_no_python": no_python,
+    }
+
+
+@dataclass
+class Sandbox:
+    """Where answers are verified: the `score` section's limits, isolation and workers."""
+
+    limits: object                 # wizardcoder.scoring.SandboxLimits
+    workers: int = 2
+    isolation: dict | None = None  # the layers active, checked before the first run
+
+    @classmethod
+    def from_score(cls, score_config) -> Sandbox:
+        from wizardcoder.decontam_exec import sandbox_limits
+
+        return cls(sandbox_limits(score_config), score_config.workers)
+
+    def check(self, attempts: list[Attempt]) -> float:
+        if self.isolation is None and any(not a.kind for a in attempts):
+            from wizardcoder.decontam_exec import active_isolation
+
+            self.isolation = active_isolation(self.limits)
+        return check_attempts(attempts, self.limits, self.workers)
+
+
+def verify_answers(rnd, send, sandbox: Sandbox) -> float:
+    """Verify every row of ``rnd`` (a RoundWork) that survived the answer step; returns the
+    sandbox's wall time. ``send(step, rows, requests, desc)`` returns one ChatResult per
+    request (the engine's, which counts request failures against the round's limit)."""
+    config, seconds = rnd.config, 0.0
+    pending = [r for r in rnd.work if not r.failed_rule and r.answer]
+    for number in range(1, config.verify_attempts + 1):
+        if not pending:
+            break
+        attempts = {}
+        if number > 1:  # a fresh answer: its own seed, cached like any call
+            results = send("answer", pending, [rnd.request(r, "answer", number)
+                                               for r in pending],
+                           f"{rnd.key} verify answer #{number}")
+            for row, res in zip(pending, results, strict=True):
+                rnd.record("answer", row, res)
+                if res.error is not None:
+                    row.request_failed("answer", res.error, res.error_message)
+                    continue
+                row.answer = res.text.strip()
+                if res.finish_reason == "length":
+                    attempts[id(row)] = Attempt(row.answer, kind="truncated",
+                                                detail="the answer hit answer_max_tokens")
+            pending = [r for r in pending if not r.failed_rule]
+        for row in pending:
+            attempts.setdefault(id(row), Attempt(row.answer))
+        if config.verify_tests == "separate":
+            for row in pending:  # no tests call for an answer without Python code
+                if not attempts[id(row)].kind and split_program(row.answer) is None:
+                    attempts[id(row)].kind = "no_python"
+                    attempts[id(row)].detail = "the answer holds no Python code"
+            asked = [r for r in pending if not attempts[id(r)].kind]
+            results = send("answer", asked, [rnd.request(r, "tests", number, r.answer)
+                                             for r in asked],
+                           f"{rnd.key} verify tests #{number}")
+            for row, res in zip(asked, results, strict=True):
+                rnd.record("tests", row, res)
+                if res.error is not None:
+                    row.request_failed("answer", res.error, res.error_message)
+                else:
+                    attempts[id(row)].tests_answer = res.text.strip()
+            pending = [r for r in pending if not r.failed_rule]
+        seconds += sandbox.check([attempts[id(r)] for r in pending])
+        for row in pending:
+            row.attempts.append(attempts[id(row)])
+        pending = [r for r in pending if row_attempt_failed(r)]
+    for row in rnd.work:
+        if not row.attempts or row.failed_rule:
+            continue
+        verdict = final_verdict(row.attempts)
+        for name in ("no_python", "failed_tests"):
+            row.verdicts[name] = "pass" if verdict == "pass" else \
+                ("fail" if name == verdict else "skipped")
+        if verdict != "pass":
+            row.failed_rule = verdict
+    return seconds
+
+
+def row_attempt_failed(row) -> bool:
+    return row.attempts[-1].kind != "passed"
+
+
+def verify_stats(work, seconds: float, sandbox: Sandbox) -> tuple[dict, list[dict]]:
+    """The round's verification figures (metrics, MLflow) and one record per verified row
+    (attempts, tests, verdict, sandbox run time; the metrics file only, as run times vary)."""
+    verified = [r for r in work if r.attempts]
+    kept = [r for r in verified if r.attempts[-1].kind == "passed" and not r.failed_rule]
+    kept_ids = {id(r) for r in kept}
+    runs = [a for r in verified for a in r.attempts if a.run_s]
+    kinds: dict[str, int] = {}
+    for r in verified:
+        for a in r.attempts:
+            kinds[a.kind] = kinds.get(a.kind, 0) + 1
+    tests = sorted(r.attempts[-1].test_count for r in kept)
+    figures = {
+        "rows_verified": len(verified),
+        "kept": len(kept),
+        "verified_rate": round(len(kept) / len(verified), 4) if verified else 0.0,
+        "attempts": sum(len(r.attempts) for r in verified),
+        "attempts_per_kept": (round(sum(len(r.attempts) for r in kept) / len(kept), 3)
+                              if kept else 0.0),
+        "eliminated_failed_tests": sum(r.failed_rule == "failed_tests" for r in work),
+        "eliminated_no_python": sum(r.failed_rule == "no_python" for r in work),
+        "tests_per_kept_mean": round(sum(tests) / len(tests), 3) if tests else 0.0,
+        "tests_per_kept_min": tests[0] if tests else 0,
+        "kept_with_one_test": sum(t == 1 for t in tests),
+        "attempt_kinds": dict(sorted(kinds.items())),
+        "sandbox_runs": len(runs),
+        "sandbox_s": round(seconds, 3),
+        "sandbox_rows_per_s": round(len(runs) / seconds, 2) if seconds else 0.0,
+        "isolation": sandbox.isolation or {},
+    }
+    rows = [{"parent_id": r.parent["id"], "attempts": len(r.attempts),
+             "tests": r.attempts[-1].test_count,
+             "verdict": "pass" if id(r) in kept_ids else (r.failed_rule or "fail"),
+             "kinds": [a.kind for a in r.attempts],
+             "run_s": round(sum(a.run_s for a in r.attempts), 4)} for r in verified]
+    return figures, rows
