@@ -32,7 +32,8 @@ import scipy.sparse as sp
 
 from wizardcoder import decontam
 
-CHUNK = 4096  # rows of the sparse product at a time (bounds its memory)
+CHUNK = 2048  # rows of the sparse product at a time (bounds its memory)
+VERIFY = 50_000  # candidate pairs whose exact cosine is computed at a time
 _EPS = 1e-9
 
 
@@ -72,10 +73,12 @@ def near_pairs(matrix, threshold: float) -> dict[int, list[tuple[int, float]]]:
         later, earlier = later[maybe], earlier[maybe]
         order = np.lexsort((earlier, later))
         later, earlier = later[order], earlier[order]
-        cos = np.asarray(m[later].multiply(m[earlier]).sum(axis=1)).ravel()
-        hit = cos >= threshold - _EPS
-        for a, b, c in zip(later[hit], earlier[hit], cos[hit], strict=True):
-            out.setdefault(int(a), []).append((int(b), float(c)))
+        for at in range(0, len(later), VERIFY):  # slices bound the gathered rows' memory
+            i, j = later[at:at + VERIFY], earlier[at:at + VERIFY]
+            cos = np.asarray(m[i].multiply(m[j]).sum(axis=1)).ravel()
+            hit = cos >= threshold - _EPS
+            for a, b, c in zip(i[hit], j[hit], cos[hit], strict=True):
+                out.setdefault(int(a), []).append((int(b), float(c)))
     return out
 
 
