@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fault_server import FaultServer, Reply
 from tests.test_evolve_engine import EVOLVE, JUDGE, client_for, seed_rows
@@ -26,6 +27,7 @@ from wizardcoder.errors import ConfigError
 from wizardcoder.evolve.engine import EvolveConfig, evolve_round
 from wizardcoder.evolve.prompts import ANSWER_WITH_TESTS_SYSTEM
 from wizardcoder.evolve.verify import Attempt, Sandbox, check_attempts, split_program
+from wizardcoder.jsonl import write_jsonl
 from wizardcoder.scoring import SandboxLimits
 
 GOOD = "def add(a, b):\n    return a + b\n"
@@ -211,3 +213,42 @@ def test_split_counts_tests_of_each_style():
     check_attempts(attempts, SandboxLimits(**LIMITS), workers=2)
     assert [a.kind for a in attempts] == ["passed", "passed", "passed", "error", "no_tests",
                                           "no_tests"]
+
+
+def test_stage_and_dry_run_count_the_verification_calls(tmp_path, capsys, monkeypatch):
+    from tests.test_evolve_engine import write_params
+    from wizardcoder.cli import main
+
+    rows = seed_rows(["[good]", "[wrong]"], plain=0)
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "data" / "seed.jsonl", rows)
+    with FaultServer(responder=Responder(tmp_path / "p", tmp_path / "o")) as server:
+        params = write_params(tmp_path / "params.yaml", server.url, verify="tests",
+                              verify_attempts=2, verify_tests="separate")
+        data = yaml.safe_load(params.read_text())
+        data["score"].update(LIMITS)
+        params.write_text(yaml.safe_dump(data))
+        argv = ["evolve", "--params", str(params), "--round", "r1"]
+        assert main([*argv, "--dry-run"]) == 0
+        cold = capsys.readouterr().out
+        assert server.total == 0
+        assert main(argv) == 0
+        sent = server.total
+        capsys.readouterr()
+        assert main([*argv, "--dry-run"]) == 0
+        warm = capsys.readouterr().out
+        assert server.total == sent
+    # Per row: one answer sampled again + a tests call per attempt = 3 at most.
+    assert "verify calls       at most 6 more" in cold and "0 cached, at most 6 to send" in cold
+    # [good] passed at once: its tests call is cached; [wrong]: its second answer and its
+    # first tests call are cached, its second tests call's prompt is not known here.
+    assert "at most 6 more (evolve.verify: tests, 2 attempt(s), tests separate): 3 cached, " \
+           "at most 3 to send" in warm
+    metrics = json.loads((tmp_path / "metrics" / "evolve" / "r1.json").read_text())
+    out = [json.loads(line) for line in
+           (tmp_path / "data" / "evolved" / "r1.jsonl").read_text().splitlines()]
+    assert [bool(r.get("carried")) for r in out] == [False, True]
+    assert out[0]["tests"].count("assert") == 3
+    assert metrics["verify"]["kept"] == 1 and metrics["verify"]["attempts"] == 3
+    assert metrics["by_step"]["tests"]["requests"] == 3
+    assert [r["verdict"] for r in metrics["verify_rows"]] == ["pass", "failed_tests"]

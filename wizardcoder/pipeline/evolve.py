@@ -19,7 +19,13 @@ from wizardcoder.evolve.engine import (
     evolve_round,
     round_number,
 )
-from wizardcoder.evolve.prompts import METHODS, answer_messages, evolve_messages, judge_messages
+from wizardcoder.evolve.prompts import (
+    METHODS,
+    answer_messages,
+    evolve_messages,
+    judge_messages,
+    tests_messages,
+)
 from wizardcoder.evolve.rounds import load_rounds, round_input
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.llm.config import LLMConfig, openai_identity
@@ -143,21 +149,34 @@ class _Plan:
         self.prices = prices
         self.figures = {"evolve_calls": 0, "evolve_cached": 0, "evolve_to_send": 0,
                         "later_calls_max": 0, "later_cached": 0, "later_to_send_max": 0,
+                        "verify_calls_max": 0, "verify_cached": 0, "verify_to_send_max": 0,
                         "cached_request_errors": 0,
                         "prompt_tokens_est": 0, "max_completion_tokens": 0,
                         "min_usd": 0.0, "max_usd": 0.0, "cached_usd": 0.0}
 
+    @staticmethod
+    def _group(step: str) -> tuple[str, str, str]:
+        """(calls, cached, to send) figure names of a step; "verify": evolve.verify's
+        extra calls (answers sampled again, test-writing calls)."""
+        if step == "evolve":
+            return "evolve_calls", "evolve_cached", "evolve_to_send"
+        if step == "verify":
+            return "verify_calls_max", "verify_cached", "verify_to_send_max"
+        return "later_calls_max", "later_cached", "later_to_send_max"
+
     def cached(self, step: str, hit) -> None:
         f = self.figures
-        f["evolve_calls" if step == "evolve" else "later_calls_max"] += 1
-        f["evolve_cached" if step == "evolve" else "later_cached"] += 1
+        calls, cached, _ = self._group(step)
+        f[calls] += 1
+        f[cached] += 1
         f["cached_request_errors"] += hit.error is not None
         f["cached_usd"] += self.prices.cost(hit.prompt_tokens or 0, hit.completion_tokens or 0)
 
     def send(self, step: str, prompt_tokens: int, max_tokens: int, certain: bool) -> None:
         f = self.figures
-        f["evolve_calls" if step == "evolve" else "later_calls_max"] += 1
-        f["evolve_to_send" if step == "evolve" else "later_to_send_max"] += 1
+        calls, _, to_send = self._group(step)
+        f[calls] += 1
+        f[to_send] += 1
         f["prompt_tokens_est"] += prompt_tokens
         f["max_completion_tokens"] += max_tokens
         f["max_usd"] += self.prices.cost(prompt_tokens, max_tokens)
@@ -184,8 +203,6 @@ def _cached(cache, wire, req):
 
 
 def _walk(rnd: RoundWork, config: EvolveConfig, wire, cache, plan: _Plan) -> dict:
-    from wizardcoder.llm.wire import ChatResult
-
     judge_on = "judge_equal" in config.eliminate
     evolved_max = config.evolve_max_tokens  # an evolved question has at most this many tokens
     max_tokens = {"judge": config.judge_max_tokens, "answer": config.answer_max_tokens}
@@ -214,11 +231,47 @@ def _walk(rnd: RoundWork, config: EvolveConfig, wire, cache, plan: _Plan) -> dic
                               config.answer_max_tokens, certain=False)
                 break
             plan.cached(step, hit)
-            rnd.apply(step, row, ChatResult(
-                hit.text if hit.error is None else "", hit.finish_reason,
-                hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, True, 0,
-                hit.error, hit.text if hit.error is not None else ""))
+            rnd.apply(step, row, _replayed(hit))
+        if config.verify == "tests" and not row.failed_rule:
+            _plan_verify(rnd, row, wire, cache, plan)
     return {"rows": len(rnd.work), **plan.figures}
+
+
+def _replayed(hit):
+    from wizardcoder.llm.wire import ChatResult
+
+    return ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
+                      hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, True, 0,
+                      hit.error, hit.text if hit.error is not None else "")
+
+
+def _plan_verify(rnd: RoundWork, row, wire, cache, plan: _Plan) -> None:
+    """evolve.verify: tests: at most verify_attempts - 1 answers sampled again, plus one
+    test-writing call per attempt (verify_tests: separate). Exact where the cache holds a
+    call whose prompt is known (the retries of a known question; the first attempt's tests
+    call once its answer is cached); the sandbox decides how many attempts a row uses, so
+    the rest are upper bounds."""
+    config = rnd.config
+    evolved = row.evolved if "evolve" in row.usage else None
+    question = _tokens(answer_messages("", True)) + (
+        _tokens([{"content": evolved}]) if evolved is not None else config.evolve_max_tokens)
+    for attempt in range(1, config.verify_attempts + 1):
+        if attempt > 1:
+            hit = _cached(cache, wire, rnd.request(row, "answer", attempt)) \
+                if evolved is not None else None
+            if hit is not None:
+                plan.cached("verify", hit)
+            else:
+                plan.send("verify", question, config.answer_max_tokens, certain=False)
+        if config.verify_tests == "separate":
+            req = rnd.request(row, "tests", attempt, row.answer) \
+                if "answer" in row.usage and attempt == 1 else None
+            hit = _cached(cache, wire, req) if req is not None else None
+            if hit is not None:
+                plan.cached("verify", hit)
+            else:
+                plan.send("verify", _tokens(tests_messages("", "")) + question
+                          + config.answer_max_tokens, config.answer_max_tokens, certain=False)
 
 
 def _bound_missing(rows: list[dict], config: EvolveConfig, plan: _Plan) -> dict:
@@ -238,6 +291,12 @@ def _bound_missing(rows: list[dict], config: EvolveConfig, plan: _Plan) -> dict:
         if judge_on:
             plan.send("judge", _tokens(judge_messages("", "")) + q + e,
                       config.judge_max_tokens, False)
+        if config.verify == "tests":
+            extra = (config.verify_attempts - 1
+                     + config.verify_attempts * (config.verify_tests == "separate"))
+            for _ in range(extra):
+                plan.send("verify", _tokens(answer_messages("", True)) + e
+                          + config.answer_max_tokens, config.answer_max_tokens, False)
     return {"rows": len(rows), **plan.figures}
 
 
@@ -280,6 +339,11 @@ def dry_run(params: str, round_key: str, input_path: str, echo=print) -> dict:
          f"{f['evolve_to_send']} to send")
     echo(f"  judge+answer calls at most {f['later_calls_max']}: {f['later_cached']} cached, "
          f"at most {f['later_to_send_max']} to send (a row the judge drops is not answered)")
+    if config.verify == "tests":
+        echo(f"  verify calls       at most {f['verify_calls_max']} more (evolve.verify: tests, "
+             f"{config.verify_attempts} attempt(s), tests {config.verify_tests}): "
+             f"{f['verify_cached']} cached, at most {f['verify_to_send_max']} to send; each "
+             f"answer also runs in the sandbox (score's limits: timeout_s per run)")
     if f["cached_request_errors"]:
         echo(f"  request errors     {f['cached_request_errors']} cached (replayed, not resent; "
              f"llm.resend_cached_errors: true resends them)")
