@@ -27,8 +27,9 @@ from wizardcoder.benchmark_tasks import BenchTask, humaneval_tasks
 from wizardcoder.config import check_choice, option, require
 from wizardcoder.decontam_exec import ExecRunner
 from wizardcoder.errors import ConfigError, DataError
-from wizardcoder.evolve.filters import RULES
+from wizardcoder.evolve.filters import VERDICTS as RULES  # rules, verification, request_error
 from wizardcoder.evolve.prompts import METHODS
+from wizardcoder.evolve.verify import round_columns
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ class MergeConfig:
         0.8, help="TF-IDF cosine of instruction + input vs benchmark prompt + solution at or "
                   "above which a row is removed (1.0 disables).")
     decontam_docstring_cosine: float = option(
-        0.6, help="TF-IDF cosine of instruction + input vs the task's docstring alone at or "
-                  "above which a row is removed: catches paraphrased task statements "
-                  "(1.0 disables).")
+        0.6, help="TF-IDF cosine of instruction + input vs the task's docstring alone (its "
+                  "examples cut) at or above which a row is removed: catches paraphrased task "
+                  "statements (1.0 disables).")
     decontam_code_jaccard: float = option(
         0.8, help="Jaccard of normalised-code 4-grams (identifiers renamed, docstrings and "
                   "comments dropped) between a response function and the canonical entry point "
@@ -344,8 +345,10 @@ def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
                   **{f"dropped_{rule}": 0 for rule in RULES},
                   **{f"kept_{method}": 0 for method in METHODS},
                   "dedup_removed": dedup_by_round.get(round_no, 0),
-                  "diversity_mean_cosine": None, "benchmark_similarity": None}
+                  "diversity_mean_cosine": None, "benchmark_similarity": None,
+                  **round_columns([], round_no)}  # evolve.verify: tests
         if key is not None:
+            record.update(round_columns(rounds[key], round_no))
             evolved = [r for r in rounds[key] if not r.get("carried")]
             carried = [r for r in rounds[key] if r.get("carried_in_round") == round_no]
             record["evolved_kept"] = len(evolved)
