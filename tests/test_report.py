@@ -57,6 +57,8 @@ dump("metrics/merge.json", {"rows": 4 + 3 * n, "removed": 1, "rounds": n})
 lr = p["train"]["learning_rate"]
 dump("metrics/train_curve.json", [{"step": s, "loss": 2.0 / s + lr, "learning_rate": lr,
                                    "tokens_per_s": 100.0 + s} for s in range(1, 6)])
+dump("metrics/train_curve_eval.json", [{"step": s, "eval_loss": 2.5 / s + lr}
+                                       for s in (2, 4)])
 dump("metrics/train.json", {"train_loss": 0.4 + lr, "eval_loss": 0.5})
 passed = [t < 2 + 3 * n for t in range(TASKS)]
 with open("data/eval/results.jsonl", "w") as f:
@@ -89,7 +91,8 @@ DVC_YAML = {"stages": {"pipeline": {
         "metrics/seed.json", "metrics/evolve", "metrics/merge.json", "metrics/train.json",
         "metrics/score.json")],
     "plots": [{p: {"cache": False}} for p in (
-        "metrics/rounds.json", "metrics/train_curve.json")]}}}
+        "metrics/rounds.json", "metrics/train_curve.json",
+        "metrics/train_curve_eval.json")]}}}
 
 
 def sh(cmd: str, cwd: Path, env: dict) -> str:
