@@ -2,13 +2,16 @@
 
     python bench/train_gpu.py --export-tokenizer .gpu/smollm2     # here: tokenizer + config
     python bench/train_gpu.py --tokenizer .gpu/smollm2 --data .gpu/train.jsonl   # on the GPU
+    python bench/train_gpu.py ... --cases zero3,flash --kill-resume zero3   # + kill/resume
 
 A benchmark, not a test. Each case runs the real train stage entry point
 (``python -m stages.train``, MLflow off) in its own process on a params file of its own,
 then reads the stage's metrics: ``steady_tokens_per_s`` (real tokens, first step left out),
 ``model_tflops_per_s`` and ``mfu`` (PaLM FLOP count, ``wizardcoder/training/flops.py``) and
 ``peak_gpu_memory_gib``. Ratios are against the first case of the same model size in this
-run.
+run. ``--kill-resume CASE`` runs that case's stage a second time, SIGKILLs it once a
+checkpoint is complete, resumes it and reports the largest loss and weight difference
+from the uninterrupted run (the GPU counterpart of tests/test_training_resume.py).
 
 Models: ``135m`` is SmolLM2-135M's architecture (the embedded GGUF's config.json) and
 ``1b`` a Llama-3.2-1B-shaped config (2048 wide, 16 layers, GQA 32/8, 8192 MLP) with the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +52,9 @@ CASES = {
     "zero2-launcher": {"deepspeed": "configs/deepspeed/zero2.json", "launcher": "deepspeed",
                        "num_gpus": 1},
     "packing-ckpt": {"gradient_checkpointing": True},
+    "flash": {"attn_implementation": "flash_attention_2"},  # packed rows: the varlen path
+    "zero3-flash": {"deepspeed": "configs/deepspeed/zero3.json",
+                    "attn_implementation": "flash_attention_2"},
 }
 BASE_PARAMS = {"max_length": 2048, "packing": True, "precision": "bf16", "learning_rate": 2e-5,
                "lr_scheduler_type": "cosine", "warmup_steps": 3, "logging_steps": 1,
@@ -108,6 +115,54 @@ def run_case(work: Path, model: Path, data: Path, size: str, case: str, batch: i
     return {**json.loads(metrics.read_text()), "wall_s": round(wall, 1), "batch": batch}
 
 
+def kill_resume(work: Path, model: Path, data: Path, size: str, case: str, batch: int,
+                steps: int, timeout: int) -> dict:
+    """Kill the case's stage after its first complete checkpoint, resume, compare with the
+    case's uninterrupted run (same params but save_steps, which does not change a run)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from wizardcoder.training.checkpoints import is_complete
+
+    clean_dir = work / f"{size}-{case}"
+    params = {**BASE_PARAMS, "base_model": str(model), "per_device_train_batch_size": batch,
+              "max_steps": steps, "save_steps": max(2, steps // 4), **CASES[case]}
+    case_dir = work / f"{size}-{case}-killed"
+    cache = case_dir / "cache"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    params_path = case_dir / "params.yaml"
+    params_path.write_text(yaml.safe_dump({"train": params}), encoding="utf-8")
+    cmd = [sys.executable, "-m", "stages.train", "--params", str(params_path),
+           "--data", str(data), "--out", str(case_dir / "model"),
+           "--metrics", str(case_dir / "metrics.json"), "--plots", str(case_dir / "curve.json")]
+    env = {**os.environ, "WIZARDCODER_MLFLOW": "0", "WIZARDCODER_CACHE_DIR": str(cache)}
+    with open(case_dir / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(is_complete(p, 1) for p in cache.glob("train-checkpoints/*/checkpoint-*")):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait()
+        if proc.returncode != -signal.SIGKILL:
+            return {"error": f"not killed after a checkpoint (exit {proc.returncode})"}
+        resumed = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 timeout=timeout, check=False)
+    if resumed.returncode != 0:
+        return {"error": f"resume exit {resumed.returncode}"}
+    a = json.loads((clean_dir / "curve.json").read_text())
+    b = json.loads((case_dir / "curve.json").read_text())
+    loss_diff = max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b, strict=True))
+    wa = load_file(str(clean_dir / "model" / "model.safetensors"))
+    wb = load_file(str(case_dir / "model" / "model.safetensors"))
+    weight_diff = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+    resumed_from = json.loads((case_dir / "metrics.json").read_text())["resumed_from_step"]
+    return {"resumed_from_step": resumed_from, "max_loss_diff": loss_diff,
+            "max_weight_diff": weight_diff, "same_weights": all(torch.equal(wa[k], wb[k])
+                                                                for k in wa)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--export-tokenizer", type=Path, help="write tokenizer+config, exit")
@@ -122,6 +177,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/wizardcoder-train-gpu"))
     parser.add_argument("--timeout", type=int, default=400, help="seconds per case")
     parser.add_argument("--out", type=Path, help="write all results here as JSON")
+    parser.add_argument("--kill-resume", metavar="CASE",
+                        help="after the cases, kill and resume this case (one of --cases)")
     args = parser.parse_args()
     if args.export_tokenizer:
         export_tokenizer(args.export_tokenizer)
@@ -129,6 +186,8 @@ def main() -> None:
     if not (args.tokenizer and args.data):
         parser.error("--tokenizer and --data are needed (or --export-tokenizer)")
     batches = dict(item.split("=") for item in args.batch)
+    if args.kill_resume and args.kill_resume not in args.cases.split(","):
+        parser.error("--kill-resume needs its case in --cases (the uninterrupted run)")
     results: dict[str, dict] = {}
     for size in args.sizes:
         model = build_model(args.tokenizer, size, args.work / f"model-{size}")
@@ -137,6 +196,13 @@ def main() -> None:
             results[key] = run_case(args.work, model, args.data, size, case,
                                     int(batches[size]), args.steps, args.timeout)
             print_row(key, results[key], results)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+        if args.kill_resume:
+            key = f"{size}/{args.kill_resume}/kill-resume"
+            results[key] = kill_resume(args.work, model, args.data, size, args.kill_resume,
+                                       int(batches[size]), args.steps, args.timeout)
+            print(f"{key:30s} {json.dumps(results[key])}", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
