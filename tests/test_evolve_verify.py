@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -252,3 +253,36 @@ def test_stage_and_dry_run_count_the_verification_calls(tmp_path, capsys, monkey
     assert metrics["verify"]["kept"] == 1 and metrics["verify"]["attempts"] == 3
     assert metrics["by_step"]["tests"]["requests"] == 3
     assert [r["verdict"] for r in metrics["verify_rows"]] == ["pass", "failed_tests"]
+
+
+@pytest.mark.slow
+def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
+    """verify: tests with the bundled 135M model on tiny settings (2 seeds, 1 round), up to
+    the evolve stage: every row is either kept with its tests or carried with a verdict,
+    and the metrics say how many passed."""
+    from tests.test_pipeline_e2e import make_repo, run
+
+    repo, env = make_repo(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evolve"].update({"verify": "tests", "verify_attempts": 2,
+                             "answer_max_tokens": 160})
+    params["score"].update({"timeout_s": 5.0, "cpu_s": 5.0})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("git commit -qam verify", repo, env)
+    run(f"{sys.executable} -m dvc repro evolve@r1", repo, env, timeout=1800)
+    out = [json.loads(line) for line in
+           (repo / "data" / "evolved" / "r1.jsonl").read_text().splitlines()]
+    metrics = json.loads((repo / "metrics" / "evolve" / "r1.json").read_text())
+    v = metrics["verify"]
+    assert len(out) == 2 and v["rows_verified"] <= 2
+    for row in out:
+        if row.get("carried"):
+            assert row["carried_rule"] in {"no_python", "failed_tests", "truncated", "empty",
+                                           "template_copy", "refusal", "judge_equal"}
+        else:
+            assert row["lineage"]["verify"]["kind"] == "passed" and "assert" in row["tests"]
+    assert v["kept"] == sum(not r.get("carried") for r in out)
+    assert v["isolation"]["mode"] == params["score"]["isolation"]
+    # A rerun is a DVC no-op; forced, it sends nothing (every attempt is cached).
+    assert "didn't change" in run(f"{sys.executable} -m dvc repro evolve@r1", repo, env) or \
+        "up to date" in run(f"{sys.executable} -m dvc status evolve@r1", repo, env)

@@ -112,6 +112,22 @@ def test_grid_entries_cover_rounds_baselines_and_ablations(tmp_path):
         experiments.grid_entries(str(write_params(tmp_path / "p3.yaml", one)), [1], None, True)
 
 
+def test_grid_verify_adds_a_verified_twin_per_round_count(tmp_path):
+    params = str(write_params(tmp_path / "params.yaml"))
+    entries = experiments.grid_entries(params, [1, 2], verify=True)
+    assert {e.name: e.overrides for e in entries} == {
+        "rounds-1": ["~rounds.r2"], "rounds-2": [],
+        "verified-rounds-1": ["~rounds.r2", "evolve.verify=tests"],
+        "verified-rounds-2": ["evolve.verify=tests"]}
+    # A workspace that already verifies: the unverified twins switch it off.
+    on = dict(PARAMS, evolve={**PARAMS.get("evolve", {}), "verify": "tests"})
+    entries = experiments.grid_entries(str(write_params(tmp_path / "p2.yaml", on)), [2],
+                                       verify=True)
+    assert {e.name: e.overrides for e in entries} == {
+        "rounds-2": ["evolve.verify=none"], "verified-rounds-2": []}
+    assert re.match(experiments.compare_args()[-1], "evolve.verify")
+
+
 def test_compare_keeps_the_useful_columns():
     args = experiments.compare_args(["--md"])
     assert args[:5] == ["exp", "show", "--no-pager", "--drop", ".*"] and args[-1] == "--md"

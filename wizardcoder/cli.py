@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="add unevolved baselines (no value: both)")
     e.add_argument("--ablate-methods", action="store_true",
                    help="add one experiment per evolution method with its weight set to 0")
+    e.add_argument("--verify", action="store_true",
+                   help="add a verified experiment (evolve.verify=tests) beside each round count")
     e.add_argument("--prefix", default="", help="prefix of the experiment names")
     e.add_argument("--force", action="store_true", help="overwrite experiments of those names")
     e.add_argument("--run", action="store_true",

@@ -4,7 +4,8 @@ Each helper prints the exact DVC command before running it, so the commands can 
 and used directly:
 
     wizardcoder exp rounds 3 [--queue] [--name NAME]   # dvc exp run -S '+rounds.r3=...'
-    wizardcoder exp grid --rounds 1 2 3 [--baselines] [--ablate-methods] [--run] [-j N]
+    wizardcoder exp grid --rounds 1 2 3 [--baselines] [--ablate-methods] [--verify]
+                         [--run] [-j N]
     wizardcoder exp compare [EXP [EXP]]                 # dvc exp show (useful columns) +
                                                         # dvc metrics diff
     wizardcoder exp select-rounds                       # evol-stop on the dev set
@@ -32,7 +33,8 @@ COMPARE_COLUMNS = (
     "Experiment", "State", r"metrics/score\.json:(plus_)?pass@",
     r"metrics/dev_score\.json:(plus_)?pass@",
     r"metrics/merge\.json:(rows|tokens_est|target_rows|shortfall_rows)$",
-    r"metrics/train\.json:train_loss$", r"rounds\.", r"merge\.baseline")
+    r"metrics/train\.json:train_loss$", r"rounds\.", r"merge\.baseline",
+    r"evolve\.verify$")
 PENDING = ("Queued", "Running")
 POLL_S = 5.0
 
@@ -87,8 +89,11 @@ class GridEntry:
 
 
 def grid_entries(params: str, rounds: list[int], baselines: list[str] | None = None,
-                 ablate_methods: bool = False, prefix: str = "") -> list[GridEntry]:
-    """One experiment per setting: each round count, the baselines, the method ablations.
+                 ablate_methods: bool = False, prefix: str = "",
+                 verify: bool = False) -> list[GridEntry]:
+    """One experiment per setting: each round count, the baselines, the method ablations,
+    and with ``verify`` a verified twin of each round count (``evolve.verify=tests``; the
+    others then run unverified whatever the workspace says, so the pairs differ only in it).
 
     ``seed_only`` trains on the seed rows (it keeps the fewest rounds of the grid so its
     evolve stages come from the run-cache); ``equal_size`` is queued once per round count,
@@ -100,8 +105,14 @@ def grid_entries(params: str, rounds: list[int], baselines: list[str] | None = N
     data = read_params(params)
     keep = [] if (data.get("merge") or {}).get("baseline", "none") == "none" \
         else ["merge.baseline=none"]
-    entries = [GridEntry(f"{prefix}rounds-{n}", rounds_overrides(params, n) + keep)
+    verified = (data.get("evolve") or {}).get("verify", "none") == "tests"
+    plain = ["evolve.verify=none"] if verify and verified else []
+    entries = [GridEntry(f"{prefix}rounds-{n}", rounds_overrides(params, n) + keep + plain)
                for n in rounds]
+    if verify:
+        on = [] if verified else ["evolve.verify=tests"]
+        entries += [GridEntry(f"{prefix}verified-rounds-{n}",
+                              rounds_overrides(params, n) + keep + on) for n in rounds]
     for kind in baselines or []:
         if kind not in BASELINE_KINDS:
             raise ConfigError(f"exp grid: unknown baseline {kind!r}; valid: "
@@ -178,7 +189,7 @@ def cmd_rounds(args) -> None:
 def cmd_grid(args) -> None:
     baselines = None if args.baselines is None else (args.baselines or list(BASELINE_KINDS))
     entries = grid_entries(args.params, args.rounds, baselines, args.ablate_methods,
-                           args.prefix)
+                           args.prefix, args.verify)
     for entry in entries:
         run_dvc(exp_run_args(entry.overrides, entry.name, queue=True, force=args.force))
     names = [e.name for e in entries]
