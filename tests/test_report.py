@@ -240,3 +240,45 @@ def test_plots_template_is_configured_and_self_contained():
     for lib in ("vega@5.20.2", "vega-lite@5.2.0", "vega-embed@6.18.2"):
         assert f'data-lib="{lib}"' in text and lib in text.split("-->")[0]
     assert text.count("Redistribution and use in source and binary forms") == 3
+
+
+def test_verification_section_compares_verified_and_unverified():
+    """Verified experiments beside unverified ones at the same round count: pass@1 with its
+    interval, rows, tokens; then the verification figures per round."""
+    from wizardcoder.report import Experiment, passk_with_ci, verification_section
+    from wizardcoder.report_doc import Doc
+    from wizardcoder.report_figures import verified_vs_unverified
+
+    def exp(name, verify, passed):
+        e = Experiment(name=name, rev="abc",
+                       params={"rounds": {"r1": "data/seed.jsonl"},
+                               "evolve": {"verify": verify}})
+        e.results = [{"task_id": f"t{i}", "passed": i < passed} for i in range(10)]
+        e.passk = passk_with_ci(e.results, [1], n_boot=200)
+        e.metrics = {"metrics/merge.json": {"rows": 40 if verify == "tests" else 50,
+                                            "tokens_est": 900}}
+        e.evolve = {"r1": {"calls": 30, "prompt_tokens": 1000, "completion_tokens": 500}}
+        if verify == "tests":
+            e.evolve["r1"]["verify"] = {
+                "rows_verified": 10, "kept": 7, "verified_rate": 0.7, "attempts_per_kept": 1.4,
+                "eliminated_failed_tests": 2, "eliminated_no_python": 1,
+                "tests_per_kept_mean": 3.2, "tests_per_kept_min": 1, "kept_with_one_test": 2,
+                "sandbox_rows_per_s": 40.0}
+        return e
+
+    plain, verified = exp("rounds-1", "none", 3), exp("verified-rounds-1", "tests", 5)
+    doc = Doc("t")
+    verification_section(doc, [verified, plain])
+    md = doc.markdown()
+    assert "## Verification" in md and "self" not in md.split("## Verification")[0]
+    lines = [line for line in md.splitlines() if line.startswith("| rounds-1")
+             or line.startswith("| verified-rounds-1")]
+    assert lines[0].startswith("| rounds-1 | 1 | no | 0.300")  # unverified first
+    assert lines[1].startswith("| verified-rounds-1 | 1 | yes | 0.500")
+    assert "| 40 | 900 | 30 | 1500 |" in lines[1]
+    assert "| verified-rounds-1 | r1 | 10 | 7 | 0.7 | 1.4 | 2 | 1 | 3.2 (min 1, 2 with one) |" \
+        in md
+    assert verified_vs_unverified([plain, verified]).startswith(b"\x89PNG")
+    doc = Doc("t")
+    verification_section(doc, [plain])  # nothing verified: no section, no figure
+    assert "Verification" not in doc.markdown() and verified_vs_unverified([plain]) is None

@@ -55,6 +55,15 @@ class Experiment:
     def n_rounds(self) -> int:
         return len(self.params.get("rounds") or {})
 
+    @property
+    def verified(self) -> bool:
+        """Evolved with evolve.verify: tests."""
+        return (self.params.get("evolve") or {}).get("verify", "none") == "tests"
+
+    def evolve_total(self, key: str) -> int:
+        """A count summed over the rounds' metrics (calls, prompt_tokens...)."""
+        return sum(int(d.get(key) or 0) for d in self.evolve.values())
+
     def metric(self, name: str, key: str) -> Any:
         return (self.metrics.get(f"metrics/{name}.json") or {}).get(key)
 
@@ -291,6 +300,42 @@ def data_section(doc: Doc, exps: list[Experiment]) -> None:
     doc.table(["experiment", "round", "method", "kept", "dropped", "dropped by rule"], rows)
 
 
+def verification_section(doc: Doc, exps: list[Experiment]) -> None:
+    """Verified (evolve.verify: tests) beside unverified experiments at the same round
+    counts, and the verification figures per round; only when one is verified."""
+    if not any(e.verified for e in exps):
+        return
+    doc.h2("Verification")
+    doc.p("Verified experiments keep only answers whose solution passes its own assert-based "
+          "tests in the scoring sandbox (evolve.verify: tests). The tests are the model's "
+          "own: a wrong expectation the solution shares, or a weak test, passes; see tests "
+          "per kept row. Cost: the LLM calls and tokens of every round (retries included).")
+    pairs = sorted(exps, key=lambda e: (e.n_rounds, e.verified, e.name))
+    doc.table(["experiment", "rounds", "verified", "pass@1 [95% CI]", "train rows",
+               "train tokens", "evolve calls", "evolve tokens"],
+              [[e.name, e.n_rounds, "yes" if e.verified else "no", _ci(e.passk.get(1)),
+                _num(e.metric("merge", "rows")), _num(e.metric("merge", "tokens_est")),
+                e.evolve_total("calls"),
+                e.evolve_total("prompt_tokens") + e.evolve_total("completion_tokens")]
+               for e in pairs])
+    rows = []
+    for e in exps:
+        for key, d in sorted(e.evolve.items(), key=lambda i: int(i[0][1:])):
+            v = d.get("verify")
+            if not v:
+                continue
+            rows.append([e.name, key, v.get("rows_verified"), v.get("kept"),
+                         _num(v.get("verified_rate")), _num(v.get("attempts_per_kept")),
+                         v.get("eliminated_failed_tests"), v.get("eliminated_no_python"),
+                         f"{_num(v.get('tests_per_kept_mean'))} (min "
+                         f"{v.get('tests_per_kept_min')}, {v.get('kept_with_one_test')} "
+                         f"with one)", _num(v.get("sandbox_rows_per_s"))])
+    doc.h3("Verification per round")
+    doc.table(["experiment", "round", "answered rows", "passed", "verified rate",
+               "attempts / kept", "failed_tests", "no_python", "tests / kept row",
+               "sandbox rows/s"], rows)
+
+
 def contamination_section(doc: Doc, exps: list[Experiment]) -> None:
     doc.h2("Contamination")
     rows, closest = [], []
@@ -354,6 +399,7 @@ def build_report(root: str | Path = ".", out_dir: str | Path = "reports",
         if png:
             doc.figure(name, png, caption)
     data_section(doc, exps)
+    verification_section(doc, exps)
     contamination_section(doc, exps)
     runs = mlflow_parents(root, exps) if use_mlflow else {}
     repro_section(doc, exps, root, runs)

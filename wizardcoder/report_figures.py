@@ -179,8 +179,36 @@ def train_loss(exps: Sequence) -> bytes | None:
     return _png(fig)
 
 
+def verified_vs_unverified(exps: Sequence, k: int = 1) -> bytes | None:
+    """pass@k against rounds, verified (evolve.verify: tests) and unverified experiments as
+    two series; drawn only when the report holds at least one verified experiment."""
+    points = [(e, e.passk[k]) for e in exps if k in e.passk]
+    if not any(e.verified for e, _ in points):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for verified, color, shift in ((False, "#4c78a8", -0.06), (True, "#f58518", 0.06)):
+        series = sorted(((e.n_rounds, p) for e, p in points if e.verified == verified),
+                        key=lambda item: item[0])
+        if not series:
+            continue
+        xs = [n + shift for n, _ in series]
+        ax.errorbar(xs, [p["value"] for _, p in series],
+                    yerr=[[p["value"] - p["low"] for _, p in series],
+                          [p["high"] - p["value"] for _, p in series]],
+                    fmt="o-", capsize=4, color=color,
+                    label="verified (own tests pass)" if verified else "unverified")
+    ax.set_xlabel("evolution rounds")
+    ax.set_ylabel(f"pass@{k}")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"pass@{k}: verified vs unverified evolution (95% CI)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    return _png(fig)
+
+
 ALL = (("passk", "pass@k per experiment with 95% confidence intervals", passk_bars),
        ("passk_rounds", "pass@1 against the number of evolution rounds", passk_vs_rounds),
+       ("verified", "pass@1 of verified vs unverified evolution", verified_vs_unverified),
        ("rounds", "data statistics per round", per_round),
        ("elimination", "elimination per round and rule", elimination),
        ("methods", "evolution methods: tried and kept", methods),
