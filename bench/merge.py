@@ -217,6 +217,8 @@ def main() -> int:
                         help=f"folder with {ALPACA_FILE} (Code Alpaca seeds); else synthetic")
     parser.add_argument("--timeout", type=float, default=1800, help="per measurement (s)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--near-dup-only", action="store_true",
+                        help="skip the whole-merge measurement")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -233,7 +235,8 @@ def main() -> int:
             data = Path(tmp) / f"rows-{size}.json"
             data.write_text(json.dumps({"seeds": seeds, "rounds": rounds}))
             record: dict = {"rows": size, "seeds": "code_alpaca_2k" if shared else "synthetic"}
-            record["merge"] = run_child(data, "merge", args.timeout)
+            if not args.near_dup_only:
+                record["merge"] = run_child(data, "merge", args.timeout)
             record["near_dup_prefix"] = run_child(data, "prefix", args.timeout)
             if size <= args.baseline_max:
                 record["near_dup_all_pairs"] = run_child(data, "all_pairs", args.timeout)

@@ -23,6 +23,7 @@ from wizardcoder.seeds import SeedConfig, load_seeds
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
+BENCHMARK_DIR = "data/benchmarks"  # a dep of the merge stage in dvc.yaml
 
 
 def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, metrics: str,
@@ -34,6 +35,10 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
     rounds = load_rounds(params)
     tasks, files = [], {}
     for name, (path, param) in config.benchmark_files().items():
+        if not Path(path).resolve().is_relative_to(Path(BENCHMARK_DIR).resolve()):
+            log.warning("merge: %s = %s is outside %s/, which dvc.yaml lists as the stage's "
+                        "dep: DVC will not rerun merge when that file changes", param, path,
+                        BENCHMARK_DIR)
         loaded = benchmark_tasks.load_tasks(name, path, param)
         tasks += loaded
         files[name] = benchmark_tasks.describe(loaded, path)
