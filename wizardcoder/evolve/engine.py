@@ -10,7 +10,10 @@ failed for its own reason (verdict ``request_error`` with its class: context_len
 content_filter, bad_request, retries_exhausted, empty_content); more such rows than
 ``evolve.max_failed_fraction`` of the round fail the stage. Every kept row records its
 lineage: seed, parent, round, method, the models asked and the ones that answered, sampling
-parameters, token usage and each verdict.
+parameters, token usage and each verdict. With ``evolve.verify: tests`` the answers then
+run their own tests in the scoring sandbox (:mod:`wizardcoder.evolve.verify`): a row is kept
+only when one of its ``verify_attempts`` answers passes, else eliminated (``no_python`` /
+``failed_tests``) with its parent carried.
 
 All LLM calls go through the request cache, so a rerun after a crash repeats no call. Each
 round reports its tokens and cost (``llm.price_per_million_*``), split into requests sent now

@@ -38,7 +38,8 @@ def judge_first_savings(work, prices: Prices, answer_max_tokens: int) -> dict:
     calls the order added (rows judged whose answer then failed; the old order, answer then
     judge, would not have judged them). Completion tokens of an unsent answer are estimated
     by the mean of this round's answers (``answer_max_tokens`` when there is none)."""
-    answered = [r.usage["answer"]["completion_tokens"] for r in work
+    # The first answer call of each row (verification may sample more).
+    answered = [next(c for step, _, c, _ in r.calls if step == "answer") for r in work
                 if "answer" in r.usage and r.error is None]
     mean_completion = sum(answered) / len(answered) if answered else answer_max_tokens
     saved = [r for r in work if r.failed_rule == "judge_equal"]
