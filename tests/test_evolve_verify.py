@@ -210,10 +210,11 @@ def test_split_counts_tests_of_each_style():
     assert split_program("No code here, just words.") is None
     attempts = [Attempt(unittest_style), Attempt(functions), Attempt(main_guard),
                 Attempt(fenced(WRONG + "def test_add():\n    assert add(1, 2) == 3\n")),
-                Attempt(fenced(GOOD)), Attempt(fenced(TESTS))]
+                Attempt(fenced(GOOD)), Attempt(fenced(TESTS)),
+                Attempt(fenced(GOOD + "def test_add():\n    print(add(1, 2))\n"))]
     check_attempts(attempts, SandboxLimits(**LIMITS), workers=2)
     assert [a.kind for a in attempts] == ["passed", "passed", "passed", "error", "no_tests",
-                                          "no_tests"]
+                                          "no_tests", "no_tests"]
 
 
 def test_stage_and_dry_run_count_the_verification_calls(tmp_path, capsys, monkeypatch):
