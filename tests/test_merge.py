@@ -520,3 +520,24 @@ def test_merge_stage_equal_size_draws_from_the_bundled_pool(tmp_path, monkeypatc
     expected = [p["id"] for p in pool[2:] if p["id"] not in dev_ids][:2]
     assert [r["id"] for r in rows[2:]] == expected
     assert json.loads((tmp_path / "m.json").read_text())["tokens_est"] > 0
+
+
+def test_rows_the_sandbox_could_not_run_stop_the_stage_above_the_tolerance(monkeypatch):
+    """A row the sandbox failed to run was never checked: kept silently it could be a copy."""
+    import wizardcoder.scoring as scoring
+    from wizardcoder.errors import ExternalError
+    from wizardcoder.scoring.harness import Verdict
+
+    def broken(problems, samples, limits, workers, progress):  # a worker that cannot start
+        return [Verdict(s["task_id"], 0, False, "sandbox_error", "spawn failed", 0.0)
+                for s in samples]
+
+    monkeypatch.setattr(scoring, "evaluate_samples", broken)
+    seeds = [seed_row(80, "Fractional part of a float.", output=SOLVES_HE2)]
+    with pytest.raises(ExternalError, match=r"failed to run 1 training rows .*"
+                                            r"max_sandbox_errors = 0\); first: HumanEval/2"):
+        merge(seeds, {}, MergeConfig(**HUMANEVAL), tasks=HE_TASKS,
+              runner=ExecRunner(SandboxLimits(), workers=1))
+    rows, metrics, _, _ = merge(seeds, {}, MergeConfig(**HUMANEVAL), tasks=HE_TASKS,
+                                runner=ExecRunner(SandboxLimits(), 1, max_sandbox_errors=1))
+    assert len(rows) == 1 and metrics["execution_sandbox_errors"] == 1

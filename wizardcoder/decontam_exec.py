@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 from wizardcoder.benchmark_tasks import BenchTask
+from wizardcoder.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class ExecRunner:
     limits: object            # wizardcoder.scoring.SandboxLimits
     workers: int = 2
     results: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    max_sandbox_errors: int = 0  # score.max_sandbox_errors: rows the sandbox failed to run
     runs: int = 0
+    sandbox_errors: int = 0
     isolation: dict | None = None  # the sandbox layers active, once a row has run
 
     def run(self, jobs: list[ExecJob]) -> list[tuple[str, str]]:
@@ -67,6 +70,16 @@ class ExecRunner:
             self.runs += len(todo)
             for job, verdict in zip(todo, verdicts, strict=True):
                 self.results[job.key()] = (verdict.kind, verdict.detail)
+            # A row the sandbox could not run was not checked: kept silently, it could be a
+            # contaminated one. Same tolerance as score.
+            failed = [v for v in verdicts if v.kind == "sandbox_error"]
+            self.sandbox_errors += len(failed)
+            if self.sandbox_errors > self.max_sandbox_errors:
+                raise ExternalError(
+                    f"merge: the sandbox failed to run {self.sandbox_errors} training rows "
+                    f"against benchmark tests (score.max_sandbox_errors = "
+                    f"{self.max_sandbox_errors}); first: {failed[0].task_id}: "
+                    f"{failed[0].detail}")
         return [self.results[job.key()] for job in jobs]
 
 

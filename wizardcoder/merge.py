@@ -299,6 +299,7 @@ def merge(seed_rows: list[dict], rounds: dict[str, list[dict]], config: MergeCon
                # Evolved rows (round >= 1) that dedup removed, per round.
                "dedup_removed": {key: dedup_by_round.get(int(key[1:]), 0) for key in used_rounds},
                "execution_runs": runner.runs if runner is not None else 0,
+               "execution_sandbox_errors": runner.sandbox_errors if runner is not None else 0,
                "rounds": len(rounds), "tokens_est": tokens_estimate(final), **extra_metrics}
     if extra_metrics:
         report["equal_size"] = extra_metrics
