@@ -38,8 +38,8 @@ class ExecRunner:
 
     limits: object            # wizardcoder.scoring.SandboxLimits
     workers: int = 2
-    results: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     max_sandbox_errors: int = 0  # score.max_sandbox_errors: rows the sandbox failed to run
+    results: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     runs: int = 0
     sandbox_errors: int = 0
     isolation: dict | None = None  # the sandbox layers active, once a row has run

@@ -55,8 +55,9 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
         seed_config = load_section(params, "seed", SeedConfig)
         pool, _ = load_seeds(dataclasses.replace(seed_config, limit=0))
     holdout = dev_holdout() if config.holdout_dev else Holdout()
-    runner = ExecRunner(sandbox_limits(score_config), score_config.workers,
-                        score_config.max_sandbox_errors) if config.decontam_execution else None
+    runner = ExecRunner(sandbox_limits(score_config), workers=score_config.workers,
+                        max_sandbox_errors=score_config.max_sandbox_errors) \
+        if config.decontam_execution else None
     rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config, pool=pool,
                                                     holdout=holdout, tasks=tasks, runner=runner)
     decontam_report["benchmark_files"] = files
