@@ -287,3 +287,28 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
     # A rerun is a DVC no-op; forced, it sends nothing (every attempt is cached).
     assert "didn't change" in run(f"{sys.executable} -m dvc repro evolve@r1", repo, env) or \
         "up to date" in run(f"{sys.executable} -m dvc status evolve@r1", repo, env)
+
+
+def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, monkeypatch):
+    """A run the sandbox itself failed (a worker that cannot start) is no verdict on the
+    answer: above score.max_sandbox_errors the round stops and writes nothing."""
+    import wizardcoder.scoring as scoring
+    from wizardcoder.errors import ExternalError
+    from wizardcoder.scoring.harness import Verdict
+
+    def broken(problems, samples, limits, workers, progress):
+        return [Verdict(s["task_id"], 0, False, "sandbox_error", "spawn failed", 0.0)
+                for s in samples]
+
+    monkeypatch.setattr(scoring, "evaluate_samples", broken)
+    rows = seed_rows(["[good]"], plain=0)
+    with FaultServer(responder=Responder(tmp_path / "p", tmp_path / "o")) as server:
+        with pytest.raises(ExternalError, match=r"failed to run 1 answer.*"
+                                                r"max_sandbox_errors = 0\); first: spawn"):
+            run_verified(server, tmp_path / "c.sqlite", rows)
+        client = client_for(server, tmp_path / "c.sqlite")
+        config = from_dict(EvolveConfig, {"verify": "tests", "verify_attempts": 2}, "evolve")
+        sandbox = Sandbox(SandboxLimits(**LIMITS), workers=1, max_errors=2)
+        out, _, stats = evolve_round(rows, config, client, "r1", model="m", progress=False,
+                                     sandbox=sandbox)
+    assert out[0]["carried_rule"] == "failed_tests" and stats["verify"]["sandbox_errors"] == 2

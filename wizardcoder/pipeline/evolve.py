@@ -104,7 +104,7 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
 
 # The `score` keys that evolve.verify: tests reads (declared for the evolve stage in dvc.yaml).
 VERIFY_SCORE_KEYS = ("workers", "timeout_s", "cpu_s", "memory_mb", "max_procs",
-                     "isolate_network", "isolation")
+                     "isolate_network", "isolation", "max_sandbox_errors")
 
 
 def verify_sandbox(params: str):
