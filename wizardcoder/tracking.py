@@ -305,12 +305,24 @@ def _finish_parent(client, parent_id: str, stage: str, summary: dict[str, float]
 
 @contextmanager
 def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-              *, params_path: str | Path | None = None):
+              *, params_path: str | Path | None = None, nested: bool = True,
+              run_name: str | None = None):
     """Open one MLflow run for a stage, nested under its pipeline's parent run; yields a
     :class:`StageRun`. ``params_path`` defaults to $WIZARDCODER_PARAMS_FILE or
-    ./params.yaml (the file the stage reads when DVC runs it)."""
+    ./params.yaml (the file the stage reads when DVC runs it). ``nested=False``: a run of
+    its own, outside every pipeline (e.g. scoring someone else's samples)."""
     if not enabled():
         yield StageRun(None)
+        return
+    if not nested:
+        mlflow = _setup_mlflow()
+        own_tags = {ROLE_TAG: "standalone", "stage": stage, "git_revision": git_revision()}
+        with mlflow.start_run(run_name=run_name or stage,
+                              tags={**own_tags, **redact(tags or {})}):
+            handle = StageRun(mlflow)
+            if params:
+                handle.log_params(params)
+            yield handle
         return
     mlflow = _setup_mlflow()
     client = mlflow.MlflowClient()

@@ -33,8 +33,7 @@ def generate(params: str, model_dir: str, out: str) -> dict:
     return stats
 
 
-def score(params: str, samples: str, metrics: str, results: str,
-          rounds_plot: str | None = None) -> dict:
+def score(params: str, samples: str, metrics: str, results: str) -> dict:
     from wizardcoder.pipeline.score import ScoreConfig, read_samples, score_and_write
 
     config = load_section(params, "score", ScoreConfig)
@@ -49,4 +48,4 @@ def score(params: str, samples: str, metrics: str, results: str,
         raise DataError(samples, None, "task_id", f"{unknown[0]!r} is not a task of {name}")
     # seed_dev runs each task's check(); MBPP+ compares against reference outputs.
     return score_and_write("score_dev", config, name, {t: problems[t] for t in task_ids},
-                           rows, metrics, results, rounds_plot=rounds_plot, params=params)
+                           rows, metrics, results)

@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from wizardcoder.config import load_section, option, require, to_dict
 from wizardcoder.errors import ConfigError, DataError, ExternalError
@@ -195,15 +196,24 @@ def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name:
                             f"unknown task {row['task_id']!r}: not a task of {name}{hint}")
 
 
-def run(params: str | None, samples: str, metrics: str, results: str,
-        benchmark: str | None = None, rounds_plot: str | None = None,
-        tasks: list[str] | None = None, sanitize: bool = False,
-        isolation: str | None = None) -> dict:
+def outputs_beside(samples: str) -> tuple[str, str]:
+    """Default (metrics, results) of an external samples file: next to it, named after it
+    (theirs.jsonl -> theirs.score.json, theirs.results.jsonl), never the pipeline's files."""
+    path = Path(samples)
+    stem = path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return str(path.with_name(f"{stem}.score.json")), str(path.with_name(f"{stem}.results.jsonl"))
+
+
+def run(params: str | None, samples: str, metrics: str | None, results: str | None,
+        benchmark: str | None = None, tasks: list[str] | None = None,
+        sanitize: bool = False, isolation: str | None = None,
+        pipeline_stage: bool = False) -> dict:
     """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
     unless every line is valid, names a task of the benchmark and every expected task has a
     sample (:func:`expected_tasks`; ``tasks``: score only these). ``sanitize``: every row is
-    a raw chat response (:func:`prepare_rows`). ``rounds_plot`` also writes this experiment's
-    point of the pass@k-vs-rounds plot (see :func:`rounds_point`)."""
+    a raw chat response (:func:`prepare_rows`). ``metrics`` / ``results`` None: next to the
+    samples file (:func:`outputs_beside`). ``pipeline_stage``: the DVC stage, logged under the
+    pipeline's parent run; otherwise (external samples) a run of its own."""
     from wizardcoder.generation.benchmarks import load_benchmark
 
     config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
@@ -218,24 +228,22 @@ def run(params: str | None, samples: str, metrics: str, results: str,
     subset = expected_tasks(samples, header, rows, problems, name, tasks)
     problems = {t: problems[t] for t in sorted(subset)}
     rows = prepare_rows(rows, problems, sanitize)
-    return score_and_write("score", config, name, problems, rows, metrics, results,
-                           rounds_plot=rounds_plot, params=params)
+    beside = outputs_beside(samples)
+    return score_and_write("score", config, name, problems, rows, metrics or beside[0],
+                           results or beside[1], nested=pipeline_stage,
+                           run_name=None if pipeline_stage else f"score {Path(samples).name}")
 
 
 def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
-                    rows: list[dict], metrics: str, results: str, *,
-                    rounds_plot: str | None = None, params: str | None = None) -> dict:
-    """Run ``rows`` in the sandbox, then write the per-sample results, the metrics JSON and
-    (with ``rounds_plot``) the plot point; logs to the stage's MLflow run."""
+                    rows: list[dict], metrics: str, results: str, *, nested: bool = True,
+                    run_name: str | None = None) -> dict:
+    """Run ``rows`` in the sandbox, then write the per-sample results and the metrics JSON;
+    logs to the stage's MLflow run (``nested``: under the pipeline's parent run)."""
     from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
     from wizardcoder.scoring.harness import kinds_summary
     from wizardcoder.scoring.plus import DATASETS, DiffSettings
     from wizardcoder.scoring.sandbox import require_isolation
 
-    if rounds_plot and not params:
-        raise ConfigError("--rounds-plot needs a params file naming `rounds` and "
-                          "`merge.baseline` (--params)")
-    point = rounds_point(params) if rounds_plot else None  # bad params fail before the work
     limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
                            memory_mb=config.memory_mb, max_procs=config.max_procs,
                            isolate_network=config.isolate_network, isolation=config.isolation)
@@ -244,7 +252,8 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
                  if k != "errors"}  # logged: they may name temporary paths
     settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
                             config.plus_time_factor)
-    with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name}) as run_:
+    with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name},
+                   nested=nested, run_name=run_name) as run_:
         verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
                                     differential=DATASETS.get(name), settings=settings)
         summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
@@ -258,8 +267,6 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
         check_sandbox_errors(stage, verdicts, config.max_sandbox_errors, run_)
         write_jsonl(results, (asdict(v) for v in verdicts))
         write_json(metrics, summary)
-        if point is not None:
-            write_json(rounds_plot, [{**point, **pass_at_fields(summary)}])
         run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
     log.info("%s: %s", stage, json.dumps(summary))
     return summary
@@ -284,25 +291,3 @@ def check_sandbox_errors(stage: str, verdicts: list, allowed: int, run_=None) ->
         f"{stage}: {len(bad)} of {len(verdicts)} samples got a sandbox error (base tests: "
         f"{base}, plus tests: {plus}), more than score.max_sandbox_errors={allowed}; nothing "
         f"written. First: {first.task_id} sample {first.sample_index}: {detail}")
-
-
-def rounds_point(params: str) -> dict:
-    """What this experiment trained on, for the x axis of the pass@k-vs-rounds plot.
-
-    ``rounds`` counts the evolution rounds in the training data: 0 for the seed-only
-    baseline; the equal-size baseline keeps the round count it matches, and
-    ``training_data`` tells the three apart (``evolved``, ``seed_only``, ``equal_size``).
-    """
-    from wizardcoder.evolve.rounds import load_rounds
-    from wizardcoder.merge import MergeConfig
-
-    rounds = load_rounds(params)
-    baseline = load_section(params, "merge", MergeConfig).baseline
-    return {"rounds": 0 if baseline == "seed_only" else len(rounds),
-            "training_data": "evolved" if baseline == "none" else baseline}
-
-
-def pass_at_fields(summary: dict) -> dict:
-    """pass@k metrics under plot-friendly names: 'plus_pass@10' -> 'plus_pass_at_10'."""
-    return {k.replace("@", "_at_"): v for k, v in summary.items()
-            if "pass@" in k and isinstance(v, int | float)}
