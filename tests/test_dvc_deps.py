@@ -104,13 +104,18 @@ def _stages() -> dict[str, dict]:
 
 
 def _entry(cmd: str) -> tuple[set[Path], set[str]]:
-    """(entry files, CLI words) of a stage command."""
+    """(files of the entry module and what it imports, CLI words) of a stage command."""
     words = shlex.split(cmd)
     module = words[words.index("-m") + 1]
-    files = {_module_file(module)} if _module_file(module) else set()
     if module.startswith("stages."):
-        return files | {REPO / "wizardcoder" / "cli.py"}, {module.split(".")[1]}
-    return files | {REPO / "wizardcoder" / "cli.py"}, set(words[words.index("-m") + 2:])
+        path = REPO / Path(*module.split("."))
+        entry = path.with_suffix(".py")
+        imported = _imports(ast.parse(entry.read_text()), module)
+        uses_cli = "wizardcoder.cli" in imported
+        return ({entry} | _closure(imported - {"wizardcoder.cli"})
+                | ({REPO / "wizardcoder" / "cli.py"} if uses_cli else set()),
+                {module.split(".")[1]} if uses_cli else set())
+    return {REPO / "wizardcoder" / "cli.py"}, set(words[words.index("-m") + 2:])
 
 
 def _declared(deps: list[str]) -> list[Path]:

@@ -80,13 +80,15 @@ class EvolveConfig:
     budget_usd: float = option(
         0.0, help="Spending cap of one round in USD (needs llm.price_per_million_*); 0 = no "
                   "cap. Answers from the request cache count at their recorded usage (paid "
-                  "once), so a rerun with the same cap sends nothing new; raise it to resume.")
+                  "once), so a rerun with the same cap sends nothing new; raise it to resume.",
+        affects_outputs=False)
     max_failed_fraction: float = option(
         0.02, help="Most rows of a round that may be eliminated because their LLM request "
                    "failed (verdict request_error: context_length, content_filter, "
                    "bad_request, retries_exhausted, empty_content), as a fraction of the "
                    "round's rows; above it the stage fails (exit 2, counts per class, nothing "
-                   "written) and stops sending as soon as the limit is passed.")
+                   "written) and stops sending as soon as the limit is passed.",
+        affects_outputs=False)
 
     verify: str = option(
         "none", help="none: keep answers as the LLM wrote them. tests: the answer must come "

@@ -86,7 +86,8 @@ class GenerateConfig:
     api_key_env: str = option(
         "OPENAI_API_KEY",
         help="openai backend: NAME of the environment variable holding the API key (never "
-             "the key itself); unset is fine for local servers.")
+             "the key itself); unset is fine for local servers.",
+        affects_outputs=False)
     openai_api: str = option(
         "completions", choices=OPENAI_APIS,
         help="openai backend: 'completions' sends the prompt text as is; 'chat' sends it as "

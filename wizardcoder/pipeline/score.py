@@ -24,7 +24,8 @@ class ScoreConfig:
     ks: list[int] = option(default_factory=lambda: [1, 10, 100],
                            help="pass@k values to report; those above the samples per task "
                                 "are left out (pass@1 is always reported).")
-    workers: int = option(2, help="Samples executed in parallel.")
+    workers: int = option(2, help="Samples executed in parallel.",
+        affects_outputs=False)
     timeout_s: float = option(10.0, help="Wall-clock limit per sample (seconds).")
     cpu_s: float = option(10.0, help="CPU-time limit per sample (seconds).")
     memory_mb: int = option(1024, help="Address-space limit per sample (MiB).")
@@ -48,7 +49,8 @@ class ScoreConfig:
     max_sandbox_errors: int = option(
         0, help="Samples whose sandbox failed (verdict sandbox_error: a worker that could not "
                 "start, ...) that the stage accepts; above it the stage fails and writes "
-                "nothing. Accepted ones are left out of pass@k's n, never counted as wrong.")
+                "nothing. Accepted ones are left out of pass@k's n, never counted as wrong.",
+        affects_outputs=False)
 
     def __post_init__(self):
         require(all(k >= 1 for k in self.ks), "score", "ks", "a list of integers >= 1")

@@ -83,13 +83,17 @@ class TrainConfig:
              "else fp32 (CPU).")
     weight_decay: float = option(0.0, help="AdamW weight decay.")
     max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).")
-    logging_steps: int = option(2, help="Log loss / lr / grad norm every N optimizer steps.")
+    logging_steps: int = option(2, help="Log loss / lr / grad norm every N optimizer steps.",
+        affects_outputs=False)
     save_steps: int = option(
-        50, help="Checkpoint every N steps into the durable cache; a killed run resumes there.")
-    save_total_limit: int = option(2, help="Checkpoints kept in the cache while training.")
+        50, help="Checkpoint every N steps into the durable cache; a killed run resumes there.",
+        affects_outputs=False)
+    save_total_limit: int = option(2, help="Checkpoints kept in the cache while training.",
+        affects_outputs=False)
     keep_checkpoints: bool = option(
         False, help="Keep the cached checkpoints after a successful run (they hold optimizer "
-                    "state: several times the model size).")
+                    "state: several times the model size).",
+        affects_outputs=False)
     seed: int = option(42, help="Seed for init, shuffling and the eval split.")
     eval_fraction: float = option(
         0.0, help="Fraction of rows held out for eval_loss (0 = no eval split).")
@@ -117,7 +121,8 @@ class TrainConfig:
         None, help="With packing, a start-up check runs two examples packed and alone on the "
                    "actual model and refuses to pack if their logits differ by more than this "
                    "(max difference over the largest logit). null: 1e-3 for fp32, 5e-2 for "
-                   "16-bit compute.")
+                   "16-bit compute.",
+        affects_outputs=False)
     packing: bool = option(
         False,
         help="Pack several examples into each row of up to max_length tokens (no padding). "
@@ -143,15 +148,18 @@ class TrainConfig:
     num_gpus: int | None = option(
         None, help="GPUs per node for the deepspeed launcher (null = all visible).")
     num_nodes: int = option(1, help="Nodes for the deepspeed launcher.")
-    hostfile: str | None = option(None, help="DeepSpeed hostfile for multi-node runs.")
+    hostfile: str | None = option(None, help="DeepSpeed hostfile for multi-node runs.",
+        affects_outputs=False)
     master_port: int | None = option(
         None, help="Rendezvous port on the first host. null: a free local port on one node; "
                    "with a hostfile, DeepSpeed's default 29500 (never probed on the launching "
-                   "host, which may not be the first host).")
+                   "host, which may not be the first host).",
+        affects_outputs=False)
     checkpoint_dir: str | None = option(
         None, help="Where resumable checkpoints go (one subdirectory per checkpoint key). "
                    "null = .cache/wizardcoder/train-checkpoints on this machine; multi-node "
-                   "runs need a directory on storage every node mounts at the same path.")
+                   "runs need a directory on storage every node mounts at the same path.",
+        affects_outputs=False)
     card_license: str | None = option(
         None, help="License in the model card's Hub header; null = the embedded model's "
                    "apache-2.0, else 'other'. Fine-tunes inherit the base model's license.")
@@ -161,7 +169,8 @@ class TrainConfig:
              "[sahil2801/CodeAlpaca-20k]); the local training file is named in the body.")
     peak_tflops: float | None = option(
         None, help="Peak dense bf16/fp16 TFLOP/s of one device, for the MFU metric; null = "
-                   "looked up by CUDA device name (H100, H200, A100, ...), no MFU on CPU.")
+                   "looked up by CUDA device name (H100, H200, A100, ...), no MFU on CPU.",
+        affects_outputs=False)
 
     def __post_init__(self) -> None:
         s = SECTION

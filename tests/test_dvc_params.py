@@ -1,0 +1,79 @@
+"""dvc.yaml declares, for each stage, only the params that can change what it writes.
+
+A param declared but unable to change a stage's outputs (log cadence, concurrency, where
+checkpoints go) makes DVC rerun the stage for nothing: changing `train.logging_steps` would
+retrain from scratch. Each config field says whether it can (``option(affects_outputs=...)``);
+this test holds dvc.yaml to it, both ways, for every section a stage declares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wizardcoder.config import output_fields
+from wizardcoder.params_doc import SECTIONS, section_class
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stages() -> dict[str, dict]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: spec.get("do", spec) for name, spec in stages.items()}
+
+
+def _declared(spec: dict) -> dict[str, set[str] | None]:
+    """section -> declared keys (None: the whole section)."""
+    out: dict[str, set[str] | None] = {}
+    for entry in spec.get("params", []):
+        assert isinstance(entry, str), f"params entries are section or section.key: {entry!r}"
+        section, _, key = entry.partition(".")
+        if not key:
+            out[section] = None
+        elif out.get(section, set()) is not None:
+            out.setdefault(section, set()).add(key)
+    return out
+
+
+@pytest.mark.parametrize("stage", sorted(_stages()))
+def test_declared_params_are_exactly_those_that_change_outputs(stage):
+    for section, keys in _declared(_stages()[stage]).items():
+        if section not in SECTIONS:  # `rounds`: a mapping, every key is an input
+            continue
+        cls = section_class(section)
+        relevant = set(output_fields(cls))
+        if keys is None:
+            idle = sorted(set(f for f in cls.__dataclass_fields__) - relevant)
+            assert not idle, (f"stage {stage!r} declares the whole `{section}` section, but "
+                              f"{idle} change no output: declare the other keys one by one")
+        else:
+            idle = sorted(keys - relevant)
+            unknown = sorted(k for k in keys if k not in cls.__dataclass_fields__)
+            assert not unknown, f"stage {stage!r}: {section}.{unknown} are not keys"
+            assert not idle, f"stage {stage!r} declares {section}.{idle}, which change no output"
+
+
+# The sections each stage loads whole (its config): every key that changes its output counts.
+OWN = {"seed": ["seed"], "evolve": ["llm", "evolve"], "merge": ["merge"], "train": ["train"],
+       "generate": ["generate"], "score": ["score"], "generate_dev": ["generate"],
+       "score_dev": ["score"], "log": ["tracking"]}
+
+
+@pytest.mark.parametrize("stage", sorted(OWN))
+def test_a_stage_declares_every_key_of_its_config_that_changes_outputs(stage):
+    declared = _declared(_stages()[stage])
+    for section in OWN[stage]:
+        assert section in declared, f"stage {stage!r} does not declare `{section}`"
+        keys = declared[section]
+        if keys is not None:  # whole sections are checked above
+            missing = sorted(set(output_fields(section_class(section))) - keys)
+            assert not missing, f"stage {stage!r} does not declare {section}.{missing}"
+
+
+def test_score_reads_no_round_or_merge_params():
+    """The pass@k-vs-rounds point is written by the log stage: adding a round must not rerun
+    the sandbox."""
+    assert set(_declared(_stages()["score"])) == {"score"}
+    assert set(_declared(_stages()["score_dev"])) == {"score"}
