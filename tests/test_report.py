@@ -25,7 +25,8 @@ import json, os, yaml
 p = yaml.safe_load(open("params.yaml"))
 rounds = list(p["rounds"])
 n = len(rounds)
-rules = ["truncated", "empty", "template_copy", "refusal", "judge_equal"]
+rules = ["truncated", "empty", "template_copy", "judge_equal", "refusal", "no_python",
+         "failed_tests", "request_error"]  # wizardcoder.evolve.filters.VERDICTS
 methods = ["add_constraints", "rarer_requirement", "more_reasoning", "erroneous_code",
            "higher_complexity"]
 def dump(path, data):
@@ -37,7 +38,9 @@ per_round = [{"round": 0, "rows": 4, "evolved_kept": 0, "evolved_dropped": 0,
               **{f"dropped_{r}": 0 for r in rules}, **{f"kept_{m}": 0 for m in methods},
               "instruction_words": 10.0, "response_words": 30.0,
               "constraint_terms": 0.5, "diversity_mean_cosine": 0.2,
-              "benchmark_similarity": 0.1}]
+              "benchmark_similarity": 0.1, "verified_rate": 0.0,
+              "verify_attempts_per_kept": 0.0, "tests_per_kept": 0.0,
+              "eliminated_by_tests": 0, "eliminated_no_python": 0}]
 for i, key in enumerate(rounds, 1):
     by_method = {m: {"kept": 1 if j < 3 else 0, "dropped": 1 if j == 3 else 0,
                      "dropped_by_rule": {r: int(j == 3 and r == "truncated") for r in rules}}
@@ -51,7 +54,9 @@ for i, key in enumerate(rounds, 1):
                       **{f"kept_{m}": int(j < 3) for j, m in enumerate(methods)},
                       "instruction_words": 10.0 + 5 * i, "response_words": 30.0 + 4 * i,
                       "constraint_terms": 0.5 + i, "diversity_mean_cosine": 0.2 - 0.02 * i,
-                      "benchmark_similarity": 0.1 + 0.01 * i})
+                      "benchmark_similarity": 0.1 + 0.01 * i, "verified_rate": 0.0,
+                      "verify_attempts_per_kept": 0.0, "tests_per_kept": 0.0,
+                      "eliminated_by_tests": 0, "eliminated_no_python": 0})
 dump("metrics/rounds.json", per_round)
 dump("metrics/merge.json", {"rows": 4 + 3 * n, "removed": 1, "rounds": n})
 lr = p["train"]["learning_rate"]
@@ -282,3 +287,13 @@ def test_verification_section_compares_verified_and_unverified():
     doc = Doc("t")
     verification_section(doc, [plain])  # nothing verified: no section, no figure
     assert "Verification" not in doc.markdown() and verified_vs_unverified([plain]) is None
+
+
+def test_fixture_knows_every_verdict():
+    """The fixture's per-round columns follow the engine's verdict list (the plots read
+    them), so a new verdict cannot leave a DVC plot without data unnoticed."""
+    from wizardcoder.evolve.filters import VERDICTS
+
+    assert re.search(r"rules = (\[[^\]]*\])", FAKE_STAGE)
+    listed = re.findall(r'"(\w+)"', re.search(r"rules = (\[[^\]]*\])", FAKE_STAGE).group(1))
+    assert listed == list(VERDICTS)
