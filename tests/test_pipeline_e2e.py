@@ -30,6 +30,7 @@ TINY = {
     "generate": {"limit": 2, "max_new_tokens": 32, "batch_size": 2},
     "score": {"workers": 1},
     "select": {"dev_limit": 2},
+    "tracking": {"register_model": "wizardcoder-sft"},
 }
 
 
@@ -133,8 +134,10 @@ def _parents(repo, env) -> list[dict]:
         "    filter_string=\"tags.pipeline_role = 'pipeline'\")\n"
         "models = mlflow.search_logged_models(\n"
         "    experiment_ids=[runs[0].info.experiment_id], output_format='list')\n"
+        "versions = mlflow.MlflowClient().search_model_versions(\"name = 'wizardcoder-sft'\")\n"
         "print(json.dumps([{'exp': r.data.tags.get('dvc_exp_name'), 'metrics': r.data.metrics,\n"
         "  'tags': r.data.tags, 'params': r.data.params, 'models': len(models),\n"
+        "  'versions': sorted(v.tags.get('dvc_md5', '') for v in versions),\n"
         "  'inputs': sorted((d.dataset.name, d.dataset.digest, d.tags[0].value)\n"
         "             for d in r.inputs.dataset_inputs)} for r in runs]))\n"
     )
@@ -155,6 +158,7 @@ def test_log_stage_puts_the_whole_experiment_on_the_parent(pipeline):
     names = {name: context for name, _, context in parent["inputs"]}
     assert names == {"train": "training", "humaneval": "evaluation"}
     assert parent["models"] == 1  # logged once, however often the stage runs
+    assert train_dir in parent["versions"]  # tracking.register_model: in the registry
 
 
 def test_mlflow_has_one_run_per_stage_with_tags(pipeline):

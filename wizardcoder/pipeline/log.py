@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,10 @@ def _score_headline(metrics_dir: Path) -> dict[str, float]:
 def _dataset(mlflow, path: str, digest: str, name: str):
     from mlflow.data.meta_dataset import MetaDataset
 
-    source = mlflow.data.dataset_source_registry.resolve_dataset_source(str(Path(path).resolve()))
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
+        warnings.simplefilter("ignore", UserWarning)
+        source = mlflow.data.dataset_source_registry.resolve_dataset_source(
+            str(Path(path).resolve()))
     return MetaDataset(source=source, name=name, digest=digest[:36])
 
 
@@ -143,8 +147,11 @@ def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> s
                               f"transformers=={transformers.__version__}"],
             tags={MODEL_DIGEST_TAG: digest})
         uri = info.model_uri
-    if config.register_model:
-        mlflow.register_model(uri, config.register_model, tags={MODEL_DIGEST_TAG: digest})
+    if config.register_model:  # one version per model content, not one per `dvc repro`
+        versions = mlflow.MlflowClient().search_model_versions(
+            f"name = '{config.register_model}'")
+        if not any(v.tags.get(MODEL_DIGEST_TAG) == digest for v in versions):
+            mlflow.register_model(uri, config.register_model, tags={MODEL_DIGEST_TAG: digest})
     return uri
 
 
