@@ -41,8 +41,8 @@ class TrackingConfig:
     """params.yaml section `tracking` (the log stage: what goes to MLflow besides metrics)."""
 
     log_model: bool = option(
-        True, help="Log the fine-tuned model as an MLflow transformers model (copied once per "
-                   "model content; `mlflow.transformers.load_model('models:/NAME/1')` loads it).")
+        True, help="Log the fine-tuned model as an MLflow pyfunc model (copied once per "
+                   "model content; `mlflow.pyfunc.load_model('models:/NAME/1')` loads it).")
     register_model: str | None = option(
         None, help="Also register it in the MLflow model registry under this name (null: "
                    "do not register).")
