@@ -54,9 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wizardcoder.config import from_dict  # noqa: E402
-from wizardcoder.evolve.engine import EvolveConfig, evolve_round  # noqa: E402
+from wizardcoder.evolve.config import EvolveConfig  # noqa: E402
+from wizardcoder.evolve.engine import evolve_round  # noqa: E402
 from wizardcoder.llm import ChatRequest, LLMClient, LLMConfig, RequestCache  # noqa: E402
-from wizardcoder.seeds import SeedConfig, load_seeds  # noqa: E402
+from wizardcoder.seed.config import SeedConfig  # noqa: E402
+from wizardcoder.seed.seeds import load_seeds  # noqa: E402
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -7,7 +7,7 @@
 
 The bundled SmolLM2-135M (``model: embedded``, the GGUF dequantized to fp32 by transformers),
 greedy decoding, the instruction prompt format of the pipeline, through
-``wizardcoder.generation.hf.HFBackend``. For each torch thread count, every batch size generates
+``wizardcoder.generate.hf.HFBackend``. For each torch thread count, every batch size generates
 for the same prompts; printed: new tokens kept per second (EOS included, padding not), seconds,
 the ratio to batch size 1 in the same process, and how many completions equal batch 1's (greedy:
 they should all, up to float rounding in padded batches). Stop strings and the stop after a
@@ -51,8 +51,8 @@ def main() -> None:
 
     import torch
 
-    from wizardcoder.generation import GenerateConfig, load_benchmark, prompt_text
-    from wizardcoder.generation.hf import HFBackend, load_model
+    from wizardcoder.generate import GenerateConfig, load_benchmark, prompt_text
+    from wizardcoder.generate.hf import HFBackend, load_model
 
     problems = load_benchmark("humaneval", limit=args.prompts)
     prompts = [prompt_text(p, "instruction") for p in problems.values()]

@@ -14,11 +14,11 @@ from templates; responses are small functions.
 
 Each measurement runs in a fresh child process (peak RSS is per process, ``ru_maxrss``):
 
-* ``merge``: the whole :func:`wizardcoder.merge.merge` (TF-IDF, every decontamination
+* ``merge``: the whole :func:`wizardcoder.merge.combine.merge` (TF-IDF, every decontamination
   detector against HumanEval incl. execution in the sandbox, the lineage-aware dedup sweep,
   per-round statistics).
 * ``near-dup``: finding the near-duplicate pairs alone, prefix-filtered sparse search
-  (:func:`wizardcoder.dedup.near_pairs`) vs the baseline this replaced: the all-pairs chunked
+  (:func:`wizardcoder.merge.dedup.near_pairs`) vs the baseline this replaced: the all-pairs chunked
   TF-IDF product (the former ``decontam.max_cosine_to_earlier``, kept below, collecting the
   pairs instead of only the maximum), run up to ``--baseline-max`` rows. Where both run:
   whether they find the same pairs and the dedup sweep keeps the same rows.
@@ -154,11 +154,12 @@ def child(data: Path, what: str) -> dict:
     """One measurement (runs in its own process)."""
     import numpy as np
 
-    from wizardcoder import contamination, decontam, dedup
-    from wizardcoder.benchmark_tasks import humaneval_tasks
-    from wizardcoder.decontam_exec import ExecRunner
-    from wizardcoder.merge import MergeConfig, collect_rows, merge
-    from wizardcoder.scoring import SandboxLimits
+    from wizardcoder.benchmarks.tasks import humaneval_tasks
+    from wizardcoder.merge import contamination, decontam, dedup
+    from wizardcoder.merge.combine import collect_rows, merge
+    from wizardcoder.merge.config import MergeConfig
+    from wizardcoder.merge.decontam_exec import ExecRunner
+    from wizardcoder.sandbox import SandboxLimits
 
     payload = json.loads(data.read_text())
     seeds, rounds = payload["seeds"], payload["rounds"]

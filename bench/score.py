@@ -92,9 +92,9 @@ def _redirect():
 
 
 def ours(benchmark: str, rows: list[dict], workers: int) -> tuple[float, list]:
-    from wizardcoder.generation.benchmarks import load_benchmark
-    from wizardcoder.scoring import SandboxLimits, evaluate_samples
-    from wizardcoder.scoring.plus import DATASETS
+    from wizardcoder.benchmarks.problems import load_benchmark
+    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
+    from wizardcoder.score.plus import DATASETS
 
     problems = load_benchmark(benchmark)
     problems = {t: problems[t] for t in dict.fromkeys(r["task_id"] for r in rows)}
@@ -157,8 +157,8 @@ def main() -> None:
                         help="HumanEval part: interleaved runs, the fastest of each is kept")
     args = parser.parse_args()
 
-    from wizardcoder.scoring import SandboxLimits, evaluate_samples
-    from wizardcoder.scoring import reference as reference_mod
+    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
+    from wizardcoder.score import reference as reference_mod
 
     rows = [json.loads(line) for line in open(args.samples)] if args.samples \
         else default_samples(args.limit)

@@ -47,7 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wizardcoder.seeds import SeedConfig, load_seeds  # noqa: E402
+from wizardcoder.seed.config import SeedConfig  # noqa: E402
+from wizardcoder.seed.seeds import load_seeds  # noqa: E402
 
 DEEPSPEED = {"zero2": "configs/deepspeed/zero2.json", "zero3": "configs/deepspeed/zero3.json"}
 STEP_DONE = "BENCH-STEP-DONE"
@@ -105,15 +106,15 @@ def ab_packing(model_src: str, data: Path, max_length: int, batches: dict[str, i
 
     import torch
 
-    from wizardcoder.training import TrainConfig
-    from wizardcoder.training.data import (
+    from wizardcoder.train import TrainConfig
+    from wizardcoder.train.data import (
         SupervisedCollator,
         encode_rows,
         ensure_pad_token,
         load_rows,
     )
-    from wizardcoder.training.model import load_base_model
-    from wizardcoder.training.packing import (
+    from wizardcoder.train.model import load_base_model
+    from wizardcoder.train.packing import (
         REAL_TOKENS_KEY,
         PackedCollator,
         pack_dataset,
@@ -201,7 +202,7 @@ def worker(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from wizardcoder.training import TrainConfig, run_training
+    from wizardcoder.train import TrainConfig, run_training
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -312,10 +313,10 @@ def padding_stats(data: Path, model: str, max_length: int,
     padded to their longest, mean example tokens, packed row density)."""
     import random
 
-    from wizardcoder.training import TrainConfig
-    from wizardcoder.training.data import encode_rows, ensure_pad_token, load_rows
-    from wizardcoder.training.model import load_tokenizer
-    from wizardcoder.training.packing import best_fit_decreasing
+    from wizardcoder.train import TrainConfig
+    from wizardcoder.train.data import encode_rows, ensure_pad_token, load_rows
+    from wizardcoder.train.model import load_tokenizer
+    from wizardcoder.train.packing import best_fit_decreasing
 
     tokenizer = load_tokenizer(TrainConfig(base_model=model))
     ensure_pad_token(tokenizer)

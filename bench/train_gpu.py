@@ -7,7 +7,7 @@
 A benchmark, not a test. Each case runs the real train stage entry point
 (``python -m stages.train``, MLflow off) in its own process on a params file of its own,
 then reads the stage's metrics: ``steady_tokens_per_s`` (real tokens, first step left out),
-``model_tflops_per_s`` and ``mfu`` (PaLM FLOP count, ``wizardcoder/training/flops.py``) and
+``model_tflops_per_s`` and ``mfu`` (PaLM FLOP count, ``wizardcoder/train/flops.py``) and
 ``peak_gpu_memory_gib``. Ratios are against the first case of the same model size in this
 run. ``--kill-resume CASE`` runs that case's stage a second time, SIGKILLs it once a
 checkpoint is complete, resumes it and reports the largest loss and weight difference
@@ -122,7 +122,7 @@ def kill_resume(work: Path, model: Path, data: Path, size: str, case: str, batch
     import torch
     from safetensors.torch import load_file
 
-    from wizardcoder.training.checkpoints import is_complete
+    from wizardcoder.train.checkpoints import is_complete
 
     clean_dir = work / f"{size}-{case}"
     params = {**BASE_PARAMS, "base_model": str(model), "per_device_train_batch_size": batch,

@@ -54,7 +54,7 @@ def unsandboxed(programs: list[str]) -> list[str]:
 
 def main() -> None:
     from wizardcoder.evolve.verify import Attempt, Sandbox, check_attempts, prepare
-    from wizardcoder.pipeline.score import ScoreConfig
+    from wizardcoder.score.config import ScoreConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200)

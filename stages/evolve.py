@@ -1,11 +1,9 @@
-"""DVC entry point of the `evolve` stage (see dvc.yaml); the same as `wizardcoder evolve`.
-
-    python -m stages.evolve [options]    # options: python -m stages.evolve --help
-"""
+"""Stage `evolve` as DVC runs it (dvc.yaml): `python -m stages.evolve --help` lists the options.
+The code: wizardcoder/evolve/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.evolve.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["evolve", *sys.argv[1:]]))
+    sys.exit(main())

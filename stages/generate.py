@@ -1,11 +1,9 @@
-"""DVC entry point of the `generate` stage (see dvc.yaml); the same as `wizardcoder generate`.
-
-    python -m stages.generate [options]    # options: python -m stages.generate --help
-"""
+"""Stage `generate` as DVC runs it (dvc.yaml): `python -m stages.generate --help` lists the options.
+The code: wizardcoder/generate/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.generate.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["generate", *sys.argv[1:]]))
+    sys.exit(main())

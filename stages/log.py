@@ -1,11 +1,9 @@
-"""DVC entry point of the `log` stage (see dvc.yaml); the same as `wizardcoder log`.
-
-    python -m stages.log [options]    # options: python -m stages.log --help
-"""
+"""Stage `log` as DVC runs it (dvc.yaml): `python -m stages.log --help` lists the options.
+The code: wizardcoder/log/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.log.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["log", *sys.argv[1:]]))
+    sys.exit(main())

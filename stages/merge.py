@@ -1,11 +1,9 @@
-"""DVC entry point of the `merge` stage (see dvc.yaml); the same as `wizardcoder merge`.
-
-    python -m stages.merge [options]    # options: python -m stages.merge --help
-"""
+"""Stage `merge` as DVC runs it (dvc.yaml): `python -m stages.merge --help` lists the options.
+The code: wizardcoder/merge/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.merge.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["merge", *sys.argv[1:]]))
+    sys.exit(main())

@@ -1,11 +1,9 @@
-"""DVC entry point of the `seed` stage (see dvc.yaml); the same as `wizardcoder seed`.
-
-    python -m stages.seed [options]    # options: python -m stages.seed --help
-"""
+"""Stage `seed` as DVC runs it (dvc.yaml): `python -m stages.seed --help` lists the options.
+The code: wizardcoder/seed/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.seed.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["seed", *sys.argv[1:]]))
+    sys.exit(main())

@@ -1,11 +1,9 @@
-"""DVC entry point of the `train` stage (see dvc.yaml); the same as `wizardcoder train`.
-
-    python -m stages.train [options]    # options: python -m stages.train --help
-"""
+"""Stage `train` as DVC runs it (dvc.yaml): `python -m stages.train --help` lists the options.
+The code: wizardcoder/train/stage.py."""
 
 import sys
 
-from wizardcoder.cli import main
+from wizardcoder.train.stage import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main())

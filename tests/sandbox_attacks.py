@@ -2,11 +2,11 @@
 
 Used in process by ``tests/test_sandbox_fs.py`` (as root) and run as a script by an unprivileged
 user (``runuser``, with a Python that user can run and only ``wizardcoder`` on its path), so it
-imports nothing outside the standard library and ``wizardcoder.scoring``.
+imports nothing outside the standard library and ``wizardcoder.sandbox``.
 
 ``python sandbox_attacks.py attack SPEC.json`` prints the JSON of :func:`attack`;
 ``python sandbox_attacks.py isolation MODE`` prints the layers or the refusal of
-:func:`wizardcoder.scoring.sandbox.require_isolation`.
+:func:`wizardcoder.sandbox.pool.require_isolation`.
 """
 
 from __future__ import annotations
@@ -211,8 +211,8 @@ def attack(spec: dict) -> dict:
     """Run :data:`PROGRAM` with and without the audit hook (the OS layers alone); returns, per
     mode, the verdict and what the candidate saw, plus ``control``: what this process (the
     scorer's user, outside the sandbox) reads from the planted files."""
-    from wizardcoder.scoring import SandboxLimits
-    from wizardcoder.scoring.harness import run_check
+    from wizardcoder.sandbox import SandboxLimits
+    from wizardcoder.sandbox.harness import run_check
 
     public = {k: v for k, v in spec.items() if k in ("planted", "benchmarks", "dirs", "writes")}
     program = PROGRAM.replace("__SPEC__", repr(dict(public, scorer_pid=os.getpid()))) \
@@ -236,7 +236,7 @@ def attack(spec: dict) -> dict:
 def isolation(mode: str) -> dict:
     """The layers (best_effort) or the refusal (strict) on this machine."""
     from wizardcoder.errors import WizardcoderError
-    from wizardcoder.scoring.sandbox import SandboxLimits, require_isolation
+    from wizardcoder.sandbox.pool import SandboxLimits, require_isolation
 
     try:
         return {"layers": require_isolation(mode, SandboxLimits(timeout_s=30))}

@@ -4,8 +4,8 @@ import pytest
 
 from wizardcoder.config import load_section
 from wizardcoder.errors import ConfigError
-from wizardcoder.evolve.rounds import load_rounds, set_rounds_overrides, validate_rounds
-from wizardcoder.params_doc import SECTIONS, describe_params, section_class
+from wizardcoder.params import SECTIONS, describe_params, section_class
+from wizardcoder.rounds import load_rounds, set_rounds_overrides, validate_rounds
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))

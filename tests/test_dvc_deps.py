@@ -2,10 +2,10 @@
 of its deps or params changes, so a module a stage imports but does not declare is a change
 DVC never sees ("Data and pipelines are up to date" after editing the stage's own logic).
 
-The modules of a stage are derived, not listed by hand: the stage's entry point, the imports
-in its branch of ``wizardcoder.cli._dispatch`` and everything those import (the whole import
-graph within the package, function-level imports included), plus every bundled resource file
-a module names.
+The modules of a stage are derived, not listed by hand: the stage's entry point
+(``stages/__init__.py`` and ``stages/<stage>.py``, which ``python -m`` executes) and everything
+it imports (the whole import graph within the package, function-level imports included), plus
+every bundled resource file a module names.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _module_file(name: str) -> Path | None:
 def _imports(tree: ast.AST, current: str) -> set[str]:
     """Every package module named by an import anywhere in the tree (incl. `from x import
     submodule`, relative imports, and module names in strings: lazy factories import
-    ``"wizardcoder.generation.hf"`` with importlib)."""
+    ``"wizardcoder.generate.hf"`` with importlib)."""
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
@@ -67,55 +67,21 @@ def _closure(roots: set[str]) -> set[Path]:
     return {_module_file(m) for m in seen}
 
 
-def _dispatch_roots(words: list[str]) -> set[str]:
-    """The modules imported in the `_dispatch` branch that handles these CLI words."""
-    tree = ast.parse((REPO / "wizardcoder" / "cli.py").read_text())
-    dispatch = next(n for n in ast.walk(tree)
-                    if isinstance(n, ast.FunctionDef) and n.name == "_dispatch")
-    roots: set[str] = set()
-
-    def walk(node: ast.If) -> None:
-        test = node.test
-        names = []
-        if isinstance(test, ast.Compare):  # cmd == "x", or sub in ("x", "y")
-            right = test.comparators[0]
-            items = right.elts if isinstance(right, ast.Tuple | ast.List | ast.Set) else [right]
-            names = [i.value for i in items if isinstance(i, ast.Constant)]
-        matched = any(name in words for name in names)
-        if matched:
-            for stmt in node.body:  # nested branches count only when they match too
-                if isinstance(stmt, ast.If):
-                    walk(stmt)
-                else:
-                    roots.update(_imports(stmt, "wizardcoder.cli"))
-        for stmt in node.orelse:
-            if isinstance(stmt, ast.If):
-                walk(stmt)
-
-    for stmt in dispatch.body:
-        if isinstance(stmt, ast.If):
-            walk(stmt)
-    return roots
-
-
 def _stages() -> dict[str, dict]:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     return {name: spec.get("do", spec) for name, spec in stages.items()}
 
 
-def _entry(cmd: str) -> tuple[set[Path], set[str]]:
-    """(files of the entry module and what it imports, CLI words) of a stage command."""
+def _entry(cmd: str) -> set[Path]:
+    """The files ``python -m stages.<stage>`` executes and everything they import."""
     words = shlex.split(cmd)
     module = words[words.index("-m") + 1]
-    if module.startswith("stages."):
-        path = REPO / Path(*module.split("."))
-        entry = path.with_suffix(".py")
-        imported = _imports(ast.parse(entry.read_text()), module)
-        uses_cli = "wizardcoder.cli" in imported
-        return ({entry} | _closure(imported - {"wizardcoder.cli"})
-                | ({REPO / "wizardcoder" / "cli.py"} if uses_cli else set()),
-                {module.split(".")[1]} if uses_cli else set())
-    return {REPO / "wizardcoder" / "cli.py"}, set(words[words.index("-m") + 2:])
+    assert module.startswith("stages."), f"{cmd!r}: stages run as python -m stages.<stage>"
+    entry = REPO / Path(*module.split(".")).with_suffix(".py")
+    files = {REPO / "stages" / "__init__.py", entry}
+    for path in sorted(files):
+        files |= _closure(_imports(ast.parse(path.read_text()), module))
+    return files
 
 
 def _declared(deps: list[str]) -> list[Path]:
@@ -145,8 +111,7 @@ def _resources(files: set[Path]) -> set[Path]:
 def test_every_module_and_resource_a_stage_reads_is_a_dep(stage):
     """(A stage that always runs, like `log`, needs no deps to be rerun.)"""
     spec = _stages()[stage]
-    entry, words = _entry(spec["cmd"])
-    modules = _closure(_dispatch_roots(sorted(words))) | entry
+    modules = _entry(spec["cmd"])
     needed = modules | _resources(modules)
     declared = _declared(spec.get("deps", []))
     missing = sorted(str(p.relative_to(REPO)) for p in needed if not _covered(p, declared))
@@ -155,11 +120,11 @@ def test_every_module_and_resource_a_stage_reads_is_a_dep(stage):
 
 
 def test_the_derivation_sees_function_level_imports():
-    """The test above can fail: the closure of the score branch reaches the sandbox modules
+    """The test above can fail: the closure of the score stage reaches the sandbox modules
     imported inside functions, and a stage without them in its deps is reported."""
-    modules = _closure(_dispatch_roots(["score"]))
+    modules = _entry("python -m stages.score")
     names = {str(p.relative_to(REPO)) for p in modules}
-    assert "wizardcoder/pipeline/score.py" in names
-    assert "wizardcoder/scoring/harness.py" in names  # imported inside score_and_write
-    assert not _covered(REPO / "wizardcoder/scoring/harness.py",
-                        _declared(["stages/score.py", "wizardcoder/pipeline/score.py"]))
+    assert "wizardcoder/score/stage.py" in names
+    assert "wizardcoder/sandbox/harness.py" in names  # imported inside score_and_write
+    assert not _covered(REPO / "wizardcoder/sandbox/harness.py",
+                        _declared(["stages/score.py", "wizardcoder/score/stage.py"]))

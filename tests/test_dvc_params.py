@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from wizardcoder.config import output_fields
-from wizardcoder.params_doc import SECTIONS, section_class
+from wizardcoder.params import SECTIONS, section_class
 
 REPO = Path(__file__).resolve().parents[1]
 

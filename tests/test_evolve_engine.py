@@ -24,13 +24,14 @@ from wizardcoder.cli import main
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
 from wizardcoder.evolve import filters
-from wizardcoder.evolve.engine import EvolveConfig, choose_method, evolve_round
+from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.engine import choose_method, evolve_round
 from wizardcoder.evolve.prompts import METHODS
+from wizardcoder.evolve.dry_run import model_identity
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import LLMClient, LLMConfig, RequestCache, open_client
 from wizardcoder.llm.cache import ERROR_CLASSES
 from wizardcoder.llm.limits import BudgetExceeded
-from wizardcoder.pipeline.evolve import model_identity
 
 JUDGE = "Answer with exactly one of: Equal, Not Equal."
 EVOLVE = "Rewrite the programming question below"

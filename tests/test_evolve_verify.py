@@ -25,11 +25,12 @@ from tests.fault_server import FaultServer, Reply
 from tests.test_evolve_engine import EVOLVE, JUDGE, client_for, seed_rows
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
-from wizardcoder.evolve.engine import EvolveConfig, evolve_round
+from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.engine import evolve_round
 from wizardcoder.evolve.prompts import ANSWER_WITH_TESTS_SYSTEM
 from wizardcoder.evolve.verify import Attempt, Sandbox, check_attempts, split_program
 from wizardcoder.jsonl import write_jsonl
-from wizardcoder.scoring import SandboxLimits
+from wizardcoder.sandbox import SandboxLimits
 
 GOOD = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
@@ -292,9 +293,9 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
 def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, monkeypatch):
     """A run the sandbox itself failed (a worker that cannot start) is no verdict on the
     answer: above score.max_sandbox_errors the round stops and writes nothing."""
-    import wizardcoder.scoring as scoring
+    import wizardcoder.sandbox as scoring
     from wizardcoder.errors import ExternalError
-    from wizardcoder.scoring.harness import Verdict
+    from wizardcoder.sandbox.harness import Verdict
 
     def broken(problems, samples, limits, workers, progress):
         return [Verdict(s["task_id"], 0, False, "sandbox_error", "spawn failed", 0.0)

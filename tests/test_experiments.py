@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wizardcoder import devset, experiments
+from wizardcoder.benchmarks import devset
 from wizardcoder.errors import ConfigError, DataError
+from wizardcoder.experiments import commands as experiments
+from wizardcoder.experiments.config import SelectConfig
+from wizardcoder.experiments.selection import format_selection, select_rounds
 from wizardcoder.jsonl import write_jsonl
-from wizardcoder.selection import format_selection, select_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,7 +146,7 @@ def test_dev_tasks_are_held_out_seed_tasks_whose_references_pass_their_checks():
     sys.path.insert(0, str(REPO / "tests"))
     from seed_task_checks import CHECKS
 
-    from wizardcoder.scoring import SandboxLimits, evaluate_samples
+    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
 
     seeds = [json.loads(line) for line in
              (REPO / "wizardcoder/resources/seed_tasks.jsonl").open()]
@@ -161,7 +163,7 @@ def test_dev_tasks_are_held_out_seed_tasks_whose_references_pass_their_checks():
 
 
 def test_dev_score_stage_scores_a_sample_file(tmp_path, monkeypatch):
-    from wizardcoder.pipeline import dev
+    from wizardcoder.experiments import dev
 
     monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
     tasks = list(devset.seed_dev_tasks().values())[:4]
@@ -189,8 +191,8 @@ def test_dev_score_stage_scores_a_sample_file(tmp_path, monkeypatch):
 def test_log_stage_writes_the_passk_vs_rounds_point(tmp_path, monkeypatch, merge, expected):
     """The score stages read no round params (adding a round must not rerun the sandbox):
     the log stage turns their metrics into this experiment's point."""
-    from wizardcoder.pipeline import dev
-    from wizardcoder.pipeline.log import write_rounds_points
+    from wizardcoder.experiments import dev
+    from wizardcoder.log.stage import write_rounds_points
 
     monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
     task = next(iter(devset.seed_dev_tasks().values()))
@@ -211,7 +213,7 @@ def test_log_stage_writes_the_passk_vs_rounds_point(tmp_path, monkeypatch, merge
 
 
 def test_rounds_points_with_broken_rounds_fail_before_writing(tmp_path):
-    from wizardcoder.pipeline.log import write_rounds_points
+    from wizardcoder.log.stage import write_rounds_points
 
     (tmp_path / "dev.json").write_text('{"pass@1": 0.5}')
     params = tmp_path / "params.yaml"
@@ -223,7 +225,7 @@ def test_rounds_points_with_broken_rounds_fail_before_writing(tmp_path):
 
 def test_mbpp_plus_dev_set_is_scored_against_reference_outputs(tmp_path, monkeypatch):
     """select.dev_benchmark: mbpp+ (a two-task MbppPlus file stands in for evalplus's)."""
-    from wizardcoder.pipeline import dev
+    from wizardcoder.experiments import dev
 
     mbpp = [{"task_id": "Mbpp/3", "prompt": '"""\nIs n not prime?\n"""\n',
              "entry_point": "is_not_prime", "contract": "", "atol": 0, "test": "",
@@ -250,7 +252,7 @@ def test_mbpp_plus_dev_set_is_scored_against_reference_outputs(tmp_path, monkeyp
                         str(tmp_path / "dev.json"), str(tmp_path / "results.jsonl"))
     assert summary["benchmark"] == "mbpp+" and summary["pass@1"] == 1.0
     assert summary["plus_pass@1"] == 0.5          # double() fails the plus input -3
-    assert devset.SelectConfig(metric="plus_pass@1").metric == "plus_pass@1"
+    assert SelectConfig(metric="plus_pass@1").metric == "plus_pass@1"
 
 
 def test_select_config_validates(tmp_path):
@@ -259,10 +261,10 @@ def test_select_config_validates(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("select:\n  metric: accuracy\n")
     with pytest.raises(ConfigError, match="select.metric: expected a pass@k or plus_pass@k key"):
-        load_section(params, "select", devset.SelectConfig)
+        load_section(params, "select", SelectConfig)
     params.write_text("select:\n  dev_benchmark: humaneval\n")
     with pytest.raises(ConfigError, match="not one of"):
-        load_section(params, "select", devset.SelectConfig)
+        load_section(params, "select", SelectConfig)
 
 
 # --- a toy DVC repo: exp rounds -> exp show --json -> select-rounds -------------------------
@@ -313,22 +315,22 @@ def test_select_rounds_uses_the_dev_set_and_prefers_fewer_rounds(toy):
 
 def test_selection_rules_on_real_exp_show_output(toy):
     show = toy[2]
-    select = devset.SelectConfig(tolerance=0.3)
+    select = SelectConfig(tolerance=0.3)
     assert select_rounds(show, select)["chosen_rounds"] == 1      # 0.25 is within 0.3 of 0.5
     edited = copy.deepcopy(show)
     exps = {e["name"]: e for e in edited[1]["experiments"]}
     exps["rounds-2"]["executor"] = {"state": "failed"}
     exps["rounds-3"]["revs"][0]["data"]["metrics"]["metrics/dev_score.json"]["data"][
         "benchmark"] = "mbpp+"
-    record = select_rounds(edited, devset.SelectConfig())
+    record = select_rounds(edited, SelectConfig())
     assert record["chosen_rounds"] == 1 and [c["rounds"] for c in record["candidates"]] == [1]
     reasons = {e["experiment"]: e["reason"] for e in record["excluded"]}
     assert "state failed" in reasons["rounds-2"] and "'mbpp+'" in reasons["rounds-3"]
     exps["rounds-1"]["revs"][0]["data"]["metrics"]["metrics/dev_score.json"]["data"][
         "benchmark"] = "humaneval"   # dev == the reported benchmark: not held out
     with pytest.raises(DataError, match="no finished experiment"):
-        select_rounds(edited, devset.SelectConfig())
-    assert "rounds-1" in format_selection(select_rounds(show, devset.SelectConfig()))
+        select_rounds(edited, SelectConfig())
+    assert "rounds-1" in format_selection(select_rounds(show, SelectConfig()))
 
 
 def test_compare_and_rounds_commands_on_the_toy_repo(toy):

@@ -88,7 +88,7 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
         # kill): nothing finished before the kill was asked twice.
         assert server.total - calls_before >= TASKS - len(before)
         assert server.total <= TASKS + 1
-        from wizardcoder.generation import load_benchmark
+        from wizardcoder.generate import load_benchmark
 
         problems = load_benchmark("humaneval", TASKS)
         for task_id in before:
@@ -97,7 +97,7 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
         # Byte-identical to an undisturbed run of the same settings and model content.
         monkeypatch.chdir(root)
         monkeypatch.setenv("WIZARDCODER_CACHE_DIR", str(tmp_path / "fresh-cache"))
-        from wizardcoder.generation import GenerateConfig, generate_samples
+        from wizardcoder.generate import GenerateConfig, generate_samples
 
         generate_samples(GenerateConfig(**_settings(server.url)), "models/sft",
                          tmp_path / "undisturbed.jsonl", progress=False)
@@ -114,7 +114,7 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
 
 
 def test_model_digest_is_content_not_path(tmp_path):
-    from wizardcoder.generation.runner import model_sha256
+    from wizardcoder.generate.runner import model_sha256
 
     for name in ("a", "b"):
         (tmp_path / name / "sub").mkdir(parents=True)

@@ -17,7 +17,7 @@ from tests.fault_server import SERVER_ERROR, FaultServer, Reply
 from tests.fault_server import status as fault_status
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, DataError, ExternalError
-from wizardcoder.generation import (
+from wizardcoder.generate import (
     GenerateConfig,
     export_samples,
     generate_samples,
@@ -26,7 +26,7 @@ from wizardcoder.generation import (
     prompt_text,
     read_samples,
 )
-from wizardcoder.generation.base import truncate_at_stop
+from wizardcoder.generate.base import truncate_at_stop
 from wizardcoder.prompt_template import build_prompt, humaneval_instruction
 
 torch = pytest.importorskip("torch")
@@ -79,13 +79,13 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir):
-    from wizardcoder.generation.hf import load_model
+    from wizardcoder.generate.hf import load_model
 
     return load_model(tiny_model_dir, "cpu", "float32")
 
 
 def hf_backend(loaded, model_dir, **settings):
-    from wizardcoder.generation.hf import HFBackend
+    from wizardcoder.generate.hf import HFBackend
 
     settings.setdefault("stop", [])
     model, tokenizer = loaded
@@ -380,7 +380,7 @@ def test_output_depends_only_on_inputs(tmp_path):
 
 
 def test_cut_after_code_block():
-    from wizardcoder.generation.base import cut_after_code_block
+    from wizardcoder.generate.base import cut_after_code_block
 
     text = "Here:\n```python\ndef f():\n    return 1\n```\nThis function returns 1."
     assert cut_after_code_block(text) == "Here:\n```python\ndef f():\n    return 1\n```"
@@ -389,7 +389,7 @@ def test_cut_after_code_block():
 
 
 def test_stop_after_code_block_criterion(loaded):
-    from wizardcoder.generation.hf import StopAfterCodeBlock
+    from wizardcoder.generate.hf import StopAfterCodeBlock
 
     _, tokenizer = loaded
     prompt = tokenizer.encode("### Response:")

@@ -26,7 +26,8 @@ from tests.fault_server import CONTEXT_LENGTH, SERVER_ERROR, FaultServer
 from tests.test_evolve_engine import FAST, PRICES, client_for, responder, seed_rows
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, ExternalError
-from wizardcoder.evolve.engine import EvolveConfig, evolve_round
+from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.engine import evolve_round
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import ChatRequest, LLMConfig
 from wizardcoder.llm import batch as batch_mod

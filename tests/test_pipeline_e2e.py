@@ -120,7 +120,7 @@ def test_identical_inputs_give_identical_outputs(pipeline):
     repo, env, dvc, _ = pipeline
 
     def outputs() -> dict:  # metrics hold run times: they may change, outputs may not
-        from wizardcoder.pipeline.log import lock_outputs
+        from wizardcoder.log.stage import lock_outputs
 
         return {path: digest for path, digest in lock_outputs(repo / "dvc.lock").items()
                 if not path.startswith("metrics/")}

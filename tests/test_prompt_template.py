@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from wizardcoder.prompt_template import build_prompt, build_target
-from wizardcoder.training.data import IGNORE_INDEX, encode_example
+from wizardcoder.train.data import IGNORE_INDEX, encode_example
 
 HEADER = ("Below is an instruction that describes a task. "
           "Write a response that appropriately completes the request.")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wizardcoder import report
+from wizardcoder.experiments import report
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = 10
@@ -250,9 +250,9 @@ def test_plots_template_is_configured_and_self_contained():
 def test_verification_section_compares_verified_and_unverified():
     """Verified experiments beside unverified ones at the same round count: pass@1 with its
     interval, rows, tokens; then the verification figures per round."""
-    from wizardcoder.report import Experiment, passk_with_ci, verification_section
-    from wizardcoder.report_doc import Doc
-    from wizardcoder.report_figures import verified_vs_unverified
+    from wizardcoder.experiments.report import Experiment, passk_with_ci, verification_section
+    from wizardcoder.experiments.report_doc import Doc
+    from wizardcoder.experiments.report_figures import verified_vs_unverified
 
     def exp(name, verify, passed):
         e = Experiment(name=name, rev="abc",

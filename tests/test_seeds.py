@@ -6,7 +6,8 @@ import pytest
 
 from wizardcoder.cli import main
 from wizardcoder.errors import DataError
-from wizardcoder.seeds import SeedConfig, load_seeds, row_id
+from wizardcoder.seed.config import SeedConfig
+from wizardcoder.seed.seeds import load_seeds, row_id
 
 
 def test_bundled_seed_set_loads_with_stable_ids():

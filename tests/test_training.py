@@ -19,15 +19,15 @@ import pytest
 
 from wizardcoder.config import from_dict, load_section
 from wizardcoder.errors import ConfigError, ExternalError
-from wizardcoder.training import TrainConfig, run_training
-from wizardcoder.training.checkpoints import checkpoint_key, last_checkpoint
-from wizardcoder.training.data import (
+from wizardcoder.train import TrainConfig, run_training
+from wizardcoder.train.checkpoints import checkpoint_key, last_checkpoint
+from wizardcoder.train.data import (
     IGNORE_INDEX,
     SupervisedCollator,
     encode_rows,
     ensure_pad_token,
 )
-from wizardcoder.training.launch import deepspeed_launch_command
+from wizardcoder.train.launch import deepspeed_launch_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +197,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_model_dir, train_jsonl, tm
 
 DS_SCRIPT = textwrap.dedent("""
     import json, sys
-    from wizardcoder.training import TrainConfig, run_training
+    from wizardcoder.train import TrainConfig, run_training
     model_dir, train, out, ds, extra = sys.argv[1:6]
     values = dict(base_model=model_dir, max_length=64, max_steps=2, learning_rate=1e-3,
                   warmup_steps=0, per_device_train_batch_size=4, gradient_checkpointing=False,
@@ -246,13 +246,13 @@ def test_deepspeed_trains_on_cpu(tiny_model_dir, train_jsonl, tmp_path, stage, e
 
 LAUNCH_SCRIPT = textwrap.dedent("""
     import json, os, sys
-    from wizardcoder.training import TrainConfig, maybe_relaunch
+    from wizardcoder.train import TrainConfig, maybe_relaunch
     model_dir, train, out, ds = sys.argv[1:5]
     config = TrainConfig(base_model=model_dir, max_length=64, max_steps=1, warmup_steps=0,
                          per_device_train_batch_size=4, gradient_checkpointing=False,
                          logging_steps=1, deepspeed=ds, launcher="deepspeed", num_gpus=1)
     maybe_relaunch(config)  # execs `deepspeed ... this_script args`; returns in the worker
-    from wizardcoder.training import run_training
+    from wizardcoder.train import run_training
     m = run_training(config, train, out + "/model", out + "/metrics.json", out + "/plots.json")
     print("WORKER", os.environ["LOCAL_RANK"], os.environ["WORLD_SIZE"], json.dumps(m))
 """)

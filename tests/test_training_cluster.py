@@ -20,8 +20,8 @@ import pytest
 from tests.test_training import outputs, tiny_config, tiny_model_dir, train_jsonl  # noqa: F401
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
-from wizardcoder.training import TrainConfig, run_training
-from wizardcoder.training.checkpoints import (
+from wizardcoder.train import TrainConfig, run_training
+from wizardcoder.train.checkpoints import (
     RANK_MARKER,
     TRAINER_STATE,
     RunLayout,
@@ -29,8 +29,8 @@ from wizardcoder.training.checkpoints import (
     last_checkpoint,
     mark_complete,
 )
-from wizardcoder.training.config import deepspeed_config_sha256
-from wizardcoder.training.launch import (
+from wizardcoder.train.config import deepspeed_config_sha256
+from wizardcoder.train.launch import (
     DEFAULT_MASTER_PORT,
     deepspeed_launch_command,
     forwarded_env,
@@ -225,7 +225,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     rank = int(os.environ["RANK"])
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from wizardcoder.errors import ConfigError
-    from wizardcoder.training.checkpoints import agreed_checkpoint, check_shared
+    from wizardcoder.train.checkpoints import agreed_checkpoint, check_shared
     roots = json.loads(sys.argv[1])
     root = Path(roots[rank])
     try:

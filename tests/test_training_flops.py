@@ -1,12 +1,12 @@
-"""FLOPs per token, MFU and the peak table (wizardcoder/training/flops.py)."""
+"""FLOPs per token, MFU and the peak table (wizardcoder/train/flops.py)."""
 
 from types import SimpleNamespace
 
 import pytest
 
 from wizardcoder.errors import ConfigError
-from wizardcoder.training.config import TrainConfig
-from wizardcoder.training.flops import (
+from wizardcoder.train.config import TrainConfig
+from wizardcoder.train.flops import (
     flops_per_token,
     matmul_parameters,
     peak_tflops,
@@ -66,7 +66,7 @@ def test_peak_tflops_param_must_be_positive(bad):
 
 
 def test_length_weighted_attention_length_by_hand():
-    from wizardcoder.training.flops import attention_length
+    from wizardcoder.train.flops import attention_length
 
     # two examples of 100 and 300 tokens: attention costs 12Ld(100^2 + 300^2) for 400
     # tokens, i.e. s = 100000 / 400 = 250 per token, not the plain mean 200

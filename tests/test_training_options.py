@@ -17,8 +17,8 @@ from tests.test_training import (  # noqa: F401
 )
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
-from wizardcoder.training import TrainConfig, run_training
-from wizardcoder.training.packing import check_packing
+from wizardcoder.train import TrainConfig, run_training
+from wizardcoder.train.packing import check_packing
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ def test_model_card_has_a_hub_header_and_no_run_dependent_facts(
 
 
 def test_embedded_model_card_names_the_hub_base_model():
-    from wizardcoder.training.output import card_header
+    from wizardcoder.train.output import card_header
 
     header = "\n".join(card_header(TrainConfig(), "float32"))
     assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in header

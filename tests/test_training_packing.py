@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from wizardcoder.training.data import IGNORE_INDEX, SupervisedDataset
-from wizardcoder.training.packing import (
+from wizardcoder.train.data import IGNORE_INDEX, SupervisedDataset
+from wizardcoder.train.packing import (
     REAL_TOKENS_KEY,
     PackedCollator,
     best_fit_decreasing,

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.test_training import tiny_model_dir  # noqa: F401
-from wizardcoder.training.checkpoints import is_complete
+from wizardcoder.train.checkpoints import is_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 16  # 4 checkpoints; a kill after the first leaves 12 steps of margin

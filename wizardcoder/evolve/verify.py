@@ -5,12 +5,12 @@ The answer step asks for the solution and tests in one answer (``verify_tests: i
 a second call writes the tests for the answer (``separate``). :func:`split_program` finds
 the Python code with :mod:`ast` (nothing of it runs on the host): fenced blocks that parse
 as Python, or the parseable chunks of an unfenced answer (reusing
-:mod:`wizardcoder.generation.sanitize`). Top-level asserts, ``test*`` functions,
+:mod:`wizardcoder.sanitize`). Top-level asserts, ``test*`` functions,
 ``unittest.TestCase`` classes and the body of ``if __name__ == "__main__":`` are the tests;
 the rest is the solution. The program run is solution + tests + calls of the test functions
 + a trivial entry point, loaded by the sandbox worker the way ``score`` loads a sample and
 under the `score` section's limits and isolation (:func:`run_programs`, via
-:func:`wizardcoder.scoring.evaluate_samples`, as the merge stage's execution detector runs
+:func:`wizardcoder.sandbox.evaluate_samples`, as the merge stage's execution detector runs
 training rows): any exception while loading (a failed assert, an error, ``SystemExit``), a
 timeout or a crash fails it.
 
@@ -29,7 +29,7 @@ import ast
 import time
 from dataclasses import dataclass
 
-from wizardcoder.generation.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
+from wizardcoder.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
 
 VERIFY_MODES = ("none", "tests")
 TEST_MODES = ("inline", "separate")
@@ -197,7 +197,7 @@ class RunResult:
 
 def run_programs(programs: list[str], limits, workers: int) -> list[RunResult]:
     """Each program loaded in the scoring sandbox (in parallel); in program order."""
-    from wizardcoder.scoring import evaluate_samples
+    from wizardcoder.sandbox import evaluate_samples
 
     if not programs:
         return []
@@ -283,7 +283,7 @@ def round_columns(rows: list[dict], round_no: int) -> dict:
 class Sandbox:
     """Where answers are verified: the `score` section's limits, isolation and workers."""
 
-    limits: object                 # wizardcoder.scoring.SandboxLimits
+    limits: object                 # wizardcoder.sandbox.SandboxLimits
     workers: int = 2
     isolation: dict | None = None  # the layers active, checked before the first run
     max_errors: int = 0            # score.max_sandbox_errors
@@ -291,7 +291,7 @@ class Sandbox:
 
     @classmethod
     def from_score(cls, score_config) -> Sandbox:
-        from wizardcoder.decontam_exec import sandbox_limits
+        from wizardcoder.merge.decontam_exec import sandbox_limits
 
         return cls(sandbox_limits(score_config), score_config.workers,
                    max_errors=score_config.max_sandbox_errors)
@@ -303,7 +303,7 @@ class Sandbox:
         from wizardcoder.errors import ExternalError
 
         if self.isolation is None and any(not a.kind for a in attempts):
-            from wizardcoder.decontam_exec import active_isolation
+            from wizardcoder.merge.decontam_exec import active_isolation
 
             self.isolation = active_isolation(self.limits)
         seconds = check_attempts(attempts, self.limits, self.workers)

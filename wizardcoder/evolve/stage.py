@@ -1,0 +1,138 @@
+"""Stage evolve@rN: one round of Code Evol-Instruct through the configured LLM.
+
+    python -m stages.evolve --round r1 --input data/seed.jsonl --out data/evolved/r1.jsonl \
+        --rejected data/rejected/r1.jsonl --metrics metrics/evolve/r1.json
+
+Read the round's rows, evolve -> judge -> answer each through the LLM (the request cache
+makes a rerun resume), verify answers in the sandbox if ``evolve.verify: tests``, and write
+the kept rows, the rejected rows and the round's metrics, atomically and only when the whole
+round succeeded. ``--dry-run`` (:mod:`wizardcoder.evolve.dry_run`) prints what the round
+would send and cost instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from wizardcoder.config import load_section, to_dict
+from wizardcoder.entry import stage_main
+from wizardcoder.errors import DataError
+from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.engine import evolve_round
+from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
+from wizardcoder.llm.config import LLMConfig
+from wizardcoder.llm.limits import usd
+from wizardcoder.rounds import load_rounds, round_input, round_number
+from wizardcoder.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def read_round_input(path: str) -> list[dict]:
+    rows = []
+    for line, row in iter_jsonl(path):
+        for name in ("id", "instruction"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise DataError(path, line, name, "missing or not a non-empty string")
+        if not isinstance(row.get("lineage"), dict):
+            raise DataError(path, line, "lineage", "missing; rows must come from the seed or "
+                            "evolve stage")
+        rows.append(row)
+    if not rows:
+        raise DataError(path, None, None, "no rows to evolve")
+    return rows
+
+
+def load_configs(params: str, round_key: str, input_path: str) -> tuple[LLMConfig, EvolveConfig]:
+    round_number(round_key)
+    rounds = load_rounds(params)
+    if round_key in rounds and rounds[round_key] != input_path:
+        log.warning("evolve %s: input %s differs from params rounds.%s=%s", round_key,
+                    input_path, round_key, rounds[round_key])
+    return load_section(params, "llm", LLMConfig), load_section(params, "evolve", EvolveConfig)
+
+
+def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
+        metrics: str) -> dict:
+    llm_config, config = load_configs(params, round_key, input_path)
+    rows = read_round_input(input_path)
+    sandbox, logged = None, {"llm": to_dict(llm_config), "evolve": to_dict(config)}
+    if config.verify == "tests":
+        sandbox, logged["score"] = verify_sandbox(params)
+
+    from wizardcoder.llm.server import open_client
+
+    with stage_run(f"evolve@{round_key}", logged,
+                   tags={"round": round_key}) as run_, open_client(llm_config) as client:
+        output, rejected_rows, stats = evolve_round(rows, config, client, round_key,
+                                                    model=client.model_identity,
+                                                    sandbox=sandbox)
+        stats["client"] = dict(client.stats)
+        write_jsonl(out, output)
+        write_jsonl(rejected, rejected_rows)
+        write_json(metrics, stats)
+        run_.log_metrics({k: v for k, v in stats.items() if k not in ("round", "verify_rows")})
+    saved = stats["judge_first"]
+    log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s (request errors %s); %d "
+             "requests sent (%d prompt + %d completion tokens, %s), %d from the cache; the "
+             "judge-first order did not send %d answer(s) (~%s)", round_key,
+             stats["rows_in"], stats["kept"], stats["dropped"], stats["dropped_by_rule"],
+             {k: v for k, v in stats["request_errors"].items() if v},
+             stats["network_calls"], stats["network"]["prompt_tokens"],
+             stats["network"]["completion_tokens"], usd(stats["cost_usd"]),
+             stats["cache_hits"], saved["answer_calls_not_sent"], usd(saved["cost_usd_est"]))
+    if "verify" in stats:
+        v = stats["verify"]
+        log.info("evolve %s: verify tests: %d of %d answered rows passed their tests "
+                 "(%.1f%%), %.2f attempts per kept row, %d eliminated failed_tests, %d "
+                 "no_python; %.1f tests per kept row (%d with a single test); %d sandbox runs "
+                 "in %.1f s (%.1f rows/s)", round_key, v["kept"], v["rows_verified"],
+                 100 * v["verified_rate"], v["attempts_per_kept"],
+                 v["eliminated_failed_tests"], v["eliminated_no_python"],
+                 v["tests_per_kept_mean"], v["kept_with_one_test"], v["sandbox_runs"],
+                 v["sandbox_s"], v["sandbox_rows_per_s"])
+    return stats
+
+
+# The `score` keys that evolve.verify: tests reads (declared for the evolve stage in dvc.yaml).
+VERIFY_SCORE_KEYS = ("workers", "timeout_s", "cpu_s", "memory_mb", "max_procs",
+                     "isolate_network", "isolation", "max_sandbox_errors")
+
+
+def verify_sandbox(params: str):
+    """The sandbox evolve.verify: tests runs answers in: the `score` section's limits,
+    isolation and workers, as scoring and the merge stage's execution detector use them."""
+    from wizardcoder.evolve.verify import Sandbox
+    from wizardcoder.score.config import ScoreConfig
+
+    score = load_section(params, "score", ScoreConfig)
+    return Sandbox.from_score(score), {k: getattr(score, k) for k in VERIFY_SCORE_KEYS}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--round", required=True, help="round name: r1, r2, ...")
+    p.add_argument("--input", help="rows to evolve (default: the round's input in params)")
+    p.add_argument("--out", help="default: data/evolved/<round>.jsonl")
+    p.add_argument("--rejected", help="default: data/rejected/<round>.jsonl")
+    p.add_argument("--metrics", help="default: metrics/evolve/<round>.json")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the round's calls (cached / to send), token and cost range "
+                        "and budget verdict; sends nothing, starts no server, writes nothing")
+
+
+def command(args: argparse.Namespace) -> None:
+    key = args.round
+    input_path = args.input or round_input(round_number(key))
+    if args.dry_run:
+        from wizardcoder.evolve.dry_run import dry_run
+
+        dry_run(args.params, key, input_path)
+        return
+    run(args.params, key, input_path, args.out or f"data/evolved/{key}.jsonl",
+        args.rejected or f"data/rejected/{key}.jsonl",
+        args.metrics or f"metrics/evolve/{key}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("evolve", __doc__, add_arguments, command, argv)

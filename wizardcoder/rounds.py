@@ -1,0 +1,71 @@
+"""The `rounds` section: which evolution rounds exist and what each one reads.
+
+DVC builds one `evolve@rN` stage per key of this mapping (a dict-keyed `foreach`), so a
+round is added or removed with one `-S` override and DVC's run-cache re-runs only what
+changed. The chain is fixed (r1 reads the seed file, rN reads round N-1's output); it is
+validated here so a typo cannot silently fork the lineage.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wizardcoder.config import read_params
+from wizardcoder.errors import ConfigError
+
+SEED_FILE = "data/seed.jsonl"
+EVOLVED_DIR = "data/evolved"
+
+
+def round_number(key: object) -> int:
+    """``"r3"`` -> 3; anything that is not r1, r2, ... is a ConfigError."""
+    match = re.fullmatch(r"r([1-9][0-9]*)", key) if isinstance(key, str) else None
+    if match is None:
+        raise ConfigError(f"rounds: key {key!r} is not a round name; expected r1, r2, ...")
+    return int(match.group(1))
+
+
+def round_input(n: int) -> str:
+    return SEED_FILE if n == 1 else f"{EVOLVED_DIR}/r{n - 1}.jsonl"
+
+
+def round_output(n: int) -> str:
+    return f"{EVOLVED_DIR}/r{n}.jsonl"
+
+
+def expected_rounds(n: int) -> dict[str, str]:
+    return {f"r{i}": round_input(i) for i in range(1, n + 1)}
+
+
+def validate_rounds(rounds: object, where: str = "params.yaml") -> dict[str, str]:
+    """Rounds sorted by number; errors name the key and the expected value."""
+    if rounds is None:
+        return {}
+    if not isinstance(rounds, dict):
+        raise ConfigError(f"{where}: rounds: expected a mapping like {{r1: {SEED_FILE}}}")
+    numbers = []
+    for key, value in rounds.items():
+        try:
+            n = round_number(key)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if value != round_input(n):
+            raise ConfigError(f"{where}: rounds.{key}: expected {round_input(n)!r} "
+                              f"(round {n} evolves the output of round {n - 1}), got {value!r}")
+        numbers.append(n)
+    numbers.sort()
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ConfigError(f"{where}: rounds: keys must be r1..rN without gaps, got "
+                          f"{', '.join(f'r{n}' for n in numbers)}")
+    return {f"r{n}": round_input(n) for n in numbers}
+
+
+def load_rounds(params_path: str) -> dict[str, str]:
+    return validate_rounds(read_params(params_path).get("rounds"), str(params_path))
+
+
+def set_rounds_overrides(current: int, target: int) -> list[str]:
+    """The `dvc exp run -S` overrides that change the round count from current to target."""
+    if target > current:
+        return [f"+rounds.r{n}={round_input(n)}" for n in range(current + 1, target + 1)]
+    return [f"~rounds.r{n}" for n in range(current, target, -1)]

