@@ -1,5 +1,5 @@
-"""Stage `benchmarks` as DVC runs it (dvc.yaml): `python -m stages.benchmarks --help` lists
-the options. The code: wizardcoder/benchmarks/stage.py."""
+"""Stage `benchmarks` as DVC runs it (see dvc.yaml); options: `python -m stages.benchmarks --help`.
+The code: wizardcoder/benchmarks/stage.py."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Stage `evolve` as DVC runs it (dvc.yaml): `python -m stages.evolve --help` lists the options.
+"""Stage `evolve` as DVC runs it (see dvc.yaml); options: `python -m stages.evolve --help`.
 The code: wizardcoder/evolve/stage.py."""
 
 import sys

@@ -1,4 +1,4 @@
-"""Stage `generate` as DVC runs it (dvc.yaml): `python -m stages.generate --help` lists the options.
+"""Stage `generate` as DVC runs it (see dvc.yaml); options: `python -m stages.generate --help`.
 The code: wizardcoder/generate/stage.py."""
 
 import sys

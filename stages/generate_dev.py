@@ -1,5 +1,5 @@
-"""Stage `generate_dev` as DVC runs it (dvc.yaml): `python -m stages.generate_dev --help` lists
-the options. The code: wizardcoder/experiments/dev.py."""
+"""Stage `generate_dev` as DVC runs it (see dvc.yaml); options:
+`python -m stages.generate_dev --help`. The code: wizardcoder/experiments/dev.py."""
 
 import sys
 

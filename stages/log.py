@@ -1,4 +1,4 @@
-"""Stage `log` as DVC runs it (dvc.yaml): `python -m stages.log --help` lists the options.
+"""Stage `log` as DVC runs it (see dvc.yaml); options: `python -m stages.log --help`.
 The code: wizardcoder/log/stage.py."""
 
 import sys

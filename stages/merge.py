@@ -1,4 +1,4 @@
-"""Stage `merge` as DVC runs it (dvc.yaml): `python -m stages.merge --help` lists the options.
+"""Stage `merge` as DVC runs it (see dvc.yaml); options: `python -m stages.merge --help`.
 The code: wizardcoder/merge/stage.py."""
 
 import sys

@@ -1,4 +1,4 @@
-"""Stage `score` as DVC runs it (dvc.yaml): `python -m stages.score --help` lists the options.
+"""Stage `score` as DVC runs it (see dvc.yaml); options: `python -m stages.score --help`.
 The code: wizardcoder/score/stage.py."""
 
 import sys

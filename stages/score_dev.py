@@ -1,5 +1,5 @@
-"""Stage `score_dev` as DVC runs it (dvc.yaml): `python -m stages.score_dev --help` lists
-the options. The code: wizardcoder/experiments/dev.py."""
+"""Stage `score_dev` as DVC runs it (see dvc.yaml); options: `python -m stages.score_dev --help`.
+The code: wizardcoder/experiments/dev.py."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Stage `seed` as DVC runs it (dvc.yaml): `python -m stages.seed --help` lists the options.
+"""Stage `seed` as DVC runs it (see dvc.yaml); options: `python -m stages.seed --help`.
 The code: wizardcoder/seed/stage.py."""
 
 import sys

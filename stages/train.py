@@ -1,4 +1,4 @@
-"""Stage `train` as DVC runs it (dvc.yaml): `python -m stages.train --help` lists the options.
+"""Stage `train` as DVC runs it (see dvc.yaml); options: `python -m stages.train --help`.
 The code: wizardcoder/train/stage.py."""
 
 import sys

@@ -1,4 +1,11 @@
-"""generate stage: benchmark completions from the fine-tuned model."""
+"""Stage `generate`: benchmark completions from the fine-tuned model (section `generate`).
+
+    python -m stages.generate --model models/sft --out data/eval/samples.jsonl
+
+Prompts each benchmark task, samples ``n_samples`` completions through the chosen backend
+(:mod:`wizardcoder.generate.base`), extracts the code and writes a self-describing samples
+file; a killed run resumes from :mod:`wizardcoder.generate.runner`'s progress file.
+"""
 
 from __future__ import annotations
 

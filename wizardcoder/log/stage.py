@@ -1,6 +1,7 @@
-"""log stage: the whole experiment on its MLflow parent run, after every `dvc repro`.
+"""Stage `log`: the whole experiment on its MLflow parent run, after every `dvc repro`.
 
-    python -m stages.log            # dvc.yaml runs it last, every time (always_changed)
+    python -m stages.log --rounds-plot metrics/score.json metrics/passk_rounds.json \
+        --rounds-plot metrics/dev_score.json metrics/dev_passk_rounds.json
 
 A stage that DVC restores from its run-cache runs no code, so it logs nothing: an experiment
 made only of restored stages would have a parent run without pass@1, which MLflow filters then

@@ -1,4 +1,8 @@
-"""merge stage: seed + evolved rounds -> deduplicated, decontaminated training set.
+"""Stage `merge`: seed + evolved rounds -> deduplicated, decontaminated training set.
+
+    python -m stages.merge --seed data/seed.jsonl --evolved-dir data/evolved \
+        --out data/merged/train.jsonl --report data/merged/decontamination.json \
+        --metrics metrics/merge.json --plots metrics/rounds.json
 
 Reads params `merge`, `rounds`, `score` (the sandbox limits and workers of the execution
 detector) and, for `merge.baseline: equal_size`, `seed` (the pool of unevolved rows is the

