@@ -7,6 +7,7 @@ chosen, so torch / vllm / openai are loaded by the runs that use them and nothin
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,32 @@ class Backend(ABC):
         self.model_dir = str(model_dir)
         self.stats = BackendStats()
 
-    @abstractmethod
     def generate(self, prompts: list[str], n: int, *, seed: int | None = None) -> list[list[str]]:
         """``n`` completions (the text after the prompt, stop strings cut off) per prompt,
         in prompt order. ``seed`` makes sampling reproducible where the backend allows it."""
+        start = time.perf_counter()
+        raw, new_tokens = self._generate(prompts, n, seed)
+        results = [[self.finish(text) for text in texts] for texts in raw]
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.completions += len(prompts) * n
+        self.stats.new_tokens += new_tokens
+        self.stats.seconds += time.perf_counter() - start
+        return results
+
+    @abstractmethod
+    def _generate(self, prompts: list[str], n: int,
+                  seed: int | None) -> tuple[list[list[str]], int]:
+        """(``n`` raw completions per prompt in prompt order, generated tokens kept).
+
+        A backend stops decoding where it can; :meth:`finish` then cuts every text the
+        same way, since servers and samplers cannot all stop at each stop rule."""
+
+    def finish(self, text: str) -> str:
+        """``text`` cut at the first stop string and, if configured, after its first closed
+        fenced code block."""
+        text = truncate_at_stop(text, self.config.stop)
+        return cut_after_code_block(text) if self.config.stop_after_code_block else text
 
     def close(self) -> None:
         """Release models, pools or servers; the default holds nothing."""

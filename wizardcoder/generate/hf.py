@@ -14,12 +14,11 @@ directory's own generation_config.json (sampling defaults, penalties) is not app
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
 from wizardcoder.errors import ExternalError
-from wizardcoder.generate.base import FENCE, Backend, cut_after_code_block, truncate_at_stop
+from wizardcoder.generate.base import FENCE, Backend
 from wizardcoder.generate.config import GenerateConfig
 
 log = logging.getLogger(__name__)
@@ -148,27 +147,26 @@ class HFBackend(Backend):
                           top_k=cfg.top_k)
         return kwargs
 
-    def generate(self, prompts: list[str], n: int, *, seed: int | None = None) -> list[list[str]]:
+    def _generate(self, prompts: list[str], n: int,
+                  seed: int | None) -> tuple[list[list[str]], int]:
         if n > 1 and self.config.greedy:
             raise ValueError("greedy decoding yields one distinct completion; use n=1")
-        start = time.perf_counter()
         if seed is not None:
             torch.manual_seed(seed)
         encoded = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first
         results: list[list[str]] = [[] for _ in prompts]
+        new_tokens = 0
         for pos in range(0, len(order), self.config.batch_size):
             idx = order[pos: pos + self.config.batch_size]
-            texts = self._generate_batch([encoded[i] for i in idx], n)
+            texts, tokens = self._generate_batch([encoded[i] for i in idx], n)
+            new_tokens += tokens
             for k, i in enumerate(idx):
                 results[i] = texts[k * n: (k + 1) * n]
-        self.stats.calls += 1
-        self.stats.prompts += len(prompts)
-        self.stats.completions += len(prompts) * n
-        self.stats.seconds += time.perf_counter() - start
-        return results
+        return results, new_tokens
 
-    def _generate_batch(self, ids: list[list[int]], n: int) -> list[str]:
+    def _generate_batch(self, ids: list[list[int]], n: int) -> tuple[list[str], int]:
+        """The decoded rows (``n`` per prompt, up to EOS) and the tokens they took."""
         from transformers import StoppingCriteriaList
 
         prompt_len = max(len(x) for x in ids)
@@ -187,16 +185,12 @@ class HFBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(**batch, stopping_criteria=criteria,
                                       **self._decoding_kwargs(n))
-        texts = []
+        texts, tokens = [], 0
         for row in out[:, prompt_len:].tolist():
             end = next((j for j, t in enumerate(row) if t in self.end_ids), len(row))
-            self.stats.new_tokens += min(end + 1, len(row))  # the EOS was generated too
-            text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
-            text = truncate_at_stop(text, self.config.stop)
-            if self.config.stop_after_code_block:
-                text = cut_after_code_block(text)
-            texts.append(text)
-        return texts
+            tokens += min(end + 1, len(row))  # the EOS was generated too
+            texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True))
+        return texts, tokens
 
     def close(self) -> None:
         self.model = None

@@ -14,13 +14,12 @@ is dropped: no server can be told to stop there, as the opening fence looks the 
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from wizardcoder.errors import ExternalError
-from wizardcoder.generate.base import Backend, cut_after_code_block, truncate_at_stop
+from wizardcoder.generate.base import Backend
 from wizardcoder.generate.config import GenerateConfig
 
 PLACEHOLDER_KEY = "EMPTY"
@@ -67,8 +66,9 @@ class OpenAIBackend(Backend):
         tokens = getattr(usage, "completion_tokens", 0) or 0
         return texts, tokens
 
-    def _complete(self, prompt: str, n: int, seed: int | None) -> list[str]:
+    def _complete(self, prompt: str, n: int, seed: int | None) -> tuple[list[str], int]:
         texts: list[str] = []
+        new_tokens = 0
         attempts = 0
         while len(texts) < n:
             want = n - len(texts)
@@ -79,28 +79,20 @@ class OpenAIBackend(Backend):
                 raise ExternalError(f"{self.config.base_url} ({self.config.openai_api}, model "
                                     f"{self.model!r}) failed: {type(exc).__name__}: {exc}"
                                     ) from None
-            self.stats.new_tokens += tokens
+            new_tokens += tokens
             texts.extend(got[:want])
             attempts += 1
             if not got or attempts > n:
                 raise ExternalError(f"{self.config.base_url} returned {len(texts)} of {n} "
                                     f"choices for one prompt")
-        return [self._finish(t) for t in texts]
+        return texts, new_tokens
 
-    def _finish(self, text: str) -> str:
-        text = truncate_at_stop(text, self.config.stop)
-        return cut_after_code_block(text) if self.config.stop_after_code_block else text
-
-    def generate(self, prompts: list[str], n: int, *, seed: int | None = None) -> list[list[str]]:
-        start = time.perf_counter()
+    def _generate(self, prompts: list[str], n: int,
+                  seed: int | None) -> tuple[list[list[str]], int]:
         seeds = [None if seed is None else seed + i for i in range(len(prompts))]
-        results = list(self.pool.map(lambda args: self._complete(*args),
+        answers = list(self.pool.map(lambda args: self._complete(*args),
                                      [(p, n, s) for p, s in zip(prompts, seeds, strict=True)]))
-        self.stats.calls += 1
-        self.stats.prompts += len(prompts)
-        self.stats.completions += len(prompts) * n
-        self.stats.seconds += time.perf_counter() - start
-        return results
+        return [texts for texts, _ in answers], sum(tokens for _, tokens in answers)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

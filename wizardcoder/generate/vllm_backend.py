@@ -6,11 +6,10 @@ clear ExternalError. (Not exercised by the test suite: vllm is not installed on 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from wizardcoder.errors import ExternalError
-from wizardcoder.generate.base import Backend, cut_after_code_block, truncate_at_stop
+from wizardcoder.generate.base import Backend
 from wizardcoder.generate.config import GenerateConfig
 
 
@@ -42,26 +41,16 @@ class VLLMBackend(Backend):
                                 f"{exc}") from None
         self._vllm = vllm
 
-    def generate(self, prompts: list[str], n: int, *, seed: int | None = None) -> list[list[str]]:
+    def _generate(self, prompts: list[str], n: int,
+                  seed: int | None) -> tuple[list[list[str]], int]:
         cfg = self.config
-        start = time.perf_counter()
         params = self._vllm.SamplingParams(
             n=n, temperature=cfg.temperature, top_p=1.0 if cfg.greedy else cfg.top_p,
             top_k=cfg.top_k if cfg.top_k > 0 else -1, max_tokens=cfg.max_new_tokens,
             stop=list(cfg.stop) or None, seed=seed)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = []
-        for out in outputs:
-            texts = [truncate_at_stop(o.text, cfg.stop) for o in out.outputs]
-            if cfg.stop_after_code_block:
-                texts = [cut_after_code_block(t) for t in texts]
-            results.append(texts)
-            self.stats.new_tokens += sum(len(o.token_ids) for o in out.outputs)
-        self.stats.calls += 1
-        self.stats.prompts += len(prompts)
-        self.stats.completions += len(prompts) * n
-        self.stats.seconds += time.perf_counter() - start
-        return results
+        texts = [[o.text for o in out.outputs] for out in outputs]
+        return texts, sum(len(o.token_ids) for out in outputs for o in out.outputs)
 
     def close(self) -> None:
         self.llm = None
