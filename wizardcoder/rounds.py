@@ -4,6 +4,10 @@ DVC builds one `evolve@rN` stage per key of this mapping (a dict-keyed `foreach`
 round is added or removed with one `-S` override and DVC's run-cache re-runs only what
 changed. The chain is fixed (r1 reads the seed file, rN reads round N-1's output); it is
 validated here so a typo cannot silently fork the lineage.
+
+It also holds the vocabulary evolve writes into a round's rows and stats and merge and the
+report read back (method names, verdict names, the per-round verification columns), so
+those readers never import the evolve stage.
 """
 
 from __future__ import annotations
@@ -16,6 +20,20 @@ from wizardcoder.errors import ConfigError
 SEED_FILE = "data/seed.jsonl"
 EVOLVED_DIR = "data/evolved"
 
+# Evolution methods, in the order evolve lists them; the names are `evolve.methods` keys.
+METHODS = ("add_constraints", "rarer_requirement", "more_reasoning", "erroneous_code",
+           "higher_complexity")
+
+# Verdicts recorded on every evolved row (wizardcoder.evolve.filters decides them).
+RULES = ("truncated", "empty", "template_copy", "judge_equal", "refusal")
+REQUEST_ERROR = "request_error"
+# evolve.verify: tests (wizardcoder.evolve.verify): decided after the answer, switched on by
+# that param rather than by evolve.eliminate; "skipped" on every row without it.
+NO_PYTHON = "no_python"
+FAILED_TESTS = "failed_tests"
+VERIFY_VERDICTS = (NO_PYTHON, FAILED_TESTS)
+VERDICTS = (*RULES, *VERIFY_VERDICTS, REQUEST_ERROR)
+
 
 def round_number(key: object) -> int:
     """``"r3"`` -> 3; anything that is not r1, r2, ... is a ConfigError."""
@@ -27,14 +45,6 @@ def round_number(key: object) -> int:
 
 def round_input(n: int) -> str:
     return SEED_FILE if n == 1 else f"{EVOLVED_DIR}/r{n - 1}.jsonl"
-
-
-def round_output(n: int) -> str:
-    return f"{EVOLVED_DIR}/r{n}.jsonl"
-
-
-def expected_rounds(n: int) -> dict[str, str]:
-    return {f"r{i}": round_input(i) for i in range(1, n + 1)}
 
 
 def validate_rounds(rounds: object, where: str = "params.yaml") -> dict[str, str]:
@@ -69,3 +79,25 @@ def set_rounds_overrides(current: int, target: int) -> list[str]:
     if target > current:
         return [f"+rounds.r{n}={round_input(n)}" for n in range(current + 1, target + 1)]
     return [f"~rounds.r{n}" for n in range(current, target, -1)]
+
+
+def round_columns(rows: list[dict], round_no: int) -> dict:
+    """Per-round verification figures of a round's output rows (merge's metrics/rounds.json):
+    kept rows verified, attempts per kept row, tests per kept row, rows eliminated."""
+    kept = [r for r in rows if not r.get("carried")]
+    verified = [(r.get("lineage") or {}).get("verify") for r in kept]
+    verified = [v for v in verified if v]
+    carried = [r for r in rows if r.get("carried_in_round") == round_no]
+    tests = sum(r.get("carried_rule") == FAILED_TESTS for r in carried)
+    no_python = sum(r.get("carried_rule") == NO_PYTHON for r in carried)
+    decided = len(verified) + tests + no_python
+    return {
+        "verified_kept": len(verified),
+        "verified_rate": round(len(verified) / decided, 4) if decided else None,
+        "verify_attempts_per_kept": (round(sum(v["attempts"] for v in verified)
+                                           / len(verified), 3) if verified else None),
+        "tests_per_kept": (round(sum(v["tests"] for v in verified) / len(verified), 3)
+                           if verified else None),
+        "eliminated_by_tests": tests,
+        "eliminated_no_python": no_python,
+    }

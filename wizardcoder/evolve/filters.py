@@ -19,14 +19,13 @@ import string
 
 from wizardcoder.evolve.prompts import REFUSAL_MARKERS, TEMPLATE_MARKERS
 
-RULES = ("truncated", "empty", "template_copy", "judge_equal", "refusal")
-REQUEST_ERROR = "request_error"
-# evolve.verify: tests (wizardcoder.evolve.verify): decided after the answer, switched on by
-# that param rather than by evolve.eliminate; "skipped" on every row without it.
-NO_PYTHON = "no_python"
-FAILED_TESTS = "failed_tests"
-VERIFY_VERDICTS = (NO_PYTHON, FAILED_TESTS)
-VERDICTS = (*RULES, *VERIFY_VERDICTS, REQUEST_ERROR)
+# The verdict names are shared with merge and the report, so they live in wizardcoder.rounds.
+from wizardcoder.rounds import (  # noqa: F401 - re-exported for the engine and stats
+    REQUEST_ERROR,
+    RULES,
+    VERDICTS,
+    VERIFY_VERDICTS,
+)
 
 # A small English stop-word list: an output made only of these carries no task.
 STOP_WORDS = frozenset(

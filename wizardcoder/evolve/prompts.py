@@ -6,6 +6,8 @@ code-specific methods, the WizardLM equality judge); the wording is this project
 
 from __future__ import annotations
 
+from wizardcoder.rounds import METHODS as METHOD_NAMES
+
 EVOLVE_TEMPLATE = (
     "Rewrite the programming question below so that it becomes a little harder to solve. "
     "Make it harder with this method (other small changes that serve it are allowed):\n"
@@ -14,37 +16,28 @@ EVOLVE_TEMPLATE = (
     "Question:\n{question}"
 )
 
-# Method name -> instruction inserted into EVOLVE_TEMPLATE. Names are params keys.
-METHODS: dict[str, str] = {
-    "add_constraints": (
-        "Add one or two new constraints or requirements to the task, "
-        "using roughly ten more words than the original."
-    ),
-    "rarer_requirement": (
-        "Replace a requirement that is common in programming tasks with a less common and "
-        "more specific one."
-    ),
-    "more_reasoning": (
-        "If the task can be solved with only a few logical steps, change it so that "
-        "solving it takes more reasoning steps."
-    ),
-    "erroneous_code": (
-        "Include a short piece of incorrect code as a reference, so that the solver is "
-        "misdirected and must find what is wrong with it."
-    ),
-    "higher_complexity": (
-        "Require a stricter time or space complexity than the obvious solution has."
-    ),
-}
+# Method name -> instruction inserted into EVOLVE_TEMPLATE, in the order of rounds.METHODS
+# (the names are shared with merge and the report).
+METHODS: dict[str, str] = dict(zip(METHOD_NAMES, (
+    # add_constraints
+    "Add one or two new constraints or requirements to the task, "
+    "using roughly ten more words than the original.",
+    # rarer_requirement
+    "Replace a requirement that is common in programming tasks with a less common and "
+    "more specific one.",
+    # more_reasoning
+    "If the task can be solved with only a few logical steps, change it so that "
+    "solving it takes more reasoning steps.",
+    # erroneous_code
+    "Include a short piece of incorrect code as a reference, so that the solver is "
+    "misdirected and must find what is wrong with it.",
+    # higher_complexity
+    "Require a stricter time or space complexity than the obvious solution has.",
+), strict=True))
 
 # The paper asks for higher complexity "but not frequently": it gets a lower default weight.
-DEFAULT_METHOD_WEIGHTS: dict[str, float] = {
-    "add_constraints": 1.0,
-    "rarer_requirement": 1.0,
-    "more_reasoning": 1.0,
-    "erroneous_code": 1.0,
-    "higher_complexity": 0.25,
-}
+DEFAULT_METHOD_WEIGHTS: dict[str, float] = {**dict.fromkeys(METHOD_NAMES, 1.0),
+                                            "higher_complexity": 0.25}
 
 ANSWER_SYSTEM = "You are a helpful programming assistant. Answer with correct, complete code."
 

@@ -257,28 +257,6 @@ def final_verdict(attempts: list[Attempt]) -> str:
     return "no_python" if all(a.kind == "no_python" for a in attempts) else "failed_tests"
 
 
-def round_columns(rows: list[dict], round_no: int) -> dict:
-    """Per-round verification figures of a round's output rows (merge's metrics/rounds.json):
-    kept rows verified, attempts per kept row, tests per kept row, rows eliminated."""
-    kept = [r for r in rows if not r.get("carried")]
-    verified = [(r.get("lineage") or {}).get("verify") for r in kept]
-    verified = [v for v in verified if v]
-    carried = [r for r in rows if r.get("carried_in_round") == round_no]
-    tests = sum(r.get("carried_rule") == "failed_tests" for r in carried)
-    no_python = sum(r.get("carried_rule") == "no_python" for r in carried)
-    decided = len(verified) + tests + no_python
-    return {
-        "verified_kept": len(verified),
-        "verified_rate": round(len(verified) / decided, 4) if decided else None,
-        "verify_attempts_per_kept": (round(sum(v["attempts"] for v in verified)
-                                           / len(verified), 3) if verified else None),
-        "tests_per_kept": (round(sum(v["tests"] for v in verified) / len(verified), 3)
-                           if verified else None),
-        "eliminated_by_tests": tests,
-        "eliminated_no_python": no_python,
-    }
-
-
 @dataclass
 class Sandbox:
     """Where answers are verified: the `score` section's limits, isolation and workers."""

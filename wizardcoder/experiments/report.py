@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wizardcoder.evolve.filters import VERDICTS
 from wizardcoder.experiments.report_doc import Doc, environment, git_state, mlflow_parents
 from wizardcoder.experiments.report_figures import ALL as FIGURES
+from wizardcoder.rounds import VERDICTS, round_number
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ DECONTAM = "data/merged/decontamination.json"
 RESULTS = "data/eval/results.jsonl"
 REMOVAL_REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate",
                    "ngram_overlap", "tfidf_cosine")  # others found in a report are added
-RULES = VERDICTS  # the elimination rules, in the order a round decides them, + request_error
 
 
 @dataclass
@@ -59,6 +58,10 @@ class Experiment:
     def verified(self) -> bool:
         """Evolved with evolve.verify: tests."""
         return (self.params.get("evolve") or {}).get("verify", "none") == "tests"
+
+    def evolve_rounds(self) -> list[tuple[str, dict]]:
+        """(round key, metrics/evolve/rN.json) in round order."""
+        return sorted(self.evolve.items(), key=lambda item: round_number(item[0]))
 
     def evolve_total(self, key: str) -> int:
         """A count summed over the rounds' metrics (calls, prompt_tokens...)."""
@@ -284,14 +287,14 @@ def data_section(doc: Doc, exps: list[Experiment]) -> None:
               [[e.name, r.get("round"), *[_num(r.get(c)) for c in cols]]
                for e in exps for r in e.rounds])
     doc.h3("Elimination per rule")
-    doc.table(["experiment", "round", "rows in", "kept", "keep rate", *RULES],
+    doc.table(["experiment", "round", "rows in", "kept", "keep rate", *VERDICTS],
               [[e.name, key, d.get("rows_in"), d.get("kept"), _num(d.get("keep_rate")),
-                *[(d.get("dropped_by_rule") or {}).get(r, 0) for r in RULES]]
-               for e in exps for key, d in sorted(e.evolve.items(), key=lambda i: int(i[0][1:]))])
+                *[(d.get("dropped_by_rule") or {}).get(r, 0) for r in VERDICTS]]
+               for e in exps for key, d in e.evolve_rounds()])
     doc.h3("Elimination per method")
     rows = []
     for e in exps:
-        for key, d in sorted(e.evolve.items(), key=lambda i: int(i[0][1:])):
+        for key, d in e.evolve_rounds():
             for method, m in (d.get("by_method") or {}).items():
                 if m.get("kept") or m.get("dropped"):
                     rules = {r: n for r, n in (m.get("dropped_by_rule") or {}).items() if n}
@@ -320,7 +323,7 @@ def verification_section(doc: Doc, exps: list[Experiment]) -> None:
                for e in pairs])
     rows = []
     for e in exps:
-        for key, d in sorted(e.evolve.items(), key=lambda i: int(i[0][1:])):
+        for key, d in e.evolve_rounds():
             v = d.get("verify")
             if not v:
                 continue

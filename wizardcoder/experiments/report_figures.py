@@ -9,10 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from wizardcoder.evolve.filters import VERDICTS as RULES  # the rules + request_error
-
-METHODS = ("add_constraints", "rarer_requirement", "more_reasoning", "erroneous_code",
-           "higher_complexity")
+from wizardcoder.rounds import METHODS, VERDICTS, round_number
 
 
 def _plt():
@@ -118,13 +115,13 @@ def elimination(exps: Sequence) -> bytes | None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(have), figsize=(3.6 * len(have) + 1.4, 3.4),
                              squeeze=False, sharey=True)
-    colors = ["#54a24b", *_plt().get_cmap("Reds")([0.3 + 0.12 * i for i in range(len(RULES))])]
+    colors = ["#54a24b", *_plt().get_cmap("Reds")([0.3 + 0.12 * i for i in range(len(VERDICTS))])]
     for ax, exp in zip(axes[0], have, strict=True):
-        keys = sorted(exp.evolve, key=lambda r: int(r[1:]))
+        keys = sorted(exp.evolve, key=round_number)
         bottom = [0.0] * len(keys)
         series = [("kept", [exp.evolve[r].get("kept", 0) for r in keys])]
         series += [(f"dropped: {rule}", [exp.evolve[r].get("dropped_by_rule", {}).get(rule, 0)
-                                         for r in keys]) for rule in RULES]
+                                         for r in keys]) for rule in VERDICTS]
         for (label, vals), color in zip(series, colors, strict=True):
             ax.bar(keys, vals, bottom=bottom, color=color, label=label)
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 
 from wizardcoder.benchmarks.tasks import BenchTask, humaneval_tasks
 from wizardcoder.errors import ConfigError, DataError
-from wizardcoder.evolve.filters import VERDICTS as RULES  # rules, verification, request_error
-from wizardcoder.evolve.prompts import METHODS
-from wizardcoder.evolve.verify import round_columns
 from wizardcoder.merge import contamination, decontam, dedup
 from wizardcoder.merge.config import MergeConfig
 from wizardcoder.merge.decontam_exec import ExecRunner
+from wizardcoder.rounds import METHODS, VERDICTS, round_columns, round_number
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ def collect_rows(seed_rows: list[dict], rounds: dict[str, list[dict]]) -> list[d
     for row in seed_rows:
         merged.append(_flat(row, 0))
     for key, rows in rounds.items():
-        round_no = int(key[1:])
+        round_no = round_number(key)
         for row in rows:
             if not row.get("carried"):
                 merged.append(_flat(row, round_no))
@@ -211,7 +209,8 @@ def merge(seed_rows: list[dict], rounds: dict[str, list[dict]], config: MergeCon
     metrics = {"rows": len(final), "rows_in": cleaned.rows_in, "removed": len(removed),
                **{f"removed_{k}": reasons.get(k, 0) for k in REASONS},
                # Evolved rows (round >= 1) that dedup removed, per round.
-               "dedup_removed": {key: dedup_by_round.get(int(key[1:]), 0) for key in used_rounds},
+               "dedup_removed": {key: dedup_by_round.get(round_number(key), 0)
+                                 for key in used_rounds},
                "execution_runs": runner.runs if runner is not None else 0,
                "execution_sandbox_errors": runner.sandbox_errors if runner is not None else 0,
                "rounds": len(rounds), "tokens_est": tokens_estimate(final), **extra_metrics}
@@ -251,13 +250,13 @@ def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
 
     dedup_by_round = Counter(r["round"] for r in removed or () if r["reason"] in DEDUP_REASONS)
     stats = []
-    round_numbers = [0] + [int(k[1:]) for k in rounds]
+    round_numbers = [0] + [round_number(k) for k in rounds]
     for key, round_no in zip([None, *rounds], round_numbers, strict=True):
         idx = [i for i, r in enumerate(final) if r["round"] == round_no]
         part = [final[i] for i in idx]
         # DVC plots read a list of records only when every record has the same keys.
         record = {"round": round_no, "rows": len(part), "evolved_kept": 0, "evolved_dropped": 0,
-                  **{f"dropped_{rule}": 0 for rule in RULES},
+                  **{f"dropped_{verdict}": 0 for verdict in VERDICTS},
                   **{f"kept_{method}": 0 for method in METHODS},
                   "dedup_removed": dedup_by_round.get(round_no, 0),
                   "diversity_mean_cosine": None, "benchmark_similarity": None,
@@ -269,8 +268,8 @@ def round_statistics(final: list[dict], rounds: dict[str, list[dict]], matrix,
             record["evolved_kept"] = len(evolved)
             record["evolved_dropped"] = len(carried)
             rule_counts = Counter(r.get("carried_rule") for r in carried)
-            for rule in RULES:
-                record[f"dropped_{rule}"] = rule_counts.get(rule, 0)
+            for verdict in VERDICTS:
+                record[f"dropped_{verdict}"] = rule_counts.get(verdict, 0)
             method_kept = Counter((r.get("lineage") or {}).get("method") for r in evolved)
             for method in METHODS:
                 record[f"kept_{method}"] = method_kept.get(method, 0)
