@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fault_server import FaultServer
+from tests.fake_openai import FaultServer
 from tests.test_evolve_engine import FAST, PRICES, responder, seed_rows
 from wizardcoder.jsonl import write_jsonl
 

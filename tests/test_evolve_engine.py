@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fault_server import CONTEXT_LENGTH, NULL_CONTENT, SERVER_ERROR, FaultServer, Reply
+from tests.fake_openai import CONTEXT_LENGTH, NULL_CONTENT, SERVER_ERROR, FaultServer, Reply
 from wizardcoder.cli import main
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fault_server import FaultServer, Reply
+from tests.fake_openai import FaultServer, Reply
 from tests.test_evolve_engine import EVOLVE, JUDGE, client_for, seed_rows
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError

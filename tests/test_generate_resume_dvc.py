@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fault_server import FaultServer, Reply
+from tests.fake_openai import FaultServer, Reply
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = 6

@@ -13,8 +13,8 @@ import urllib.error
 
 import pytest
 
-from tests.fault_server import SERVER_ERROR, FaultServer, Reply
-from tests.fault_server import status as fault_status
+from tests.fake_openai import SERVER_ERROR, FaultServer, Reply
+from tests.fake_openai import status as fault_status
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, DataError, ExternalError
 from wizardcoder.generate import (

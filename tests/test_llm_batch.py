@@ -1,4 +1,4 @@
-"""``llm.mode: batch`` against the tests' own Batch API server (tests/batch_server.py).
+"""``llm.mode: batch`` against the tests' own Batch API server (tests/fake_openai.py).
 
 Everything goes over real HTTP through the real client, cache and evolve stage: uploads are
 multipart, batches move through validating/in_progress/completed, the server refuses files
@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.batch_server import BatchServer, line_error
-from tests.fault_server import CONTEXT_LENGTH, SERVER_ERROR, FaultServer
+from tests.fake_openai import CONTEXT_LENGTH, SERVER_ERROR, BatchServer, FaultServer, line_error
 from tests.test_evolve_engine import FAST, PRICES, client_for, responder, seed_rows
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, ExternalError

@@ -1,7 +1,7 @@
 """The LLM client's failure policy against a real scripted HTTP server on 127.0.0.1.
 
 Nothing here mocks the client: requests go through the openai package over real sockets to
-``tests/fault_server.py``, which answers with 429s, 5xx, slow and malformed bodies on demand,
+``tests/fake_openai.py``, which answers with 429s, 5xx, slow and malformed bodies on demand,
 so retries, pacing, caching and crash-safety are checked the way they happen in production.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_server import (
+from tests.fake_openai import (
     CONTENT_FILTER,
     CONTEXT_LENGTH,
     LENGTH,

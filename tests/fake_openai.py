@@ -1,16 +1,34 @@
-"""An OpenAI Batch API of the tests' own on 127.0.0.1: files, batches and chat completions.
+"""The tests' one fake OpenAI-compatible server: a real HTTP server on 127.0.0.1.
 
-It speaks the real wire format (multipart upload to ``/v1/files``, ``/v1/batches`` objects
-with ``request_counts``, output and error files of ``{"custom_id", "response": {"status_code",
+Mocking the client would test our guesses about the wire; this module speaks real HTTP so
+the openai package, its exceptions and our retry / batch code are exercised end to end. Two
+servers share the HTTP plumbing (:class:`_LocalServer`, :class:`_JSONHandler`), the scripted
+actions and the chat.completion body (:func:`completion`):
+
+:class:`FaultServer` -- online ``/v1/chat/completions`` (and ``/v1/models``) for the LLM
+client's failure policy. Real providers fail in ways a happy-path test never sees: 429 with
+Retry-After, 5xx, answers slower than the client's timeout, truncated JSON. Behaviour is
+scripted per prompt (the last message's content), because concurrent requests arrive in no
+fixed order; a ``responder`` can instead answer by content (e.g. an evolved question for
+evolve prompts, code for answer prompts), and ``latency`` slows every request down so a
+client can be killed mid-batch. Provider behaviours are options: ``reasoning_models`` behave
+like OpenAI's o-series / GPT-5 (400 on ``max_tokens`` and on a non-default temperature or
+top_p), ``served_models`` maps the model asked to the name the completion reports (an alias
+resolved to a dated snapshot), and ``azure_api_version`` / ``api_key`` make it check Azure's
+``api-version`` query and ``api-key`` header (404 / 401 like Azure when they are missing).
+
+:class:`BatchServer` -- an OpenAI Batch API: files, batches and chat completions. It speaks
+the real wire format (multipart upload to ``/v1/files``, ``/v1/batches`` objects with
+``request_counts``, output and error files of ``{"custom_id", "response": {"status_code",
 "body"}, "error"}`` lines) and enforces OpenAI's input rules (one model and one endpoint per
 file, unique custom_ids, a request and byte limit per file) so the client's splitting and
 validation are tested against something that says no. Each batch is worked by a thread:
 ``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``, or ``expired`` after
 ``expire_after`` lines (the rest go to the error file as ``batch_expired``, as OpenAI does).
-``hold`` keeps batches ``in_progress`` until :meth:`release`, so a client can be killed while
-it polls. Lines are answered by the same ``responder(body)`` and per-prompt ``script`` as
-:mod:`tests.fault_server`, and ``/v1/chat/completions`` answers online with the same bodies,
-so a batch run and an online run of one round can be compared row for row.
+``hold`` keeps batches ``in_progress`` until :meth:`BatchServer.release`, so a client can be
+killed while it polls. Lines are answered by the same ``responder(body)`` and per-prompt
+``script`` as :class:`FaultServer`, and ``/v1/chat/completions`` answers online with the same
+bodies, so a batch run and an online run of one round can be compared row for row.
 """
 
 from __future__ import annotations
@@ -26,19 +44,57 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fault_server import LENGTH, NULL_CONTENT, OK, SERVER_ERROR, Reply, answer_text
+# Actions, consumed one per request for a prompt; once a script is used up the prompt is
+# answered normally ("ok").
+OK = "ok"
+LENGTH = "length"            # a normal answer cut by max_tokens
+MALFORMED = "malformed"      # 200 with a body that is not JSON
+SERVER_ERROR = "500"
+NULL_CONTENT = "null_content"  # 200 with message.content null (finish_reason stop)
+# 400s as OpenAI / Azure OpenAI send them.
+CONTEXT_LENGTH = ("status", 400, "This model's maximum context length is 4096 tokens. However, "
+                  "your messages resulted in 5012 tokens. Please reduce the length of the "
+                  "messages.", "context_length_exceeded")
+CONTENT_FILTER = ("status", 400, "The response was filtered due to the prompt triggering Azure "
+                  "OpenAI's content management policy.", "content_filter")
+
+
+def rate_limited(retry_after: str | None = "1") -> tuple:
+    """429; ``retry_after`` goes verbatim into the header (seconds or an HTTP date)."""
+    return ("429", retry_after)
+
+
+def delay(seconds: float, then: str = OK) -> tuple:
+    """Wait (abortable by shutdown), then act as ``then``."""
+    return ("delay", seconds, then)
+
+
+def status(code: int, message: str = "scripted error", code_name: str | None = None) -> tuple:
+    return ("status", code, message, code_name)
+
+
+def answer_text(prompt: str) -> str:
+    return f"answer to {prompt}"
+
+
+class Reply(tuple):
+    """What a responder returns for a normal answer: text and finish_reason."""
+
+    def __new__(cls, text: str, finish_reason: str = "stop"):
+        return super().__new__(cls, ("reply", text, finish_reason))
+
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
 def line_error(code: str, message: str) -> tuple:
-    """A line that failed without an HTTP response (the line's ``error`` field)."""
+    """A batch line that failed without an HTTP response (the line's ``error`` field)."""
     return ("line_error", code, message)
 
 
 def completion(model: str, text: str | None, finish: str, n: int) -> dict:
-    """The chat.completion body both paths return (usage like tests.fault_server's)."""
+    """The chat.completion body every path returns."""
     words = len((text or "").split())
     return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
@@ -48,7 +104,205 @@ def completion(model: str, text: str | None, finish: str, n: int) -> dict:
                       "total_tokens": 10 + words}}
 
 
-class BatchServer:
+class _LocalServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (an ephemeral port) run by a daemon thread; use as a
+    context manager. ``url`` is the OpenAI base_url (ending in /v1)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _JSONHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with Content-Length, JSON bodies, no request log; a client that hung up
+    before the answer was written is not an error (that is what timeout tests do)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _send(self, code: int, body: bytes, headers: dict | None = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client gave up (timeout): that is the point of the test
+        self._written(code)
+
+    def _written(self, code: int) -> None:
+        """Called once an answer was written in full."""
+
+    def _json(self, code: int, data: dict, headers: dict | None = None) -> None:
+        self._send(code, json.dumps(data).encode(), headers)
+
+
+class FaultServer(_LocalServer):
+    """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
+
+    def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model", *,
+                 responder: Callable[[dict], object] | None = None, latency: float = 0.0,
+                 reasoning_models: tuple[str, ...] = (), served_models: dict | None = None,
+                 azure_api_version: str | None = None, api_key: str | None = None):
+        """``responder(body)`` answers unscripted requests: a :class:`Reply` or any action
+        (SERVER_ERROR, status(...), ...); ``latency`` seconds pass before every answer."""
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.model = model
+        self.responder = responder
+        self.latency = latency
+        self.reasoning_models = set(reasoning_models)
+        self.served_models = dict(served_models or {})
+        self.azure_api_version = azure_api_version
+        self.api_key = api_key
+        self.queries: list[dict] = []  # the query parameters of each POST
+        self.key_headers: list[str] = []  # the api-key header of each POST ("" if none)
+        self.answered: list[dict] = []  # bodies whose 200 answer was written in full
+        self.counts: Counter[str] = Counter()
+        self.auth_headers: list[str] = []
+        self.bodies: list[dict] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        super().__init__()
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def _next_action(self, prompt: str, body: dict):
+        with self._lock:
+            self.counts[prompt] += 1
+            steps = self.script.get(prompt)
+            if steps:
+                return steps.pop(0)
+        return self.responder(body) if self.responder else OK
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(_JSONHandler):
+            def _written(self, code: int) -> None:
+                if code == 200 and self.command == "POST":
+                    with server._lock:
+                        server.answered.append(self._body)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [
+                        {"id": server.model, "object": "model", "owned_by": "test"}]})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self._body = json.loads(self.rfile.read(length) or b"{}")
+                query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                with server._lock:
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                    server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.key_headers.append(self.headers.get("api-key", ""))
+                    server.queries.append(query)
+                    server.bodies.append(body)
+                try:
+                    refused = self._refuse(body, query)
+                    if refused:
+                        self._json(refused[0], {"error": refused[1]})
+                    else:
+                        self._answer(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _refuse(self, body: dict, query: dict) -> tuple[int, dict] | None:
+                """What Azure and the o-series models answer to requests they reject."""
+                if server.azure_api_version is not None:
+                    if query.get("api-version") != server.azure_api_version:
+                        return 404, {"code": "404", "message": "Resource not found"}
+                    if self.headers.get("api-key") != server.api_key:
+                        return 401, {"code": "401", "message": "Access denied due to invalid "
+                                     "subscription key or wrong API endpoint."}
+                if body.get("model") in server.reasoning_models:
+                    if "max_tokens" in body:
+                        return 400, {"message": "Unsupported parameter: 'max_tokens' is not "
+                                     "supported with this model. Use 'max_completion_tokens' "
+                                     "instead.", "type": "invalid_request_error",
+                                     "param": "max_tokens", "code": "unsupported_parameter"}
+                    for name in ("temperature", "top_p"):
+                        if name in body and body[name] != 1:
+                            return 400, {"message": f"Unsupported value: '{name}' does not "
+                                         f"support {body[name]} with this model. Only the "
+                                         f"default (1) value is supported.",
+                                         "type": "invalid_request_error", "param": name,
+                                         "code": "unsupported_value"}
+                return None
+
+            def _answer(self, body: dict) -> None:
+                prompt = str(body["messages"][-1]["content"])
+                if server.latency:
+                    server._stop.wait(server.latency)
+                action = server._next_action(prompt, body)
+                if isinstance(action, tuple) and action[0] == "delay":
+                    server._stop.wait(action[1])
+                    action = action[2]
+                if isinstance(action, tuple) and action[0] == "429":
+                    headers = {"Retry-After": action[1]} if action[1] is not None else {}
+                    self._json(429, {"error": {"message": "rate limited", "type": "requests"}},
+                               headers)
+                elif isinstance(action, tuple) and action[0] == "status":
+                    error = {"message": action[2], "type": "invalid_request_error"}
+                    if len(action) > 3 and action[3]:
+                        error["code"] = action[3]
+                    self._json(action[1], {"error": error})
+                elif action == SERVER_ERROR:
+                    self._json(500, {"error": {"message": "internal error"}})
+                elif action == MALFORMED:
+                    self._send(200, b'{"id": "x", "choices": [{"message": ')
+                elif isinstance(action, Reply) or action in (OK, LENGTH, NULL_CONTENT):
+                    if action == NULL_CONTENT:
+                        text, finish = None, "stop"
+                    elif isinstance(action, Reply):
+                        _, text, finish = action
+                    else:
+                        text = answer_text(prompt)
+                        finish = "stop" if action == OK else "length"
+                    if action == LENGTH:
+                        text = " ".join(text.split()[:2])
+                    asked = body.get("model", server.model)
+                    self._json(200, completion(server.served_models.get(asked, server.model),
+                                               text, finish, server.total))
+                else:
+                    raise ValueError(f"unknown fault action {action!r}")
+
+        return Handler
+
+
+class BatchServer(_LocalServer):
     """Use as a context manager; ``url`` is the OpenAI base_url (ending in /v1)."""
 
     def __init__(self, script: dict[str, list] | None = None, model: str = "fault-model", *,
@@ -71,18 +325,10 @@ class BatchServer:
         self.auth_headers: list[str] = []
         self.requests: Counter[str] = Counter()      # "POST /v1/batches" -> count
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self._released = threading.Event()
         if not hold:
             self._released.set()
-        self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        super().__init__()
 
     @property
     def created(self) -> int:
@@ -93,15 +339,9 @@ class BatchServer:
         """Let held batches run."""
         self._released.set()
 
-    def __enter__(self) -> BatchServer:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc) -> None:
-        self._stop.set()
         self._released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__exit__(*exc)
 
     # -- the model: one answer per request body ------------------------------------------------
 
@@ -115,7 +355,7 @@ class BatchServer:
         if action is None:
             action = self.responder(body) if self.responder else OK
         kind = action[0] if isinstance(action, tuple) and not isinstance(action, Reply) else None
-        if kind == "status":  # tests.fault_server.status(...) / CONTEXT_LENGTH / CONTENT_FILTER
+        if kind == "status":  # status(...) / CONTEXT_LENGTH / CONTENT_FILTER
             error = {"message": action[2], "type": "invalid_request_error", "param": None,
                      "code": action[3] if len(action) > 3 else None}
             return action[1], {"error": error}
@@ -264,25 +504,7 @@ class BatchServer:
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _json(self, code: int, data: dict) -> None:
-                self._send(code, json.dumps(data).encode(), "application/json")
-
+        class Handler(_JSONHandler):
             def _route(self) -> str:
                 path = urlsplit(self.path).path.rstrip("/")
                 with server._lock:
@@ -313,7 +535,7 @@ class BatchServer:
                     if file is None:
                         self._json(404, _err(f"No such File object: {parts[3]}"))
                     else:
-                        self._send(200, file["content"], "application/octet-stream")
+                        self._send(200, file["content"], content_type="application/octet-stream")
                 else:
                     self._json(404, _err("not found"))
 
