@@ -1,4 +1,10 @@
-"""Reference checks for wizardcoder/resources/seed_tasks.jsonl, keyed by row index."""
+"""Reference checks for wizardcoder/resources/seed_tasks.jsonl, keyed by row index, and
+:func:`build_dev_task`, which made wizardcoder/resources/dev_tasks.jsonl from them."""
+
+import ast
+import textwrap
+
+from wizardcoder.seed.seeds import row_id
 
 CHECKS: dict[int, str] = {
     0: """
@@ -609,3 +615,31 @@ else:
     raise AssertionError("expected ValueError")
 """,
 }
+
+
+def build_dev_task(index: int, row: dict, check_code: str) -> dict:
+    """A HumanEval-shaped problem from bundled seed row ``index`` and its reference checks.
+
+    The prompt is the solution's imports, the entry point's signature and the instruction as
+    its docstring; ``canonical_solution`` is the seed's own answer (a whole program).
+    """
+    tree = ast.parse(row["output"])
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    if len(funcs) != 1 or row.get("input"):
+        raise ValueError(f"seed row {index}: a dev task needs one function and no input")
+    func = funcs[0]
+    lines = row["output"].splitlines()
+    imports = [ast.get_source_segment(row["output"], n) for n in tree.body
+               if isinstance(n, (ast.Import, ast.ImportFrom))]
+    signature = "\n".join(lines[func.lineno - 1: func.body[0].lineno - 1])
+    text = row["instruction"].replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    doc = textwrap.fill(text, width=88, initial_indent="    ", subsequent_indent="    ",
+                        break_on_hyphens=False)
+    prompt = "".join(f"{i}\n" for i in imports) + ("\n\n" if imports else "")
+    prompt += f'{signature}\n    """\n{doc}\n    """\n'
+    test = "def check(candidate):\n" + textwrap.indent(textwrap.dedent(check_code).strip(),
+                                                     "    ") + "\n"
+    return {"task_id": f"SeedDev/{index}", "seed_index": index,
+            "seed_id": row_id(row["instruction"], row.get("input", "")),
+            "instruction": row["instruction"], "prompt": prompt, "entry_point": func.name,
+            "canonical_solution": row["output"], "test": test}

@@ -144,7 +144,7 @@ def test_compare_keeps_the_useful_columns():
 
 def test_dev_tasks_are_held_out_seed_tasks_whose_references_pass_their_checks():
     sys.path.insert(0, str(REPO / "tests"))
-    from seed_task_checks import CHECKS
+    from seed_task_checks import CHECKS, build_dev_task
 
     from wizardcoder.sandbox import SandboxLimits, evaluate_samples
 
@@ -154,7 +154,7 @@ def test_dev_tasks_are_held_out_seed_tasks_whose_references_pass_their_checks():
     assert len(tasks) == 12
     for task in tasks.values():   # the resource is exactly what build_dev_task makes today
         i = task["seed_index"]
-        assert task == devset.build_dev_task(i, seeds[i], CHECKS[i])
+        assert task == build_dev_task(i, seeds[i], CHECKS[i])
     samples = [{"task_id": t, "solution": p["canonical_solution"]} for t, p in tasks.items()]
     samples += [{"task_id": t, "solution": p["prompt"] + "    return None\n"}
                 for t, p in tasks.items()]

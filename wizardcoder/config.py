@@ -67,12 +67,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in get_args(tp):
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass  # the union's own message below names every accepted type
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
@@ -173,15 +172,18 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, the shape MLflow params want."""
+def flatten(data: Any, prefix: str = "", *, keep_empty: bool = True) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, the shape MLflow params want.
+
+    ``keep_empty``: a nested empty mapping stays as the value ``"{}"`` (so MLflow records the
+    param) rather than being left out."""
     out: dict[str, Any] = {}
     if dataclasses.is_dataclass(data):
         data = dataclasses.asdict(data)
     if isinstance(data, dict):
         for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        if not data and prefix:
+            out.update(flatten(value, f"{prefix}{key}.", keep_empty=keep_empty))
+        if not data and prefix and keep_empty:
             out[prefix[:-1]] = "{}"
     else:
         out[prefix[:-1]] = data

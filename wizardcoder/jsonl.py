@@ -89,12 +89,3 @@ def read_utf8(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(path, line, None, f"not valid UTF-8 (byte {exc.start})") from None
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    text = read_utf8(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, exc.lineno, None, f"invalid JSON: {exc.msg}") from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wizardcoder.config import flatten
 from wizardcoder.experiments.report_doc import Doc, environment, git_state, mlflow_parents
 from wizardcoder.experiments.report_figures import ALL as FIGURES
 from wizardcoder.rounds import VERDICTS, round_number
@@ -243,13 +244,10 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: json.dumps(data) if isinstance(data, list) else data}
+def _flat_params(params: dict) -> dict[str, Any]:
+    """Dotted param keys, empty mappings left out; lists as JSON text, not Python reprs."""
+    return {key: json.dumps(value) if isinstance(value, list) else value
+            for key, value in flatten(params, keep_empty=False).items()}
 
 
 def summary_section(doc: Doc, exps: list[Experiment]) -> None:
@@ -261,7 +259,7 @@ def summary_section(doc: Doc, exps: list[Experiment]) -> None:
                 _num(e.metric("score", "tasks")), _ci(e.passk.get(1)),
                 ("[{:.3f}, {:.3f}]".format(*e.passk[1]["wilson"])
                  if 1 in e.passk and "wilson" in e.passk[1] else "-")] for e in exps])
-    flats = [_flat(e.params) for e in exps]
+    flats = [_flat_params(e.params) for e in exps]
     keys = sorted({k for f in flats for k in f})
     differ = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
     if differ:
