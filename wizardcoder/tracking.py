@@ -27,7 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wizardcoder.config import flatten
+from wizardcoder.config import flatten, read_params
+from wizardcoder.credentials import REDACTED, is_secret_param, secret_env_values
+from wizardcoder.credentials import redact as redact_text
+from wizardcoder.errors import ConfigError
 from wizardcoder.paths import cache_dir, project_root
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,6 @@ HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "score_dev": ("pass_at_1", "tasks"),  # the held-out dev score that picks the rounds
 }
 UNPREFIXED_STAGES = ("score",)  # pass_at_1 rather than score.pass_at_1 on the parent
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
-_SECRET_PARAM = re.compile(r"(^|[._])(api_key|secret|password|token|auth)$", re.I)
-REDACTED = "[redacted]"
 _PASS_AT = re.compile(r"(^|_)pass_at_\d+$")
 
 
@@ -95,22 +95,15 @@ def pipeline_key(exp_name: str, baseline_rev: str, params_hash: str) -> str:
     return hashlib.sha256(f"{exp_name}\n{baseline_rev}\n{params_hash}".encode()).hexdigest()[:32]
 
 
-def _secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8]
-
-
 def redact(data: dict[str, Any]) -> dict[str, str]:
     """Flat str->str mapping with secret-named keys and secret env values blanked."""
-    secrets = _secret_values()
+    secrets = secret_env_values()
     out = {}
     for key, value in flatten(data).items():
         text = "null" if value is None else str(value)
-        if _SECRET_PARAM.search(key) and value:
+        if is_secret_param(key) and value:
             text = REDACTED
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        out[key] = text[:6000]
+        out[key] = redact_text(text, secrets)[:6000]
     return out
 
 
@@ -256,16 +249,13 @@ def find_or_create_parent(client, experiment_id: str, tags: dict[str, str],
     return winner
 
 
-def _read_params(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        return {}
+def _params_or_nothing(path: Path) -> dict[str, Any]:
+    """The params to log on a new parent run; {} when the file is missing or unreadable:
+    the stage reports a bad params file itself, tracking must not fail first."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+        return read_params(path)
+    except (ConfigError, OSError, UnicodeDecodeError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def pipeline_tags(params_path: Path) -> dict[str, str]:
@@ -334,7 +324,7 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, 
                    "mlflow.runName": parent_run_name(exp_name, shared["dvc_baseline_rev"],
                                                      shared["params_sha256"]),
                    "mlflow.source.name": "dvc.yaml"}
-    parent_id = find_or_create_parent(client, experiment_id, parent_tags, _read_params(path))
+    parent_id = find_or_create_parent(client, experiment_id, parent_tags, _params_or_nothing(path))
     client.update_run(parent_id, status="RUNNING")
     run_name = stage if exp_name == "workspace" else f"{exp_name}/{stage}"
     all_tags = {**shared, ROLE_TAG: "stage", "stage": stage,

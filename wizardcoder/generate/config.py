@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from wizardcoder.config import check_choice, option, require
+from wizardcoder.credentials import check_key_env
 
 SECTION = "generate"
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp+")
@@ -17,9 +17,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Settings that only select tasks: changing them keeps the samples already written.
 SELECTION_FIELDS = ("limit", "task_ids")
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEY_PREFIXES = ("sk-", "sk_", "sess-", "hf_", "ghp_", "gsk_", "xai-", "pk-", "rk-")
 
 
 @dataclass
@@ -118,20 +115,8 @@ class GenerateConfig:
         if self.backend == "openai":
             require(self.base_url.startswith(("http://", "https://")), s, "base_url",
                     "an http(s) URL such as http://127.0.0.1:8000/v1")
-        require(not looks_like_key(self.api_key_env), s, "api_key_env",
-                "the NAME of the variable that holds the key, not a key (value not shown)")
-        require(bool(_ENV_NAME.fullmatch(self.api_key_env)), s, "api_key_env",
-                "the name of an environment variable (letters, digits, underscores)")
+        check_key_env(s, "api_key_env", self.api_key_env)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def looks_like_key(value: str) -> bool:
-    """True for strings that are probably a secret rather than a variable name."""
-    if value.lower().startswith(_KEY_PREFIXES):
-        return True
-    mixed = (re.search(r"[a-z]", value) and re.search(r"[A-Z]", value)
-             and re.search(r"[0-9]", value))
-    return len(value) >= 32 and bool(mixed)

@@ -32,24 +32,24 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from wizardcoder.errors import ExternalError
 from wizardcoder.llm.batch_state import BatchState, state_path
+from wizardcoder.llm.cache import RequestCache
+from wizardcoder.llm.endpoint import Endpoint
 from wizardcoder.llm.limits import Budget, parse_retry_after
 from wizardcoder.llm.wire import (
     RETRY_STATUSES,
+    ChatRequest,
     MalformedResponse,
+    Wire,
     classify_http_error,
     error_message,
     parse_completion,
 )
-
-if TYPE_CHECKING:
-    from wizardcoder.llm.client import LLMClient
-    from wizardcoder.llm.wire import ChatRequest
 
 STORE_CHUNK = 1000  # output lines per cache commit: one fsync each, not one per line
 log = logging.getLogger(__name__)
@@ -113,17 +113,17 @@ class _Transient(ExternalError):
 
 
 class _Api:
-    """The files and batches endpoints over the client's session (its auth header and
+    """The files and batches endpoints over a session of the endpoint (its auth header and
     query parameters), retrying 429/5xx/connection errors like the online client."""
 
-    def __init__(self, client: LLMClient, session):
-        self.client, self.session, self.cfg = client, session, client.config
+    def __init__(self, endpoint: Endpoint, session):
+        self.endpoint, self.session, self.cfg = endpoint, session, endpoint.config
 
     async def call(self, method: str, path: str, *, long: bool = False, retry: bool = True,
                    **kwargs) -> Any:
         import aiohttp
 
-        url = f"{self.client.base_url}{path}"
+        url = f"{self.endpoint.base_url}{path}"
         params = {**self.cfg.query_params, **kwargs.pop("params", {})}
         make_body = kwargs.pop("body", None)  # rebuilt per attempt: a sent body is consumed
         if long:  # uploads and downloads of up to 200 MB: no total limit, only a read limit
@@ -150,10 +150,10 @@ class _Api:
                     return body if long and method == "GET" else json.loads(body)
                 error = f"HTTP {status}: {error_message(body.decode('utf-8', 'replace'))}"
                 if not (status in RETRY_STATUSES or status >= 500):
-                    raise (_NotFound if status == 404 else ExternalError)(self.client.redact(
+                    raise (_NotFound if status == 404 else ExternalError)(self.endpoint.redact(
                         f"Batch API {method} {path} failed: {error}"))
                 retry_after = parse_retry_after(headers)
-            error = self.client.redact(error)
+            error = self.endpoint.redact(error)
             if not retry:
                 raise _Transient(f"Batch API {method} {path} failed: {error}")
             if attempt > self.cfg.max_retries:
@@ -223,20 +223,18 @@ class _Api:
         return await self.call("GET", f"/files/{file_id}/content", long=True)
 
 
-async def prefetch(client: LLMClient, requests: Sequence[ChatRequest], *, desc: str,
-                   progress: bool, budget: Budget | None) -> BatchOutcome:
-    """Answer the uncached ``requests`` through the Batch API into ``client.cache``."""
-    todo: dict[str, ChatRequest] = {}
-    for req in requests:
-        key = client.wire.key(req)
-        if key not in todo and client._cached(key) is None:  # noqa: SLF001
-            todo[key] = req
+async def prefetch(endpoint: Endpoint, wire: Wire, cache: RequestCache,
+                   todo: dict[str, ChatRequest], *, desc: str, progress: bool,
+                   budget: Budget | None) -> BatchOutcome:
+    """Answer ``todo`` (cache key -> request, none of them cached) through the Batch API of
+    ``endpoint`` into ``cache``; ``wire`` builds the bodies as the online client does."""
     outcome = BatchOutcome()
     if not todo:
         return outcome
-    state = BatchState(state_path(client.cache.path))
+    state = BatchState(state_path(cache.path))
     try:
-        await _run(client, state, todo, outcome, desc=desc, progress=progress, budget=budget)
+        await _run(endpoint, wire, cache, state, todo, outcome, desc=desc, progress=progress,
+                   budget=budget)
     finally:
         state.close()
     return outcome
@@ -258,10 +256,10 @@ def _submittable(todo: dict[str, ChatRequest], keys: list[str],
     return fits, reserved
 
 
-async def _run(client: LLMClient, state: BatchState, todo: dict[str, ChatRequest],
-               outcome: BatchOutcome, *, desc: str, progress: bool,
-               budget: Budget | None) -> None:
-    cfg, wire = client.config, client.wire
+async def _run(endpoint: Endpoint, wire: Wire, cache: RequestCache, state: BatchState,
+               todo: dict[str, ChatRequest], outcome: BatchOutcome, *, desc: str,
+               progress: bool, budget: Budget | None) -> None:
+    cfg = endpoint.config
     jobs = [_Job(file_id, batch_id, keys) for file_id, (batch_id, keys)
             in state.unfinished().items() if keys & todo.keys()]
     covered = set().union(*(j.keys for j in jobs))
@@ -281,8 +279,8 @@ async def _run(client: LLMClient, state: BatchState, todo: dict[str, ChatRequest
                unit="req", disable=not progress, mininterval=1.0, dynamic_ncols=True)
     problems: list[str] = []
     try:
-        async with client._session() as session:  # noqa: SLF001  (its auth header)
-            api = _Api(client, session)
+        async with endpoint.session() as session:
+            api = _Api(endpoint, session)
             for job in jobs:
                 if job.batch_id is None:  # killed between upload and recording the batch
                     job.batch_id = await api.find_by_input(job.file_id)
@@ -299,7 +297,7 @@ async def _run(client: LLMClient, state: BatchState, todo: dict[str, ChatRequest
                 log.info("%s: batch %s submitted (%d/%d: %d requests, %d bytes, model %s)",
                          desc, job.batch_id, n, len(files), len(chunk), len(content), model)
             outcome.batch_ids = [j.batch_id for j in jobs if j.batch_id]
-            problems = await _poll(client, api, state, jobs, outcome, bar)
+            problems = await _poll(api, cache, state, jobs, outcome, bar)
     finally:
         bar.close()
         if budget is not None:
@@ -315,10 +313,10 @@ async def _create(api: _Api, state: BatchState, job: _Job) -> None:
     state.set_batch(job.file_id, job.batch_id)
 
 
-async def _poll(client: LLMClient, api: _Api, state: BatchState, jobs: list[_Job],
+async def _poll(api: _Api, cache: RequestCache, state: BatchState, jobs: list[_Job],
                 outcome: BatchOutcome, bar) -> list[str]:
     """Poll until every batch is done and collected; returns what must stop the stage."""
-    cfg = client.config
+    cfg = api.cfg
     interval = cfg.batch_poll_s
     problems: list[str] = []
     active = list(jobs)
@@ -349,9 +347,9 @@ async def _poll(client: LLMClient, api: _Api, state: BatchState, jobs: list[_Job
                     why = "; ".join(f"{e.get('code')}: {e.get('message')}"
                                     + (f" (line {e['line']})" if e.get("line") else "")
                                     for e in errors[:5]) or "no reason given"
-                    problems.append(client.redact(f"batch {job.batch_id} failed: {why}"))
+                    problems.append(api.endpoint.redact(f"batch {job.batch_id} failed: {why}"))
                 else:
-                    problems += await _collect(client, api, state, job, batch, outcome)
+                    problems += await _collect(api, cache, state, job, batch, outcome)
                 state.finish(job.file_id, job.status)
                 active.remove(job)
                 done = len(job.keys)
@@ -368,8 +366,8 @@ async def _poll(client: LLMClient, api: _Api, state: BatchState, jobs: list[_Job
     return problems
 
 
-async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, batch: dict,
-                   outcome: BatchOutcome) -> list[str]:
+async def _collect(api: _Api, cache: RequestCache, state: BatchState, job: _Job,
+                   batch: dict, outcome: BatchOutcome) -> list[str]:
     """Store every line of a finished batch; lines it left unanswered stay uncached."""
     contents = [await api.content(batch[name]) for name in ("output_file_id", "error_file_id")
                 if batch.get(name)]
@@ -380,7 +378,7 @@ async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, b
         lines = [raw for content in contents for raw in content.decode("utf-8").splitlines()
                  if raw.strip()]
         for start in range(0, len(lines), STORE_CHUNK):  # one commit per chunk
-            with client.cache.transaction():
+            with cache.transaction():
                 store_lines(lines[start:start + STORE_CHUNK])
 
     def store_lines(chunk: list[str]) -> None:
@@ -396,7 +394,7 @@ async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, b
                 log.warning("batch %s: a line for unknown custom_id %r is ignored",
                             job.batch_id, key)
                 continue
-            verdict = _store_line(client, identity, key, requests[key], line)
+            verdict = _store_line(cache, api.endpoint, identity, key, requests[key], line)
             if verdict is None:
                 outcome.answered.add(key)
             elif verdict.startswith("stage:"):
@@ -417,8 +415,8 @@ async def _collect(client: LLMClient, api: _Api, state: BatchState, job: _Job, b
     return []
 
 
-def _store_line(client: LLMClient, identity: str, key: str, request: dict,
-                line: dict) -> str | None:
+def _store_line(cache: RequestCache, endpoint: Endpoint, identity: str, key: str,
+                request: dict, line: dict) -> str | None:
     """Cache one output line as the online client would; None when stored, else why not
     ('stage:...' for a failure that concerns every request, e.g. 401)."""
     response = line.get("response")
@@ -428,25 +426,25 @@ def _store_line(client: LLMClient, identity: str, key: str, request: dict,
             try:
                 done = parse_completion(body if isinstance(body, dict) else str(body))
             except MalformedResponse as exc:
-                return client.redact(str(exc))
-            client.cache.put(key, model_identity=identity, request=request, text=done.text
-                             if done.error is None else client.redact(done.error_message),
-                             finish_reason=done.finish_reason, prompt_tokens=done.prompt_tokens,
-                             completion_tokens=done.completion_tokens, model=done.model,
-                             error=done.error)
+                return endpoint.redact(str(exc))
+            cache.put(key, model_identity=identity, request=request, text=done.text
+                      if done.error is None else endpoint.redact(done.error_message),
+                      finish_reason=done.finish_reason, prompt_tokens=done.prompt_tokens,
+                      completion_tokens=done.completion_tokens, model=done.model,
+                      error=done.error)
             return None
         text = body if isinstance(body, str) else json.dumps(body)
-        message = client.redact(f"HTTP {status}: {error_message(text)}")
+        message = endpoint.redact(f"HTTP {status}: {error_message(text)}")
         kind, error_class = classify_http_error(status, text)
     else:  # failed without an HTTP response (e.g. batch_expired): a new batch can do it
         error = line.get("error") if isinstance(line.get("error"), dict) else {}
-        message = client.redact(f"{error.get('code')}: {error.get('message')}")
+        message = endpoint.redact(f"{error.get('code')}: {error.get('message')}")
         kind, error_class = "retry", None
     if kind == "retry":
         return message
     if kind == "stage":
         return f"stage:{message}"
-    client.cache.put(key, model_identity=identity, request=request, text=message,
-                     finish_reason=None, prompt_tokens=0, completion_tokens=0, model=None,
-                     error=error_class)
+    cache.put(key, model_identity=identity, request=request, text=message,
+              finish_reason=None, prompt_tokens=0, completion_tokens=0, model=None,
+              error=error_class)
     return None

@@ -121,6 +121,15 @@ class RequestCache:
                 "error FROM responses WHERE key = ?", (key,)).fetchone()
         return CachedResponse(*row) if row else None
 
+    def lookup(self, key: str, *, resend_errors: bool) -> CachedResponse | None:
+        """The entry a request with this key replays instead of being sent: None when there
+        is none, or when it is a cached failure and ``resend_errors``
+        (llm.resend_cached_errors) asks for such requests to be sent again."""
+        hit = self.get(key)
+        if hit is not None and hit.error is not None and resend_errors:
+            return None
+        return hit
+
     def put(self, key: str, *, model_identity: str, request: dict[str, Any], text: str,
             finish_reason: str | None, prompt_tokens: int | None,
             completion_tokens: int | None, model: str | None,

@@ -27,18 +27,18 @@ import dataclasses
 import json
 import logging
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from wizardcoder.errors import WizardcoderError
-from wizardcoder.llm.cache import RequestCache
+from wizardcoder.llm.batch import prefetch
+from wizardcoder.llm.cache import CachedResponse, RequestCache
 from wizardcoder.llm.config import LLMConfig
+from wizardcoder.llm.endpoint import Endpoint
 from wizardcoder.llm.limits import (  # noqa: F401  (re-exported: the public names live here)
     Budget,
     BudgetExceeded,
@@ -59,9 +59,6 @@ from wizardcoder.llm.wire import (  # noqa: F401  (ChatRequest/ChatResult: publi
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Servers sometimes echo part of a key in errors ("Incorrect API key provided: sk-...abcd").
-_KEYISH = re.compile(r"\b(?:sk|sess|hf|ghp|gsk|xai|rk|pk)[-_][A-Za-z0-9*_\-]{6,}")
 RETRY_AFTER_CAP_S = 3600.0
 
 
@@ -150,13 +147,16 @@ class LLMClient:
     def __init__(self, config: LLMConfig, base_url: str, api_key: str | None,
                  model_identity: str | Callable[[str], str], cache: RequestCache):
         self.config = config
-        self.base_url = base_url.rstrip("/")
+        self.endpoint = Endpoint(config, base_url, api_key)  # the only holder of the key
         self.wire = Wire(config, model_identity)
         self.cache = cache
-        self.__api_key = api_key or ""  # name-mangled and never in repr, logs or errors
         self.stats: dict[str, int] = {"calls": 0, "cache_hits": 0, "retries": 0,
                                       "failures": 0, "request_errors": 0, "prompt_tokens": 0,
                                       "completion_tokens": 0}
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint.base_url
 
     @property
     def model_identity(self) -> str:
@@ -167,12 +167,6 @@ class LLMClient:
         return (f"LLMClient(base_url={self.base_url!r}, model={self.config.model!r}, "
                 f"model_identity={self.model_identity!r})")
 
-    def redact(self, text: str) -> str:
-        """Remove the key (and anything shaped like one) from text meant for humans."""
-        if self.__api_key and len(self.__api_key) >= 4:
-            text = text.replace(self.__api_key, "[redacted]")
-        return _KEYISH.sub("[redacted]", text)
-
     # -- public API ---------------------------------------------------------------------
 
     def estimate(self, requests: Sequence[ChatRequest]) -> dict[str, int]:
@@ -180,7 +174,7 @@ class LLMClient:
         keys = {}
         for req in requests:
             keys.setdefault(self.wire.key(req), req)
-        uncached = [r for k, r in keys.items() if self._cached(k) is None]
+        uncached = [r for k, r in keys.items() if self.cached(k) is None]
         return {"requests": len(requests), "unique": len(keys),
                 "cached": len(keys) - len(uncached), "uncached_calls": len(uncached),
                 "prompt_tokens_est": sum(r.estimated_prompt_tokens() for r in uncached),
@@ -237,7 +231,7 @@ class LLMClient:
         outcomes: list = []
         try:
             if pending:  # all cached: not even a session, let alone a connection
-                async with self._session() as session:
+                async with self.endpoint.session() as session:
                     outcomes = await asyncio.gather(
                         *(self._worker(session, run, requests[idx[0]], key, len(idx))
                           for key, idx in pending.items()), return_exceptions=True)
@@ -268,13 +262,11 @@ class LLMClient:
             raise BudgetExceeded(budget, desc, sum(r is None for r in results), worst)
         return results  # type: ignore[return-value]
 
-    # -- internals ------------------------------------------------------------------------
+    def cached(self, key: str) -> CachedResponse | None:
+        """What this client takes from the cache for ``key`` instead of sending it."""
+        return self.cache.lookup(key, resend_errors=self.config.resend_cached_errors)
 
-    def _cached(self, key: str):
-        hit = self.cache.get(key)
-        if hit is not None and hit.error is not None and self.config.resend_cached_errors:
-            return None
-        return hit
+    # -- internals ------------------------------------------------------------------------
 
     def _lookup(self, requests: Sequence[ChatRequest], results: list, run: _Run
                 ) -> dict[str, list[int]]:
@@ -287,12 +279,12 @@ class LLMClient:
             if key in pending:
                 pending[key].append(i)
                 continue
-            hit = self._cached(key)
+            hit = self.cached(key)
             if hit is None:
                 pending[key] = [i]
                 continue
             self.stats["cache_hits"] += 1
-            results[i] = _from_cache(hit, cached=True)
+            results[i] = ChatResult.from_cache(hit, cached=True)
             if hit.error is not None:
                 self.stats["request_errors"] += 1
                 run.count_error(req.tag, results[i])
@@ -308,15 +300,14 @@ class LLMClient:
         request it left unanswered (a 429/5xx line, an expired batch) fails as
         retries_exhausted without an online send, uncached, so the next run puts it in a new
         batch. Returns what is left to send online (requests the budget kept out)."""
-        from wizardcoder.llm.batch import prefetch
-
-        outcome = await prefetch(self, [requests[idx[0]] for idx in pending.values()],
+        outcome = await prefetch(self.endpoint, self.wire, self.cache,
+                                 {key: requests[idx[0]] for key, idx in pending.items()},
                                  desc=desc, progress=progress, budget=run.budget)
         left: dict[str, list[int]] = {}
         for key, idx in pending.items():
             hit = self.cache.get(key) if key in outcome.answered else None
             if hit is not None:
-                first = _from_cache(hit, cached=False, attempts=1)
+                first = ChatResult.from_cache(hit, cached=False, attempts=1)
                 self.stats["prompt_tokens"] += first.prompt_tokens
                 self.stats["completion_tokens"] += first.completion_tokens
                 if run.budget is not None:  # paid now (batch.py released its reservation)
@@ -344,26 +335,6 @@ class LLMClient:
         else:  # a bug: keep its type and traceback, say what happened to the batch
             log.error("%s", note)
         return exc
-
-    def _session(self):
-        import aiohttp  # imported lazily: config validation and dry runs do not need it
-
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "User-Agent": "wizardcoder-llm-client"}
-        if self.__api_key:
-            if self.config.auth_header == "api-key":  # Azure OpenAI
-                headers["api-key"] = self.__api_key
-            else:
-                headers["Authorization"] = f"Bearer {self.__api_key}"
-        # The semaphore bounds requests in flight; the connector must not bound them lower
-        # (aiohttp's default is 100 connections).
-        connector = aiohttp.TCPConnector(limit=self.config.max_in_flight, limit_per_host=0)
-        # A proxy from the environment must never see loopback traffic (or break it); remote
-        # endpoints honour HTTPS_PROXY like the openai SDK does.
-        loopback = urlsplit(self.base_url).hostname in _LOOPBACK
-        return aiohttp.ClientSession(
-            headers=headers, connector=connector, trust_env=not loopback,
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
 
     def _postfix(self, run: _Run) -> None:
         run.bar.set_postfix_str(f"cached={self.stats['cache_hits']} "
@@ -414,9 +385,9 @@ class LLMClient:
                 try:
                     result = await self._attempt(session, req, key, attempts)
                 except _Retryable as exc:
-                    error, retry_after = self.redact(str(exc)), exc.retry_after
+                    error, retry_after = self.endpoint.redact(str(exc)), exc.retry_after
                 except _Fatal as exc:
-                    error, fatal = self.redact(str(exc)), True
+                    error, fatal = self.endpoint.redact(str(exc)), True
                 else:
                     if run.budget is not None:
                         run.budget.settle(reserved or 0.0, result.prompt_tokens,
@@ -488,7 +459,7 @@ class LLMClient:
         """Commit an answer or a permanent failure before anyone can use it: a crash from
         here on loses nothing paid. In a thread: the fsync must not stall the other
         requests on this event loop."""
-        message = self.redact(answer.error_message)
+        message = self.endpoint.redact(answer.error_message)
         await asyncio.to_thread(
             self.cache.put, key, model_identity=self.wire.identity(self.wire.model(req)),
             request=self.wire.body(req), text=answer.text if answer.error is None else message,
@@ -499,10 +470,3 @@ class LLMClient:
         return ChatResult(answer.text, answer.finish_reason, answer.prompt_tokens,
                           answer.completion_tokens, answer.model, False, attempt,
                           answer.error, message)
-
-
-def _from_cache(hit, *, cached: bool, attempts: int = 0) -> ChatResult:
-    """The result a cached answer or cached permanent failure stands for."""
-    return ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
-                      hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, cached,
-                      attempts, hit.error, hit.text if hit.error is not None else "")

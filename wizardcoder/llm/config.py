@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from wizardcoder.config import option, require
+from wizardcoder.credentials import check_key_env, is_secret_name, looks_like_key
 from wizardcoder.embedded import EMBEDDED_MODEL_ID
 from wizardcoder.llm.limits import Prices
 
@@ -26,29 +27,14 @@ TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")
 AUTH_HEADERS = ("Authorization", "api-key")
 # The evolve stage's LLM steps; each may name its own model in llm.step_models.
 STEP_NAMES = ("evolve", "judge", "answer")
-# Query parameters that carry credentials (Azure SAS `sig`, `api-key`, OAuth tokens): keys
-# belong in the environment, never in params.
-_SECRET_QUERY = re.compile(r"(?i)(key|token|secret|sig|signature|password|auth)")
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Prefixes of well-known secret formats (OpenAI, Anthropic, HF, GitHub, Groq, ...).
-_KEY_PREFIXES = ("sk-", "sk_", "sess-", "hf_", "ghp_", "gsk_", "xai-", "pk-", "rk-")
+# Query parameters that carry credentials (`api-key`, OAuth tokens, and Azure SAS `sig`,
+# which is named like no other secret): keys belong in the environment, never in params.
+_SAS_SIGNATURE = "sig"
 # llm.mode: 'batch' sends through OpenAI's Batch API, whose input files hold at most 50,000
 # requests and 200 MB.
 MODES = ("online", "batch")
 BATCH_MAX_REQUESTS = 50_000
 BATCH_MAX_BYTES = 200_000_000
-
-
-def looks_like_key(value: str) -> bool:
-    """True for strings that are probably a secret rather than a variable name."""
-    if value.lower().startswith(_KEY_PREFIXES):
-        return True
-    # Environment variable names are short and rarely mix case with digits; keys are long
-    # random strings.
-    mixed = (re.search(r"[a-z]", value) and re.search(r"[A-Z]", value)
-             and re.search(r"[0-9]", value))
-    return len(value) >= 32 and bool(mixed)
 
 
 def openai_identity(model: str, base_url: str) -> str:
@@ -195,13 +181,7 @@ class LLMConfig:
             require(not parts.query and not parts.fragment, s, "base_url",
                     "a URL without ?query or #fragment: put query parameters such as Azure's "
                     "api-version in llm.query_params, e.g. {api-version: '2024-10-21'}")
-        key_like = looks_like_key(self.api_key_env)
-        require(not key_like, s, "api_key_env",
-                "the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key "
-                "itself; the value given looks like a key and is not shown -- remove it from "
-                "params and rotate it if it was committed")
-        require(bool(_ENV_NAME.fullmatch(self.api_key_env)), s, "api_key_env",
-                "an environment variable name: letters, digits and _, e.g. OPENAI_API_KEY")
+        check_key_env(s, "api_key_env", self.api_key_env)
         for step, model in self.step_models.items():
             require(step in STEP_NAMES, s, f"step_models.{step}",
                     f"a step name, one of {list(STEP_NAMES)}")
@@ -215,7 +195,8 @@ class LLMConfig:
             require(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", name)), s, f"query_params.{name}",
                     "a parameter name of letters, digits, '_', '-' or '.'")
             # Neither the name nor the value is echoed: it may be a key.
-            require(not _SECRET_QUERY.search(name) and not looks_like_key(str(value)), s,
+            secret_name = is_secret_name(name) or _SAS_SIGNATURE in name.lower()
+            require(not secret_name and not looks_like_key(str(value)), s,
                     "query_params", "no credentials (a parameter named like a key/token/"
                     "signature or a value that looks like a key was given and is not shown); "
                     "keys go in the environment variable named by api_key_env, sent in the "

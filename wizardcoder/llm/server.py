@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from wizardcoder.credentials import read_key, without_secrets
 from wizardcoder.embedded import embedded_gguf_path
 from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.llm.cache import RequestCache
@@ -114,7 +115,7 @@ class EmbeddedServer:
         except ImportError as exc:
             raise ExternalError("the embedded LLM needs llama-cpp-python with its server: "
                                 "pip install 'llama-cpp-python[server]'") from exc
-        env = {k: v for k, v in os.environ.items() if k != self.config.api_key_env}
+        env = without_secrets(os.environ, self.config.api_key_env)  # it serves with no key
         env["HF_HUB_OFFLINE"] = "1"  # the model is a local file; never reach for the Hub
         for attempt in range(3):  # the free port can be taken before the server binds it
             self.port = free_port()
@@ -217,7 +218,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def read_api_key(config: LLMConfig) -> str | None:
     """The key from the environment variable named by ``api_key_env``; never from params."""
-    key = os.environ.get(config.api_key_env, "").strip() or None
+    key = read_key(config.api_key_env)
     if key is None and config.is_openai_cloud:
         raise ConfigError(f"llm.api_key_env: the environment variable {config.api_key_env} is "
                           f"not set; export it with your OpenAI API key (provider 'openai', "

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wizardcoder.llm.cache import request_key
+from wizardcoder.llm.cache import CachedResponse, request_key
 from wizardcoder.llm.config import LLMConfig
 
 # Statuses that concern one request (its size or content); any other 4xx concerns all.
@@ -63,7 +63,13 @@ class ChatRequest:
             raise ValueError(f"ChatRequest {self.tag!r}: model must be None or a model name")
 
     def estimated_prompt_tokens(self) -> int:
-        return sum(len(str(m.get("content", ""))) for m in self.messages) // 4 + 1
+        return estimate_prompt_tokens(self.messages)
+
+
+def estimate_prompt_tokens(messages: Sequence[dict]) -> int:
+    """Prompt tokens of ``messages`` as providers meter them for rate limits: chars/4 + 1
+    (the rate limiter, the budget and dry runs all count this way)."""
+    return sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,14 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def from_cache(cls, hit: CachedResponse, *, cached: bool, attempts: int = 0) -> ChatResult:
+        """The result a cached answer, or cached permanent failure, stands for."""
+        failed = hit.error is not None
+        return cls("" if failed else hit.text, hit.finish_reason, hit.prompt_tokens or 0,
+                   hit.completion_tokens or 0, hit.model, cached, attempts, hit.error,
+                   hit.text if failed else "")
 
 
 class Wire:

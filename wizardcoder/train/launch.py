@@ -30,6 +30,7 @@ import socket
 import sys
 from pathlib import Path
 
+from wizardcoder.credentials import without_secrets
 from wizardcoder.errors import ConfigError
 from wizardcoder.paths import cache_dir, project_root
 from wizardcoder.train.config import TrainConfig
@@ -49,7 +50,6 @@ FORWARDED_NAMES = (
     "TRANSFORMERS_CACHE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "TORCH_EXTENSIONS_DIR",
     "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_MAX_CONNECTIONS", "TRITON_CACHE_DIR",
 )
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 # Characters a double-quoted remote shell word would expand or end on.
 UNSAFE_VALUE = re.compile(r'["$`\\\n\r]')
 
@@ -182,13 +182,11 @@ def _user_env_lines(environ: dict[str, str], cwd: Path) -> list[tuple[str, str]]
 def forwarded_env(environ: dict[str, str] | None = None,
                   cwd: Path | None = None) -> dict[str, str]:
     """The variables to write into the DS_ENV_FILE: ours, then the user's (theirs win)."""
-    environ = dict(os.environ if environ is None else environ)
+    environ = without_secrets(os.environ if environ is None else environ)
     out: dict[str, str] = {}
     for name in FORWARDED_NAMES:
         value = environ.get(name)
         if value is None:
-            continue
-        if SECRET_NAME.search(name):
             continue
         if UNSAFE_VALUE.search(value):
             log.warning("not forwarding %s to other nodes: its value has quotes, $, "
@@ -197,7 +195,7 @@ def forwarded_env(environ: dict[str, str] | None = None,
         out[name] = value
     for key, value in _user_env_lines(environ, cwd or Path.cwd()):
         out[key] = value
-    return {k: v for k, v in out.items() if not SECRET_NAME.search(k)}
+    return without_secrets(out)
 
 
 def write_deepspeed_env(path: Path, env: dict[str, str]) -> Path:
