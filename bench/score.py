@@ -93,14 +93,14 @@ def _redirect():
 
 def ours(benchmark: str, rows: list[dict], workers: int) -> tuple[float, list]:
     from wizardcoder.benchmarks.problems import load_benchmark
-    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
-    from wizardcoder.score.plus import DATASETS
+    from wizardcoder.sandbox import SandboxLimits
+    from wizardcoder.score.plus import DATASETS, score_samples
 
     problems = load_benchmark(benchmark)
     problems = {t: problems[t] for t in dict.fromkeys(r["task_id"] for r in rows)}
     start = time.perf_counter()
-    verdicts = evaluate_samples(problems, rows, SandboxLimits(), workers=workers,
-                                progress=False, differential=DATASETS.get(benchmark))
+    verdicts = score_samples(problems, rows, SandboxLimits(), DATASETS.get(benchmark),
+                             workers=workers, progress=False)
     return time.perf_counter() - start, verdicts
 
 

@@ -54,14 +54,14 @@ def unsandboxed(programs: list[str]) -> list[str]:
 
 def main() -> None:
     from wizardcoder.evolve.verify import Attempt, Sandbox, check_attempts, prepare
-    from wizardcoder.score.config import ScoreConfig
+    from wizardcoder.sandbox import SandboxConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     texts = answers(args.rows)
-    sandbox = Sandbox.from_score(ScoreConfig(workers=args.workers))
+    sandbox = Sandbox.from_config(SandboxConfig(workers=args.workers))
     sandbox.check([Attempt("```python\ndef f():\n    return 1\n\nassert f() == 1\n```")])
     attempts = [Attempt(t) for t in texts]
     start = time.perf_counter()

@@ -309,7 +309,7 @@ def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, mo
             run_verified(server, tmp_path / "c.sqlite", rows)
         client = client_for(server, tmp_path / "c.sqlite")
         config = from_dict(EvolveConfig, {"verify": "tests", "verify_attempts": 2}, "evolve")
-        sandbox = Sandbox(SandboxLimits(**LIMITS), workers=1, max_errors=2)
+        sandbox = Sandbox(SandboxLimits(**LIMITS), workers=1, max_sandbox_errors=2)
         out, _, stats = evolve_round(rows, config, client, "r1", model="m", progress=False,
                                      sandbox=sandbox)
     assert out[0]["carried_rule"] == "failed_tests" and stats["verify"]["sandbox_errors"] == 2

@@ -11,12 +11,12 @@ import textwrap
 import pytest
 
 from wizardcoder.benchmarks.problems import load_benchmark
-from wizardcoder.sandbox import SandboxLimits, evaluate_samples
+from wizardcoder.sandbox import SandboxLimits
 from wizardcoder.sandbox.harness import run_check
 from wizardcoder.score import reference as reference_mod
 from wizardcoder.score.oracle import next_atol, output_matches
 from wizardcoder.score.passk import pass_at_k_summary
-from wizardcoder.score.plus import DiffSettings
+from wizardcoder.score.plus import DiffSettings, score_samples
 
 LIMITS = SandboxLimits(timeout_s=10, cpu_s=10, memory_mb=512)
 QUICK = DiffSettings(memory_mb=1024, min_time_limit_s=1.0)
@@ -87,8 +87,8 @@ def plus_files(tmp_path, monkeypatch):
 def score(name, samples, settings=QUICK):
     problems = load_benchmark(name)
     dataset = {"humaneval+": "humaneval", "mbpp+": "mbpp"}[name]
-    return evaluate_samples(problems, samples, LIMITS, workers=2, progress=False,
-                            differential=dataset, settings=settings)
+    return score_samples(problems, samples, LIMITS, dataset, settings, workers=2,
+                         progress=False)
 
 
 def canonical_samples(name):

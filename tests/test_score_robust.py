@@ -13,7 +13,6 @@ import pytest
 
 from tests.test_score_plus import HUMANEVAL_PLUS, LIMITS, MBPP_PLUS, QUICK
 from wizardcoder.benchmarks.problems import load_benchmark
-from wizardcoder.sandbox import evaluate_samples
 from wizardcoder.sandbox.codec import (
     DecodeTimeout,
     OverBudget,
@@ -47,8 +46,8 @@ def plus_files(tmp_path, monkeypatch):
 
 def score(name, samples):
     dataset = {"humaneval+": "humaneval", "mbpp+": "mbpp"}[name]
-    return evaluate_samples(load_benchmark(name), samples, LIMITS, workers=2, progress=False,
-                            differential=dataset, settings=QUICK)
+    return plus_mod.score_samples(load_benchmark(name), samples, LIMITS, dataset, QUICK,
+                                  workers=2, progress=False)
 
 
 def canonical(task_id, name="humaneval+"):

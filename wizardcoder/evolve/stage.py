@@ -95,19 +95,15 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
     return stats
 
 
-# The `score` keys that evolve.verify: tests reads (declared for the evolve stage in dvc.yaml).
-VERIFY_SCORE_KEYS = ("workers", "timeout_s", "cpu_s", "memory_mb", "max_procs",
-                     "isolate_network", "isolation", "max_sandbox_errors")
-
-
 def verify_sandbox(params: str):
     """The sandbox evolve.verify: tests runs answers in: the `score` section's limits,
-    isolation and workers, as scoring and the merge stage's execution detector use them."""
+    isolation and workers, as scoring and the merge stage's execution detector use them; and
+    those settings, to log."""
     from wizardcoder.evolve.verify import Sandbox
-    from wizardcoder.score.config import ScoreConfig
+    from wizardcoder.sandbox.config import load_sandbox_config
 
-    score = load_section(params, "score", ScoreConfig)
-    return Sandbox.from_score(score), {k: getattr(score, k) for k in VERIFY_SCORE_KEYS}
+    config = load_sandbox_config(params)
+    return Sandbox.from_config(config), to_dict(config)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

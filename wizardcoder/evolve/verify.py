@@ -29,6 +29,7 @@ import ast
 import time
 from dataclasses import dataclass
 
+from wizardcoder.sandbox import SandboxSession
 from wizardcoder.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
 
 VERIFY_MODES = ("none", "tests")
@@ -257,41 +258,21 @@ def final_verdict(attempts: list[Attempt]) -> str:
     return "no_python" if all(a.kind == "no_python" for a in attempts) else "failed_tests"
 
 
-@dataclass
-class Sandbox:
+class Sandbox(SandboxSession):
     """Where answers are verified: the `score` section's limits, isolation and workers."""
-
-    limits: object                 # wizardcoder.sandbox.SandboxLimits
-    workers: int = 2
-    isolation: dict | None = None  # the layers active, checked before the first run
-    max_errors: int = 0            # score.max_sandbox_errors
-    errors: int = 0                # runs the sandbox itself failed (verdict sandbox_error)
-
-    @classmethod
-    def from_score(cls, score_config) -> Sandbox:
-        from wizardcoder.merge.decontam_exec import sandbox_limits
-
-        return cls(sandbox_limits(score_config), score_config.workers,
-                   max_errors=score_config.max_sandbox_errors)
 
     def check(self, attempts: list[Attempt]) -> float:
         """Decide the attempts. A run the sandbox itself failed says nothing about the
         answer: up to score.max_sandbox_errors of them count as failed attempts (sampled
         again), more stop the stage (exit 2, nothing written, the LLM answers cached)."""
-        from wizardcoder.errors import ExternalError
-
-        if self.isolation is None and any(not a.kind for a in attempts):
-            from wizardcoder.merge.decontam_exec import active_isolation
-
-            self.isolation = active_isolation(self.limits)
+        if any(not a.kind for a in attempts):
+            self.check_isolation()
         seconds = check_attempts(attempts, self.limits, self.workers)
-        failed = [a for a in attempts if a.kind == "sandbox_error"]
-        self.errors += len(failed)
-        if self.errors > self.max_errors:
-            raise ExternalError(
-                f"evolve verify: the sandbox failed to run {self.errors} answer(s) "
-                f"(score.max_sandbox_errors = {self.max_errors}); first: {failed[0].detail}. "
-                f"Nothing was written; the LLM answers are cached, rerun once it is fixed")
+        self.charge(attempts, lambda failed: (
+            f"evolve verify: the sandbox failed to run {self.sandbox_errors} answer(s) "
+            f"(score.max_sandbox_errors = {self.max_sandbox_errors}); first: "
+            f"{failed[0].detail}. Nothing was written; the LLM answers are cached, rerun once "
+            "it is fixed"))
         return seconds
 
 
@@ -383,7 +364,7 @@ def verify_stats(work, seconds: float, sandbox: Sandbox) -> tuple[dict, list[dic
         "kept_with_one_test": sum(t == 1 for t in tests),
         "attempt_kinds": dict(sorted(kinds.items())),
         "sandbox_runs": len(runs),
-        "sandbox_errors": sandbox.errors,
+        "sandbox_errors": sandbox.sandbox_errors,
         "sandbox_s": round(seconds, 3),
         "sandbox_rows_per_s": round(len(runs) / seconds, 2) if seconds else 0.0,
         "isolation": sandbox.isolation or {},

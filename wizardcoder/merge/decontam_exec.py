@@ -5,7 +5,8 @@ Any row whose response defines a function named like a task's entry point is run
 that task's own tests, in the scoring sandbox and the way `score` runs a sample: the program
 is built by :func:`wizardcoder.sanitize.sanitize` (the row's entry point, what it
 needs and the prompt's imports and helpers), then :func:`wizardcoder.sandbox.evaluate_samples`
-runs the benchmark's ``check`` against it under the `score` section's limits, in parallel.
+runs the benchmark's ``check`` against it under the `score` section's sandbox settings
+(:class:`wizardcoder.sandbox.SandboxSession`), in parallel.
 A pass flags the row.
 """
 
@@ -16,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from wizardcoder.benchmarks.tasks import BenchTask
-from wizardcoder.errors import ExternalError
+from wizardcoder.sandbox import SandboxSession
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +34,20 @@ class ExecJob:
 
 
 @dataclass
-class ExecRunner:
+class ExecRunner(SandboxSession):
     """Runs jobs in the sandbox; remembers verdicts so repeated cleaning runs each job once."""
 
-    limits: object            # wizardcoder.sandbox.SandboxLimits
-    workers: int = 2
-    max_sandbox_errors: int = 0  # score.max_sandbox_errors: rows the sandbox failed to run
     results: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     runs: int = 0
-    sandbox_errors: int = 0
-    isolation: dict | None = None  # the sandbox layers active, once a row has run
 
     def run(self, jobs: list[ExecJob]) -> list[tuple[str, str]]:
         """(kind, detail) per job, in job order; kind "passed" means the row solves the task."""
-        from wizardcoder.sandbox import evaluate_samples
         from wizardcoder.sanitize import sanitize
 
         todo = [job for job in jobs if job.key() not in self.results]
         todo = list({job.key(): job for job in todo}.values())
-        if todo and self.isolation is None:
-            self.isolation = active_isolation(self.limits)
         if todo:
+            self.check_isolation()
             problems = {job.task.task_id: job.task.problem for job in todo}
             samples = []
             for job in todo:
@@ -65,38 +59,14 @@ class ExecRunner:
                 samples.append({"task_id": job.task.task_id, "solution": program})
             log.info("merge: running %d training rows against the benchmark tests that share "
                      "their function name", len(todo))
-            verdicts = evaluate_samples(problems, samples, self.limits, workers=self.workers,
-                                        progress=False)
+            verdicts = self.evaluate(problems, samples)
             self.runs += len(todo)
             for job, verdict in zip(todo, verdicts, strict=True):
                 self.results[job.key()] = (verdict.kind, verdict.detail)
             # A row the sandbox could not run was not checked: kept silently, it could be a
             # contaminated one. Same tolerance as score.
-            failed = [v for v in verdicts if v.kind == "sandbox_error"]
-            self.sandbox_errors += len(failed)
-            if self.sandbox_errors > self.max_sandbox_errors:
-                raise ExternalError(
-                    f"merge: the sandbox failed to run {self.sandbox_errors} training rows "
-                    f"against benchmark tests (score.max_sandbox_errors = "
-                    f"{self.max_sandbox_errors}); first: {failed[0].task_id}: "
-                    f"{failed[0].detail}")
+            self.charge(verdicts, lambda failed: (
+                f"merge: the sandbox failed to run {self.sandbox_errors} training rows "
+                f"against benchmark tests (score.max_sandbox_errors = "
+                f"{self.max_sandbox_errors}); first: {failed[0].task_id}: {failed[0].detail}"))
         return [self.results[job.key()] for job in jobs]
-
-
-def active_isolation(limits) -> dict:
-    """The sandbox layers active, checked before any row runs: as in score, ``strict``
-    isolation refuses (exit 2) when a layer is missing."""
-    from wizardcoder.sandbox.pool import require_isolation
-
-    layers = require_isolation(limits.isolation, limits)
-    return {k: v for k, v in layers.items() if k != "errors"}
-
-
-def sandbox_limits(score_config) -> object:
-    """The limits `score` runs samples under (params section `score`)."""
-    from wizardcoder.sandbox import SandboxLimits
-
-    return SandboxLimits(timeout_s=score_config.timeout_s, cpu_s=score_config.cpu_s,
-                         memory_mb=score_config.memory_mb, max_procs=score_config.max_procs,
-                         isolate_network=score_config.isolate_network,
-                         isolation=score_config.isolation)

@@ -24,8 +24,9 @@ from wizardcoder.errors import DataError
 from wizardcoder.jsonl import read_jsonl, write_json, write_jsonl
 from wizardcoder.merge.combine import Holdout, dev_holdout, merge
 from wizardcoder.merge.config import MergeConfig
-from wizardcoder.merge.decontam_exec import ExecRunner, sandbox_limits
+from wizardcoder.merge.decontam_exec import ExecRunner
 from wizardcoder.rounds import load_rounds
+from wizardcoder.sandbox.config import load_sandbox_config
 from wizardcoder.seed.config import SeedConfig
 from wizardcoder.seed.seeds import load_seeds
 from wizardcoder.tracking import stage_run
@@ -36,10 +37,8 @@ BENCHMARK_DIR = "data/benchmarks"  # a dep of the merge stage in dvc.yaml
 
 def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, metrics: str,
         plots: str) -> dict:
-    from wizardcoder.score.config import ScoreConfig
-
     config = load_section(params, "merge", MergeConfig)
-    score_config = load_section(params, "score", ScoreConfig)
+    sandbox_config = load_sandbox_config(params)
     rounds = load_rounds(params)
     tasks, files = [], {}
     for name, (path, param) in config.benchmark_files().items():
@@ -63,9 +62,7 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
         seed_config = load_section(params, "seed", SeedConfig)
         pool, _ = load_seeds(dataclasses.replace(seed_config, limit=0))
     holdout = dev_holdout() if config.holdout_dev else Holdout()
-    runner = ExecRunner(sandbox_limits(score_config), workers=score_config.workers,
-                        max_sandbox_errors=score_config.max_sandbox_errors) \
-        if config.decontam_execution else None
+    runner = ExecRunner.from_config(sandbox_config) if config.decontam_execution else None
     rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config, pool=pool,
                                                     holdout=holdout, tasks=tasks, runner=runner)
     decontam_report["benchmark_files"] = files

@@ -8,7 +8,7 @@ candidate code runs, and installed in the inner process after the privilege drop
 from __future__ import annotations
 
 
-def _make_audit_hook(tmp, read_roots):
+def make_audit_hook(tmp, read_roots):
     """Second layer: refuse what a HumanEval solution never needs. Everything the hook calls is
     bound now (C functions, builtin-type methods), so monkeypatching ``os`` or ``builtins``
     cannot change its checks."""

@@ -19,6 +19,8 @@ between them (:class:`DecodeTimeout`). Forged frames (wrong tags, bad nesting) r
 from __future__ import annotations
 
 import os
+import select
+import time
 
 TAG, MAX_DEPTH = "$", 100
 _BIG_INT_BITS = 12000  # beyond ~3600 digits: sent as hex (int<->str conversion is capped at 4300)
@@ -217,24 +219,57 @@ def _make_codec():
 encode_value, decode_value, bounded_set = _make_codec()
 
 
-def write_frame(fd, text):
-    data = text.encode("ascii")  # the encoder escapes everything outside ASCII
-    data = len(data).to_bytes(4, "big") + data
-    while data:
-        data = data[os.write(fd, data):]
+def _make_framing():
+    # Bound before any candidate code runs, as in _make_codec: the worker keeps framing its
+    # replies whatever the candidate does to builtins or to the os module.
+    _read, _write, _poll, _mono = os.read, os.write, select.poll, time.monotonic
+    _POLLIN, _POLLOUT, _Blocking = select.POLLIN, select.POLLOUT, BlockingIOError
+    _len, _min, _int, _bytes, _bytearray = len, min, int, bytes, bytearray
+
+    def write_frame(fd, text, remaining_ms=None):
+        """Write one length-prefixed frame. ``remaining_ms`` (a non-blocking descriptor):
+        returns the milliseconds left to wait for room, raising once there are none."""
+        data = text.encode("ascii")  # the encoder escapes everything outside ASCII
+        data = _len(data).to_bytes(4, "big") + data
+        poll = None
+        if remaining_ms is not None:
+            poll = _poll()
+            poll.register(fd, _POLLOUT)
+        while data:
+            if poll is not None and not poll.poll(remaining_ms()):
+                continue
+            try:
+                data = data[_write(fd, data):]
+            except _Blocking:
+                pass
+
+    def read_frame(fd, deadline=None, limit=None):
+        """One length-prefixed frame's bytes, or None at EOF, past ``deadline``
+        (``time.monotonic``) or when the frame announces more than ``limit`` bytes."""
+        poll = None
+        if deadline is not None:
+            poll = _poll()
+            poll.register(fd, _POLLIN)
+        buf, want = _bytearray(), 4
+        while _len(buf) < want:
+            if poll is not None:
+                left = deadline - _mono()
+                if left <= 0 or not poll.poll(_int(left * 1000) + 1):
+                    return None
+            chunk = _read(fd, _min(want - _len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+            if want == 4 and _len(buf) == 4:
+                want += _int.from_bytes(buf, "big")
+                if limit is not None and want > limit:
+                    return None
+        return _bytes(buf[4:])
+
+    return write_frame, read_frame
 
 
-def read_frame(fd):
-    """One frame from the (trusted) harness, or None at EOF."""
-    buf, want = b"", 4
-    while len(buf) < want:
-        chunk = os.read(fd, min(want - len(buf), 1 << 20))
-        if not chunk:
-            return None
-        buf += chunk
-        if want == 4 and len(buf) == 4:
-            want += int.from_bytes(buf, "big")
-    return buf[4:].decode("ascii")
+write_frame, read_frame = _make_framing()
 
 
 def _make_digest():

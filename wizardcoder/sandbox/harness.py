@@ -35,7 +35,6 @@ from wizardcoder.sandbox.pool import (
     SandboxLimits,
     Worker,
     drain_spares,
-    host,
 )
 
 DETAIL_CHARS = 500
@@ -128,7 +127,7 @@ def _rebuild(name: str, message: str, builtin: bool) -> Exception:
     return CandidateError(f"{name}: {message}" if message else name)
 
 
-def _load(worker: Worker, program: str, entry_point: str) -> tuple[str, str] | None:
+def load_program(worker: Worker, program: str, entry_point: str) -> tuple[str, str] | None:
     """Send the program; None once loaded, else the (type, message) of what failed."""
     worker.send({"program": program, "entry": entry_point})  # read once the worker is ready
     if worker.recv() != {"ready": True}:
@@ -193,7 +192,8 @@ def _compile_check(task_id: str, prompt: str, test: str):
     return code, filename, source.splitlines()
 
 
-def _short(text: str) -> str:
+def short_detail(text: str) -> str:
+    """``text`` on one line, cut to DETAIL_CHARS: a verdict's detail."""
     text = " ".join(text.split())
     return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS - 3] + "..."
 
@@ -205,7 +205,7 @@ def _describe_failure(exc: BaseException, filename: str, lines: list[str]) -> st
             where = f"check line {frame.lineno}: {lines[frame.lineno - 1].strip()}"
             break
     head = exception_text(exc, DETAIL_CHARS)  # check's message may format a huge int
-    return _short(f"{head} ({where})" if where else head)
+    return short_detail(f"{head} ({where})" if where else head)
 
 
 def _problem_fields(problem: dict) -> tuple[str, str, str, str]:
@@ -228,7 +228,7 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
     code, filename, lines = _compile_check(task_id, prompt, test)
 
     def verdict(kind: str, detail: str = "") -> Verdict:
-        return Verdict(task_id, sample_index, kind == "passed", kind, _short(detail),
+        return Verdict(task_id, sample_index, kind == "passed", kind, short_detail(detail),
                        time.perf_counter() - start)
 
     if not isinstance(program, str):
@@ -236,7 +236,7 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
     try:
         with Worker.started(limits, audit_hook) if spare else \
                 Worker(limits, audit_hook=audit_hook) as worker:
-            load_error = _load(worker, program, entry_point)
+            load_error = load_program(worker, program, entry_point)
             if load_error is not None:
                 return verdict("error", "program failed to load: {}: {}".format(*load_error))
             namespace: dict = {"__name__": f"__check_{task_id}__"}
@@ -272,17 +272,22 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
         return verdict("sandbox_error", exception_text(exc))
 
 
+def sample_program(problem: dict, completion: str | None, solution: str | None) -> str:
+    """The program a sample stands for: its full ``solution`` program, else the problem's
+    prompt followed by its ``completion``."""
+    if solution is not None:
+        return solution
+    if completion is None:
+        raise DataError("<samples>", None, "completion", "needs a completion or a solution")
+    return _problem_fields(problem)[1] + completion if isinstance(completion, str) \
+        else completion
+
+
 def check_sample(problem: dict, completion: str | None, limits: SandboxLimits,
                  solution: str | None = None, sample_index: int = 0,
                  spare: bool = False) -> Verdict:
     """Score one sample: ``prompt + completion``, or a full ``solution`` program."""
-    if solution is not None:
-        program = solution
-    elif completion is not None:
-        program = _problem_fields(problem)[1] + completion if isinstance(completion, str) \
-            else completion
-    else:
-        raise DataError("<samples>", None, "completion", "needs a completion or a solution")
+    program = sample_program(problem, completion, solution)
     return run_check(problem, program, limits, sample_index, spare=spare)
 
 
@@ -305,28 +310,10 @@ def sample_jobs(problems: dict[str, dict], samples: list[dict]) -> list[tuple[di
 
 
 def evaluate_samples(problems: dict[str, dict], samples: list[dict], limits: SandboxLimits,
-                     workers: int = 2, progress: bool = True, differential: str | None = None,
-                     settings=None) -> list[Verdict]:
-    """Score samples in parallel; verdicts come back in sample order.
-
-    ``differential`` ("humaneval" | "mbpp", the evalplus dataset) scores evalplus rows by
-    their base and plus inputs (:mod:`wizardcoder.score.plus`, ``settings`` a
-    ``plus.DiffSettings``); otherwise each problem's ``check`` runs.
-    """
+                     workers: int = 2, progress: bool = True) -> list[Verdict]:
+    """Run each problem's ``check`` against its samples in parallel; verdicts come back in
+    sample order."""
     jobs = sample_jobs(problems, samples)
-    if differential is not None:
-        from wizardcoder.score.plus import evaluate_differential
-
-        programs = []
-        for problem, sample, index in jobs:
-            program = sample.get("solution")
-            if program is None:
-                completion = sample["completion"]
-                program = problem["prompt"] + completion if isinstance(completion, str) \
-                    else completion
-            programs.append((problem, program, index))
-        return evaluate_differential(programs, limits, differential, settings, workers,
-                                     progress)
     results: list[Verdict | None] = [None] * len(jobs)
     from tqdm import tqdm
 
@@ -352,17 +339,3 @@ def kinds_summary(verdicts: Sequence[Verdict]) -> dict[str, int]:
     """Count of verdicts per kind (all kinds present, zero when absent)."""
     counts = Counter(v.kind for v in verdicts)
     return {kind: counts.get(kind, 0) for kind in KINDS}
-
-
-def isolation_report(limits: SandboxLimits | None = None) -> dict:
-    """The isolation layers active on this machine, measured by running one trivial sample."""
-    h = host()
-    with Worker(limits or SandboxLimits(timeout_s=30)) as worker:
-        loaded = _load(worker, "def f():\n    return 1\n", "f") is None
-        status = worker.finish()
-    return {"root": h.root, "python": h.python, "uid_drop": h.uid_base is not None,
-            "private_uids": h.uid_base is not None and not h.shared_uid,
-            "netns": bool(status.get("net")), "pidns": bool(status.get("pid")),
-            "read_only_fs": bool(status.get("fs_ro") and status.get("tmp_rw")),
-            "hidden_dirs": status.get("hidden", []), "started": loaded,
-            "error": status.get("error")}

@@ -37,7 +37,6 @@ import heapq
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import tempfile
@@ -47,8 +46,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wizardcoder.errors import ConfigError, ExternalError
-from wizardcoder.sandbox import zygote as _zygote_mod
-from wizardcoder.sandbox.codec import ProtocolError, decode_value, encode_value
+from wizardcoder.sandbox.codec import (
+    ProtocolError,
+    decode_value,
+    encode_value,
+    read_frame,
+    write_frame,
+)
 from wizardcoder.sandbox.zygote import (  # noqa: F401  (re-exported)
     LAYER_HINTS,
     MAX_SLOTS,
@@ -57,10 +61,11 @@ from wizardcoder.sandbox.zygote import (  # noqa: F401  (re-exported)
     WORKER,
     Host,
     ZygoteError,
-    _zygote,
+    close_zygotes,
     host,
     layers_of,
     missing_layers,
+    zygote_for,
 )
 
 log = logging.getLogger(__name__)
@@ -149,7 +154,7 @@ def drain_spares() -> None:
 def _close_zygotes() -> None:
     """Stop the spares and the zygotes (the next worker starts a fresh zygote)."""
     drain_spares()
-    _zygote_mod._close_zygotes()
+    close_zygotes()
 
 
 def _reaper() -> ThreadPoolExecutor:
@@ -220,7 +225,7 @@ class Worker:
     def _spawn(self, h: Host) -> None:
         lim = self.limits
         try:
-            zygote = _zygote(lim.isolate_network)  # started once per process, not timed
+            zygote = zygote_for(lim.isolate_network)  # started once per process, not timed
         except ZygoteError as exc:
             raise SandboxFailure("sandbox_error", str(exc)) from None
         if lim.isolation == "strict":
@@ -293,7 +298,7 @@ class Worker:
             return self.status
 
     def _report(self) -> dict:
-        frame = _read_frame(self._st, time.monotonic() + 5.0, 1 << 24)
+        frame = read_frame(self._st, time.monotonic() + 5.0, 1 << 24)
         if frame is None:  # stuck (it always reports before exiting), so its pgid is still ours
             try:
                 os.killpg(self.pid, signal.SIGKILL)
@@ -311,26 +316,18 @@ class Worker:
     def send(self, message: dict | str) -> None:
         """Encode (may raise codec.Unserializable) and write one message; a ``str`` is a
         message encoded already (the same inputs go to every sample of a task)."""
-        data = message if isinstance(message, str) else encode_value(message, 1 << 30)
-        data = data.encode("ascii")
-        data = len(data).to_bytes(4, "big") + data
-        poll = select.poll()
-        poll.register(self._req, select.POLLOUT)
-        while data:
-            if poll.poll(self._remaining_ms()):
-                try:
-                    data = data[os.write(self._req, data):]
-                except BlockingIOError:
-                    pass
-                except BrokenPipeError:
-                    raise self.died() from None
+        text = message if isinstance(message, str) else encode_value(message, 1 << 30)
+        try:
+            write_frame(self._req, text, self._remaining_ms)
+        except BrokenPipeError:
+            raise self.died() from None
 
     def recv_raw(self, deadline: float | None = None, limit_label: str = "") -> bytes:
         """One reply frame as sent. ``deadline`` (monotonic) is a per-call limit within the
         sample's own: past it the worker is stopped and a ``timeout`` naming ``limit_label``
         is raised."""
         end = self.deadline if deadline is None else min(deadline, self.deadline)
-        frame = _read_frame(self._rep, end, MAX_REPLY_BYTES + 4096)
+        frame = read_frame(self._rep, end, MAX_REPLY_BYTES + 4096)
         if frame is None:
             now = time.monotonic()
             if now >= self.deadline:
@@ -435,24 +432,11 @@ def require_isolation(mode: str, limits: SandboxLimits) -> dict:
     return {"mode": mode, **layers}
 
 
-def _read_frame(fd: int, end: float, limit: int) -> bytes | None:
-    """One length-prefixed frame, or None on EOF, deadline or a frame above `limit`."""
-    poll = select.poll()
-    poll.register(fd, select.POLLIN)
-    buf, want = bytearray(), 4
-    while len(buf) < want:
-        left = end - time.monotonic()
-        if left <= 0 or not poll.poll(int(left * 1000) + 1):
-            return None
-        chunk = os.read(fd, want - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-        if want == 4 and len(buf) == 4:
-            want += int.from_bytes(buf, "big")
-            if want > limit:
-                return None
-    return bytes(buf[4:])
+def active_isolation(limits: SandboxLimits) -> dict:
+    """:func:`require_isolation` in ``limits.isolation``'s mode, checked before any sample
+    runs, without the system errors (they may name temporary paths): what a stage records."""
+    layers = require_isolation(limits.isolation, limits)
+    return {k: v for k, v in layers.items() if k != "errors"}
 
 
 def _remove_tree(path: str) -> None:

@@ -33,7 +33,7 @@ import time
 
 try:  # imported as part of the package (tests, the trusted side)
     from wizardcoder.sandbox import rootfs as _rootfs
-    from wizardcoder.sandbox.audit import _make_audit_hook
+    from wizardcoder.sandbox.audit import make_audit_hook
     from wizardcoder.sandbox.codec import (
         ProtocolError,
         TooLarge,
@@ -55,7 +55,7 @@ except ImportError:  # run as the sandbox's script: load the files beside this o
         spec.loader.exec_module(module)
         return module
 
-    _codec, _make_audit_hook = _beside("codec"), _beside("audit")._make_audit_hook
+    _codec, make_audit_hook = _beside("codec"), _beside("audit").make_audit_hook
     _rootfs = _beside("rootfs")
     ProtocolError, TooLarge, Unserializable = (_codec.ProtocolError, _codec.TooLarge,
                                                _codec.Unserializable)
@@ -288,7 +288,7 @@ def _inner(cfg, out_w):
     random.seed(0)  # every sample starts from the same state: verdicts are reproducible
     if cfg["audit"]:
         stdlib = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
-        sys.addaudithook(_make_audit_hook(cfg["tmp"], (stdlib,)))
+        sys.addaudithook(make_audit_hook(cfg["tmp"], (stdlib,)))
     _serve(cfg)
 
 
@@ -315,7 +315,7 @@ def _serve(cfg):
             os._exit(1)
 
     send('{"ready":true}')
-    msg = decode_value(json.loads(read_frame(req) or "null"))
+    msg = decode_value(json.loads((read_frame(req) or b"null").decode("ascii")))
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}
     try:
         exec(compile(msg["program"], "<candidate>", "exec"), namespace)
@@ -327,7 +327,7 @@ def _serve(cfg):
         os._exit(0)
     send('{"loaded":true}')
     while (frame := read_frame(req)) is not None:
-        msg = decode_value(json.loads(frame))
+        msg = decode_value(json.loads(frame.decode("ascii")))
         if "run" in msg:  # differential tests: every input in turn, one reply per input
             send('{"started":true}')
             for args in msg["run"]:

@@ -213,7 +213,8 @@ def missing_layers(layers: dict, net: bool) -> list[tuple[str, str]]:
             if layers.get(name) is False and (name != "net_ns" or net)]
 
 
-def _zygote(net: bool) -> _Zygote:
+def zygote_for(net: bool) -> _Zygote:
+    """This process's zygote for ``net`` (network namespace or not), started on first use."""
     h = host()
     with _lock:
         key = (os.getpid(), net)
@@ -223,7 +224,7 @@ def _zygote(net: bool) -> _Zygote:
 
 
 @atexit.register
-def _close_zygotes() -> None:
+def close_zygotes() -> None:
     for key, zygote in list(_zygotes.items()):
         if key[0] == os.getpid():
             zygote.close()

@@ -36,10 +36,13 @@ from wizardcoder.errors import DataError
 from wizardcoder.sandbox.codec import DecodeTimeout
 from wizardcoder.sandbox.harness import (
     Verdict,
-    _load,
-    _short,
     decode_reply,
+    evaluate_samples,
     exception_text,
+    load_program,
+    sample_jobs,
+    sample_program,
+    short_detail,
     show,
 )
 from wizardcoder.sandbox.pool import SandboxFailure, SandboxLimits, Worker, drain_spares
@@ -89,7 +92,7 @@ def run_set(problem: dict, program: str, which: str, ref: Reference, message: st
         with Worker.started(spawn_limits(limits, settings)) as worker:
             worker.limits = dataclasses.replace(worker.limits, timeout_s=wall)
             worker.deadline = min(worker.deadline, time.monotonic() + wall)
-            error = _load(worker, program, entry)
+            error = load_program(worker, program, entry)
             if error is not None:
                 return "error", "program failed to load: {}: {}".format(*error)
             for i, frame, _ in stream_replies(worker, message, count, per_input):
@@ -172,7 +175,7 @@ def evaluate_differential(jobs: list[tuple[dict, str, int]], limits: SandboxLimi
         task_id = problem["task_id"]
         kind, detail = run_set(problem, program, which, refs[task_id][which],
                                messages[task_id][which], dataset, limits, settings)
-        return position, which, kind, _short(detail), time.perf_counter() - start
+        return position, which, kind, short_detail(detail), time.perf_counter() - start
 
     outcome: dict[tuple[int, str], tuple[str, str, float]] = {}
     try:
@@ -193,3 +196,17 @@ def evaluate_differential(jobs: list[tuple[dict, str, int]], limits: SandboxLimi
         verdicts.append(Verdict(problem["task_id"], index, base == "passed", base, base_detail,
                                 t1 + t2, plus == "passed", plus, plus_detail))
     return verdicts
+
+
+def score_samples(problems: dict[str, dict], samples: list[dict], limits: SandboxLimits,
+                  dataset: str | None = None, settings: DiffSettings | None = None,
+                  workers: int = 2, progress: bool = True) -> list[Verdict]:
+    """Verdicts of ``samples``, in order: ``dataset`` ("humaneval" | "mbpp", the evalplus
+    dataset of a HumanEval+ / MBPP+ benchmark) judges them on its base and plus inputs
+    (:func:`evaluate_differential`); None runs each problem's ``check``
+    (:func:`wizardcoder.sandbox.evaluate_samples`)."""
+    if dataset is None:
+        return evaluate_samples(problems, samples, limits, workers=workers, progress=progress)
+    jobs = [(problem, sample_program(problem, sample.get("completion"), sample.get("solution")),
+             index) for problem, sample, index in sample_jobs(problems, samples)]
+    return evaluate_differential(jobs, limits, dataset, settings, workers, progress)

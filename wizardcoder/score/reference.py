@@ -33,6 +33,7 @@ from pathlib import Path
 from wizardcoder.errors import DataError
 from wizardcoder.paths import cache_dir
 from wizardcoder.sandbox.codec import ProtocolError, decode_value, encode_value
+from wizardcoder.sandbox.harness import load_program
 from wizardcoder.sandbox.pool import SandboxFailure, SandboxLimits, Worker
 from wizardcoder.score.oracle import is_floats, not_none_mode
 
@@ -134,8 +135,6 @@ def stream_replies(worker: Worker, message: str, count: int,
 
 def _reference_set(problem: dict, inputs: list, not_none: str | None,
                    limits: SandboxLimits) -> Reference:
-    from wizardcoder.sandbox.harness import _load
-
     program = problem["prompt"] + problem["canonical_solution"]
     kinds: list[str] = []
     texts: list[str] = []
@@ -146,7 +145,7 @@ def _reference_set(problem: dict, inputs: list, not_none: str | None,
         start = len(kinds)
         try:
             with Worker(limits) as worker:
-                error = _load(worker, program, problem["entry_point"])
+                error = load_program(worker, program, problem["entry_point"])
                 if error is not None:
                     raise DataError("<benchmark>", None, "canonical_solution",
                                     f"{problem['task_id']}: the canonical solution does not "

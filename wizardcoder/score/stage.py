@@ -21,8 +21,10 @@ from pathlib import Path
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
-from wizardcoder.errors import ConfigError, DataError, ExternalError
+from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
+from wizardcoder.sandbox import SandboxSession
+from wizardcoder.sandbox.pool import ISOLATION_MODES
 from wizardcoder.score.config import ScoreConfig
 from wizardcoder.tracking import stage_run
 
@@ -203,24 +205,19 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
                     run_name: str | None = None) -> dict:
     """Run ``rows`` in the sandbox, then write the per-sample results and the metrics JSON;
     logs to the stage's MLflow run (``nested``: under the pipeline's parent run)."""
-    from wizardcoder.sandbox import SandboxLimits, evaluate_samples
     from wizardcoder.sandbox.harness import kinds_summary
-    from wizardcoder.sandbox.pool import require_isolation
     from wizardcoder.score.passk import pass_at_k_summary
-    from wizardcoder.score.plus import DATASETS, DiffSettings
+    from wizardcoder.score.plus import DATASETS, DiffSettings, score_samples
 
-    limits = SandboxLimits(timeout_s=config.timeout_s, cpu_s=config.cpu_s,
-                           memory_mb=config.memory_mb, max_procs=config.max_procs,
-                           isolate_network=config.isolate_network, isolation=config.isolation)
+    sandbox = SandboxSession.from_config(config)
     # Before any sample: strict refuses (ExternalError) when a layer is missing.
-    isolation = {k: v for k, v in require_isolation(config.isolation, limits).items()
-                 if k != "errors"}  # logged: they may name temporary paths
+    isolation = sandbox.check_isolation()
     settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
                             config.plus_time_factor)
     with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name},
                    nested=nested, run_name=run_name) as run_:
-        verdicts = evaluate_samples(problems, rows, limits, workers=config.workers,
-                                    differential=DATASETS.get(name), settings=settings)
+        verdicts = score_samples(problems, rows, sandbox.limits, DATASETS.get(name), settings,
+                                 workers=config.workers)
         summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
                    "kinds": kinds_summary(verdicts), "isolation": isolation}
         run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
@@ -229,7 +226,7 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
             summary["plus_kinds"] = kinds_summary(
                 [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
             summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
-        check_sandbox_errors(stage, verdicts, config.max_sandbox_errors, run_)
+        check_sandbox_errors(stage, verdicts, sandbox, run_)
         write_jsonl(results, (asdict(v) for v in verdicts))
         write_json(metrics, summary)
         run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
@@ -237,25 +234,25 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
     return summary
 
 
-def check_sandbox_errors(stage: str, verdicts: list, allowed: int, run_=None) -> None:
-    """ExternalError (nothing written) when more samples than ``allowed`` got a
+def check_sandbox_errors(stage: str, verdicts: list, sandbox: SandboxSession,
+                         run_=None) -> None:
+    """ExternalError (nothing written) when more samples than score.max_sandbox_errors got a
     ``sandbox_error`` in their base or plus tests: a broken sandbox says nothing about the
     model, and reporting pass@k over what is left would hide it. The counts still reach the
     MLflow run."""
-    bad = [v for v in verdicts
-           if v.kind == "sandbox_error" or getattr(v, "plus_kind", None) == "sandbox_error"]
-    if len(bad) <= allowed:
-        return
-    base = sum(v.kind == "sandbox_error" for v in verdicts)
-    plus = sum(getattr(v, "plus_kind", None) == "sandbox_error" for v in verdicts)
-    if run_ is not None:
-        run_.log_metrics({"sandbox_errors": base, "plus_sandbox_errors": plus})
-    first = bad[0]
-    detail = first.detail if first.kind == "sandbox_error" else first.plus_detail
-    raise ExternalError(
-        f"{stage}: {len(bad)} of {len(verdicts)} samples got a sandbox error (base tests: "
-        f"{base}, plus tests: {plus}), more than score.max_sandbox_errors={allowed}; nothing "
-        f"written. First: {first.task_id} sample {first.sample_index}: {detail}")
+    def refusal(bad: list) -> str:
+        base = sum(v.kind == "sandbox_error" for v in verdicts)
+        plus = sum(getattr(v, "plus_kind", None) == "sandbox_error" for v in verdicts)
+        if run_ is not None:
+            run_.log_metrics({"sandbox_errors": base, "plus_sandbox_errors": plus})
+        first = bad[0]
+        detail = first.detail if first.kind == "sandbox_error" else first.plus_detail
+        return (f"{stage}: {len(bad)} of {len(verdicts)} samples got a sandbox error (base "
+                f"tests: {base}, plus tests: {plus}), more than score.max_sandbox_errors="
+                f"{sandbox.max_sandbox_errors}; nothing written. First: {first.task_id} "
+                f"sample {first.sample_index}: {detail}")
+
+    sandbox.charge(verdicts, refusal)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -272,7 +269,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "file, SAMPLES.results.jsonl)")
     p.add_argument("--pipeline-stage", action="store_true",
                    help=argparse.SUPPRESS)  # stages/score.py: log under the pipeline's run
-    p.add_argument("--isolation", default=None, choices=("strict", "best_effort"),
+    p.add_argument("--isolation", default=None, choices=ISOLATION_MODES,
                    help="overrides score.isolation: strict refuses to score when a sandbox "
                         "layer is unavailable; best_effort scores and records the layers")
     p.add_argument("--tasks", default=None, metavar="ID,ID,...",

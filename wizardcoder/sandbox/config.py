@@ -1,0 +1,72 @@
+"""The sandbox keys of params.yaml section `score`: the limits, isolation, parallelism and
+sandbox-error tolerance that every piece of generated code runs under.
+
+Scoring reads them as part of its section (``ScoreConfig`` extends :class:`SandboxConfig`);
+merge's execution detector and evolve's verification read only these keys
+(:func:`load_sandbox_config`), so dvc.yaml declares only these for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from wizardcoder.config import from_dict, option, read_params, require
+from wizardcoder.errors import ConfigError
+from wizardcoder.sandbox.pool import ISOLATION_MODES, SandboxLimits
+
+SECTION = "score"
+
+
+@dataclass
+class SandboxConfig:
+    """The sandbox keys of params.yaml section `score`."""
+
+    workers: int = option(2, help="Samples executed in parallel.",
+        affects_outputs=False)
+    timeout_s: float = option(10.0, help="Wall-clock limit per sample (seconds).")
+    cpu_s: float = option(10.0, help="CPU-time limit per sample (seconds).")
+    memory_mb: int = option(1024, help="Address-space limit per sample (MiB).")
+    max_procs: int = option(32, help="Process-count limit per sample.")
+    isolate_network: bool = option(True, help="Run samples in a network namespace with no "
+                                             "interfaces (falls back loudly where unavailable).")
+    isolation: str = option(
+        "strict", help="strict: refuse to score, before any sample runs, when a sandbox layer "
+                       "(user/mount/PID/network/IPC namespaces, the minimal root, the uid "
+                       "separation) is unavailable, naming it and how to enable it. "
+                       "best_effort: score anyway with the layers that are active; they are "
+                       "recorded in the metrics (`isolation`) and the MLflow run.")
+    max_sandbox_errors: int = option(
+        0, help="Samples whose sandbox failed (verdict sandbox_error: a worker that could not "
+                "start, ...) that the stage accepts; above it the stage fails and writes "
+                "nothing. Accepted ones are left out of pass@k's n, never counted as wrong.",
+        affects_outputs=False)
+
+    def __post_init__(self):
+        require(self.workers >= 1, SECTION, "workers", "an integer >= 1")
+        require(self.timeout_s > 0, SECTION, "timeout_s", "a positive number of seconds")
+        require(self.memory_mb >= 64, SECTION, "memory_mb", "at least 64 (MiB)")
+        require(self.isolation in ISOLATION_MODES, SECTION, "isolation",
+                " or ".join(ISOLATION_MODES))
+        require(self.max_sandbox_errors >= 0, SECTION, "max_sandbox_errors",
+                "an integer >= 0")
+
+    def limits(self) -> SandboxLimits:
+        """The limits each sample runs under."""
+        return SandboxLimits(timeout_s=self.timeout_s, cpu_s=self.cpu_s,
+                             memory_mb=self.memory_mb, max_procs=self.max_procs,
+                             isolate_network=self.isolate_network, isolation=self.isolation)
+
+
+def load_sandbox_config(params: str | Path) -> SandboxConfig:
+    """The sandbox keys of section `score` in ``params`` (the section's other keys, scoring's
+    own, are left to the score stage)."""
+    data = read_params(params).get(SECTION)
+    if isinstance(data, dict):
+        keys = {f.name for f in dataclasses.fields(SandboxConfig)}
+        data = {k: v for k, v in data.items() if k in keys}
+    try:
+        return from_dict(SandboxConfig, data, SECTION)
+    except ConfigError as exc:
+        raise ConfigError(f"{params}: {exc}") from None
