@@ -25,9 +25,9 @@ from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
 from wizardcoder.evolve import filters
 from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.dry_run import model_identity
 from wizardcoder.evolve.engine import choose_method, evolve_round
 from wizardcoder.evolve.prompts import METHODS
-from wizardcoder.evolve.dry_run import model_identity
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import LLMClient, LLMConfig, RequestCache, open_client
 from wizardcoder.llm.cache import ERROR_CLASSES

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wizardcoder.evolve.config import EvolveConfig
-from wizardcoder.evolve.engine import STEPS, RoundWork
+from wizardcoder.evolve.engine import STEPS, RoundWork, uses_judge, verify_calls
 from wizardcoder.evolve.prompts import (
     METHODS,
     answer_messages,
@@ -20,6 +20,7 @@ from wizardcoder.evolve.prompts import (
 from wizardcoder.evolve.stage import load_configs, read_round_input
 from wizardcoder.llm.config import LLMConfig, openai_identity
 from wizardcoder.llm.limits import Prices, usd
+from wizardcoder.llm.wire import ChatResult, Wire, estimate_prompt_tokens
 from wizardcoder.prompt_template import instruction_text
 from wizardcoder.rounds import round_input, round_number
 
@@ -35,18 +36,13 @@ def model_identity(config: LLMConfig, model: str | None = None) -> str:
     return openai_identity(model or config.model, config.effective_base_url)
 
 
-def _cache_lookup():
-    """``get(key)`` on the request cache if it exists; never creates one."""
+def _existing_cache():
+    """The request cache if it exists (None otherwise): a dry run never creates one."""
     from wizardcoder.llm.cache import CACHE_FILE, RequestCache
     from wizardcoder.paths import cache_dir
 
     path = cache_dir() / CACHE_FILE
     return RequestCache(path) if path.exists() else None
-
-
-def _tokens(messages: list[dict]) -> int:
-    """The client's prompt estimate (chars/4 + 1) for a message list."""
-    return sum(len(str(m["content"])) for m in messages) // 4 + 1
 
 
 class _Plan:
@@ -93,64 +89,51 @@ def plan_round(rows: list[dict], config: EvolveConfig, round_key: str, llm: LLMC
                cache, prices: Prices) -> dict:
     """Calls and cost of a round whose input exists: exact where the cache decides a step,
     upper bounds where a step's prompt depends on an answer not known yet."""
-    from wizardcoder.llm.wire import Wire
-
     wire = Wire(llm, lambda model: model_identity(llm, model))
-    return _walk(RoundWork(rows, config, round_key, llm), config, wire, cache, _Plan(prices))
+
+    def replayed(req):
+        """What the client would take from the cache for ``req`` (None: it would send it)."""
+        if cache is None:
+            return None
+        return cache.lookup(wire.key(req), resend_errors=llm.resend_cached_errors)
+
+    return _walk(RoundWork(rows, config, round_key, llm), config, replayed, _Plan(prices))
 
 
-def _cached(cache, wire, req):
-    """What the client would take from the cache for ``req`` (None: it would send it)."""
-    hit = cache.get(wire.key(req)) if cache is not None else None
-    if hit is not None and hit.error is not None and wire.config.resend_cached_errors:
-        return None
-    return hit
-
-
-def _walk(rnd: RoundWork, config: EvolveConfig, wire, cache, plan: _Plan) -> dict:
-    judge_on = "judge_equal" in config.eliminate
+def _walk(rnd: RoundWork, config: EvolveConfig, replayed, plan: _Plan) -> dict:
     evolved_max = config.evolve_max_tokens  # an evolved question has at most this many tokens
     max_tokens = {"judge": config.judge_max_tokens, "answer": config.answer_max_tokens}
     for row in rnd.work:
         certain = True  # the request will be sent whatever the answers before it say
-        for step in STEPS:  # evolve, judge, answer: the order evolve_round runs them in
-            if row.failed_rule:
-                break  # eliminated: no further step
-            if step == "judge" and not judge_on:
+        for step in STEPS:  # the order evolve_round runs them in
+            if not rnd.needs(row, step):
                 continue
             if step != "evolve" and "evolve" not in row.usage:
                 # The evolved question is unknown: bound its length by evolve_max_tokens.
-                prompt = (_tokens(answer_messages("")) if step == "answer"
-                          else _tokens(judge_messages(row.question, ""))) + evolved_max
-                plan.send(step, prompt, max_tokens[step], certain=False)
+                messages = (answer_messages("") if step == "answer"
+                            else judge_messages(row.question, ""))
+                plan.send(step, estimate_prompt_tokens(messages) + evolved_max,
+                          max_tokens[step], certain=False)
                 continue
             req = rnd.request(row, step)
-            hit = _cached(cache, wire, req) if certain else None
+            hit = replayed(req) if certain else None
             if hit is None:
                 plan.send(step, req.estimated_prompt_tokens(), req.max_tokens, certain)
                 certain = False  # later steps depend on this answer
                 if step == "evolve":
                     continue  # bound judge and answer below
                 if step == "judge":
-                    plan.send("answer", _tokens(answer_messages(row.evolved)),
+                    plan.send("answer", estimate_prompt_tokens(answer_messages(row.evolved)),
                               config.answer_max_tokens, certain=False)
                 break
             plan.cached(step, hit)
-            rnd.apply(step, row, _replayed(hit))
+            rnd.apply(step, row, ChatResult.from_cache(hit, cached=True))
         if config.verify == "tests" and not row.failed_rule:
-            _plan_verify(rnd, row, wire, cache, plan)
+            _plan_verify(rnd, row, replayed, plan)
     return {"rows": len(rnd.work), **plan.figures}
 
 
-def _replayed(hit):
-    from wizardcoder.llm.wire import ChatResult
-
-    return ChatResult(hit.text if hit.error is None else "", hit.finish_reason,
-                      hit.prompt_tokens or 0, hit.completion_tokens or 0, hit.model, True, 0,
-                      hit.error, hit.text if hit.error is not None else "")
-
-
-def _plan_verify(rnd: RoundWork, row, wire, cache, plan: _Plan) -> None:
+def _plan_verify(rnd: RoundWork, row, replayed, plan: _Plan) -> None:
     """evolve.verify: tests: at most verify_attempts - 1 answers sampled again, plus one
     test-writing call per attempt (verify_tests: separate). Exact where the cache holds a
     call whose prompt is known (the retries of a known question; the first attempt's tests
@@ -158,25 +141,24 @@ def _plan_verify(rnd: RoundWork, row, wire, cache, plan: _Plan) -> None:
     the rest are upper bounds."""
     config = rnd.config
     evolved = row.evolved if "evolve" in row.usage else None
-    question = _tokens(answer_messages("", True)) + (
-        _tokens([{"content": evolved}]) if evolved is not None else config.evolve_max_tokens)
+    question = estimate_prompt_tokens(answer_messages("", True)) + (
+        estimate_prompt_tokens([{"content": evolved}]) if evolved is not None
+        else config.evolve_max_tokens)
     for attempt in range(1, config.verify_attempts + 1):
-        if attempt > 1:
-            hit = _cached(cache, wire, rnd.request(row, "answer", attempt)) \
-                if evolved is not None else None
+        for call in verify_calls(config, attempt):
+            if call == "answer":  # sampled again: its prompt is the question's
+                req = rnd.request(row, "answer", attempt) if evolved is not None else None
+                prompt = question
+            else:  # the tests call's prompt holds the answer: known for the first one only
+                req = rnd.request(row, "tests", attempt, row.answer) \
+                    if "answer" in row.usage and attempt == 1 else None
+                prompt = (estimate_prompt_tokens(tests_messages("", "")) + question
+                          + config.answer_max_tokens)
+            hit = replayed(req) if req is not None else None
             if hit is not None:
                 plan.cached("verify", hit)
             else:
-                plan.send("verify", question, config.answer_max_tokens, certain=False)
-        if config.verify_tests == "separate":
-            req = rnd.request(row, "tests", attempt, row.answer) \
-                if "answer" in row.usage and attempt == 1 else None
-            hit = _cached(cache, wire, req) if req is not None else None
-            if hit is not None:
-                plan.cached("verify", hit)
-            else:
-                plan.send("verify", _tokens(tests_messages("", "")) + question
-                          + config.answer_max_tokens, config.answer_max_tokens, certain=False)
+                plan.send("verify", prompt, config.answer_max_tokens, certain=False)
 
 
 def _bound_missing(rows: list[dict], config: EvolveConfig, plan: _Plan) -> dict:
@@ -185,22 +167,22 @@ def _bound_missing(rows: list[dict], config: EvolveConfig, plan: _Plan) -> dict:
     an evolved one of at most evolve_max_tokens tokens."""
     longest = max(METHODS, key=lambda m: len(METHODS[m]))
     shortest = min(METHODS, key=lambda m: len(METHODS[m]))
-    judge_on = "judge_equal" in config.eliminate
+    tokens = estimate_prompt_tokens
     e = config.evolve_max_tokens
+    verify_extra = sum(len(verify_calls(config, attempt))
+                       for attempt in range(1, config.verify_attempts + 1))
     for row in rows:
-        q = max(_tokens([{"content": instruction_text(row["instruction"],
-                                                      row.get("input", ""))}]), e)
-        plan.send("evolve", _tokens(evolve_messages("", longest)) + q, e, certain=False)
-        plan.figures["min_usd"] += plan.prices.cost(_tokens(evolve_messages("", shortest)), 0)
-        plan.send("answer", _tokens(answer_messages("")) + e, config.answer_max_tokens, False)
-        if judge_on:
-            plan.send("judge", _tokens(judge_messages("", "")) + q + e,
+        q = max(tokens([{"content": instruction_text(row["instruction"],
+                                                     row.get("input", ""))}]), e)
+        plan.send("evolve", tokens(evolve_messages("", longest)) + q, e, certain=False)
+        plan.figures["min_usd"] += plan.prices.cost(tokens(evolve_messages("", shortest)), 0)
+        plan.send("answer", tokens(answer_messages("")) + e, config.answer_max_tokens, False)
+        if uses_judge(config):
+            plan.send("judge", tokens(judge_messages("", "")) + q + e,
                       config.judge_max_tokens, False)
         if config.verify == "tests":
-            extra = (config.verify_attempts - 1
-                     + config.verify_attempts * (config.verify_tests == "separate"))
-            for _ in range(extra):
-                plan.send("verify", _tokens(answer_messages("", True)) + e
+            for _ in range(verify_extra):
+                plan.send("verify", tokens(answer_messages("", True)) + e
                           + config.answer_max_tokens, config.answer_max_tokens, False)
     return {"rows": len(rows), **plan.figures}
 
@@ -219,7 +201,7 @@ def dry_run(params: str, round_key: str, input_path: str, echo=print) -> dict:
     result: dict = {"round": round_key, "input": input_path, "input_exists": True}
     if Path(input_path).exists():
         rows = read_round_input(input_path)
-        cache = _cache_lookup()
+        cache = _existing_cache()
         try:
             figures = plan_round(rows, config, round_key, llm_config, cache, prices)
         finally:

@@ -91,6 +91,19 @@ def choose_method(config: EvolveConfig, round_no: int, row_id: str) -> str:
 STEPS = STEP_NAMES
 
 
+def uses_judge(config: EvolveConfig) -> bool:
+    """Whether the round asks the equality judge (its rule, judge_equal, is enabled)."""
+    return "judge_equal" in config.eliminate
+
+
+def verify_calls(config: EvolveConfig, attempt: int) -> tuple[str, ...]:
+    """The LLM calls of verification attempt ``attempt`` (evolve.verify: tests) besides the
+    answer it checks: from the second attempt on, the answer sampled again (a seed of its
+    own); with verify_tests: separate, a test-writing call for that answer."""
+    again = ("answer",) if attempt > 1 else ()
+    return again + (("tests",) if config.verify_tests == "separate" else ())
+
+
 class _Row:
     """Book-keeping of one row through the round."""
 
@@ -137,14 +150,18 @@ class RoundWork:
         self.llm = llm
         self.work = [_Row(row, choose_method(config, self.no, row["id"])) for row in rows]
 
-    def rows_for(self, step: str, rows: list[_Row] | None = None) -> list[_Row]:
-        """Rows that need ``step`` now: all for evolve, survivors for judge and answer."""
-        rows = self.work if rows is None else rows
+    def needs(self, row: _Row, step: str) -> bool:
+        """Whether ``row`` is asked ``step`` once the steps before it are applied: every row
+        is evolved; survivors are judged (when the judge is on) and answered."""
         if step == "evolve":
-            return list(rows)
-        if step == "judge" and "judge_equal" not in self.config.eliminate:
-            return []
-        return [r for r in rows if not r.failed_rule]
+            return True
+        if step == "judge" and not uses_judge(self.config):
+            return False
+        return not row.failed_rule
+
+    def rows_for(self, step: str, rows: list[_Row] | None = None) -> list[_Row]:
+        """Rows that need ``step`` now (see :meth:`needs`)."""
+        return [r for r in (self.work if rows is None else rows) if self.needs(r, step)]
 
     def model_for(self, step: str) -> str | None:
         """The model named for ``step`` in llm.step_models; None = llm.model."""
@@ -346,4 +363,5 @@ def _log_step(client, requests, budget: Budget, desc: str) -> None:
 
 
 __all__ = ["BudgetExceeded", "EvolveConfig", "RoundWork", "STEPS", "TooManyFailedRows",
-           "choose_method", "evolve_round", "round_number", "round_stats", "usd"]
+           "choose_method", "evolve_round", "round_number", "round_stats", "usd",
+           "uses_judge", "verify_calls"]
