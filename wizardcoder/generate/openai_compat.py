@@ -13,11 +13,11 @@ is dropped: no server can be told to stop there, as the opening fence looks the 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wizardcoder.credentials import read_key
 from wizardcoder.errors import ExternalError
 from wizardcoder.generate.base import Backend
 from wizardcoder.generate.config import GenerateConfig
@@ -37,7 +37,7 @@ class OpenAIBackend(Backend):
         except ImportError:
             raise ExternalError("the openai backend needs the package openai "
                                 "(pip install openai)") from None
-        api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        api_key = read_key(config.api_key_env) or PLACEHOLDER_KEY
         # A proxy from the environment must never see (or break) loopback traffic; remote
         # endpoints honour HTTPS_PROXY as the SDK does by default.
         loopback = urlsplit(config.base_url).hostname in ("127.0.0.1", "localhost", "::1")
