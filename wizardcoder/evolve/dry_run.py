@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wizardcoder.evolve.config import EvolveConfig
-from wizardcoder.evolve.engine import STEPS, RoundWork, uses_judge, verify_calls
+from wizardcoder.evolve.engine import STEPS, RoundWork, uses_judge
 from wizardcoder.evolve.prompts import (
     METHODS,
     answer_messages,
@@ -18,6 +18,7 @@ from wizardcoder.evolve.prompts import (
     tests_messages,
 )
 from wizardcoder.evolve.stage import load_configs, read_round_input
+from wizardcoder.evolve.verify import verify_calls
 from wizardcoder.llm.config import LLMConfig, openai_identity
 from wizardcoder.llm.limits import Prices, usd
 from wizardcoder.llm.wire import ChatResult, Wire, estimate_prompt_tokens

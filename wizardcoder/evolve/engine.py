@@ -96,14 +96,6 @@ def uses_judge(config: EvolveConfig) -> bool:
     return "judge_equal" in config.eliminate
 
 
-def verify_calls(config: EvolveConfig, attempt: int) -> tuple[str, ...]:
-    """The LLM calls of verification attempt ``attempt`` (evolve.verify: tests) besides the
-    answer it checks: from the second attempt on, the answer sampled again (a seed of its
-    own); with verify_tests: separate, a test-writing call for that answer."""
-    again = ("answer",) if attempt > 1 else ()
-    return again + (("tests",) if config.verify_tests == "separate" else ())
-
-
 class _Row:
     """Book-keeping of one row through the round."""
 
@@ -364,4 +356,4 @@ def _log_step(client, requests, budget: Budget, desc: str) -> None:
 
 __all__ = ["BudgetExceeded", "EvolveConfig", "RoundWork", "STEPS", "TooManyFailedRows",
            "choose_method", "evolve_round", "round_number", "round_stats", "usd",
-           "uses_judge", "verify_calls"]
+           "uses_judge"]

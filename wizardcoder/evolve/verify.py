@@ -276,6 +276,15 @@ class Sandbox(SandboxSession):
         return seconds
 
 
+def verify_calls(config, attempt: int) -> tuple[str, ...]:
+    """The LLM calls of verification attempt ``attempt`` besides the answer it checks:
+    from the second attempt on, the answer sampled again (a seed of its own); with
+    verify_tests: separate, a test-writing call for that answer. ``config``: the
+    EvolveConfig (the dry run counts the calls by the same rule)."""
+    again = ("answer",) if attempt > 1 else ()
+    return again + (("tests",) if config.verify_tests == "separate" else ())
+
+
 def verify_answers(rnd, send, sandbox: Sandbox) -> float:
     """Verify every row of ``rnd`` (a RoundWork) that survived the answer step; returns the
     sandbox's wall time. ``send(step, rows, requests, desc)`` returns one ChatResult per
@@ -286,7 +295,8 @@ def verify_answers(rnd, send, sandbox: Sandbox) -> float:
         if not pending:
             break
         attempts = {}
-        if number > 1:  # a fresh answer: its own seed, cached like any call
+        calls = verify_calls(config, number)
+        if "answer" in calls:  # a fresh answer: its own seed, cached like any call
             results = send("answer", pending, [rnd.request(r, "answer", number)
                                                for r in pending],
                            f"{rnd.key} verify answer #{number}")
@@ -302,7 +312,7 @@ def verify_answers(rnd, send, sandbox: Sandbox) -> float:
             pending = [r for r in pending if not r.failed_rule]
         for row in pending:
             attempts.setdefault(id(row), Attempt(row.answer))
-        if config.verify_tests == "separate":
+        if "tests" in calls:
             for row in pending:  # no tests call for an answer without Python code
                 if not attempts[id(row)].kind and split_program(row.answer) is None:
                     attempts[id(row)].kind = "no_python"
