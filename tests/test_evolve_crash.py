@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.fake_openai import FaultServer
+from tests.kill_resume import finish, kill_when
 from tests.test_evolve_engine import FAST, PRICES, responder, seed_rows
 from wizardcoder.jsonl import write_jsonl
 
@@ -58,12 +57,6 @@ def stage(workdir: Path, wrap: list[str] | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    return out + err
-
-
 def cached_requests(workdir: Path) -> set[str]:
     path = workdir / "cache" / "llm_requests.sqlite"
     if not path.exists():
@@ -84,19 +77,9 @@ def canonical(body: dict) -> str:
 def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
     with FaultServer(responder=responder, latency=0.1) as server:
         crashed = make_workdir(tmp_path / "crashed", server.url)
-        proc = stage(crashed)
-        deadline = time.monotonic() + 60
-        try:
-            # 11 evolve calls, then judges and answers: kill once a few are in the cache.
-            while len(cached_requests(crashed)) < 14:
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the stage never got that far"
-                time.sleep(0.02)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            out, err = proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
-        logs = out + err
+        # 11 evolve calls, then judges and answers: kill once a few are in the cache.
+        logs = kill_when(stage(crashed), lambda: len(cached_requests(crashed)) >= 14,
+                         timeout=60, what="the stage never got that far")
         before = cached_requests(crashed)
         first_run = [canonical(b) for b in server.bodies]
         assert not (crashed / "data" / "evolved" / "r1.jsonl").exists()

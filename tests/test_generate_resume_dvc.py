@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.fake_openai import FaultServer, Reply
+from tests.kill_resume import kill_when
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = 6
@@ -69,13 +68,8 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
         proc = subprocess.Popen(["dvc", "repro", "generate"], cwd=root, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        deadline = time.monotonic() + 120
-        while len(_work_rows(root)) < 2:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no progress within 120 s"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when(proc, lambda: len(_work_rows(root)) >= 2, timeout=120,
+                  what="no progress", group=True, interval=0.05)
         before = {r["task_id"]: r for r in _work_rows(root)}
         assert 2 <= len(before) < TASKS
         assert not (root / "data" / "eval" / "samples.jsonl").exists()  # written at the end

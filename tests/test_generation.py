@@ -56,25 +56,11 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from wizardcoder.embedded import embedded_gguf_path
-
-    gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        initializer_range=0.2, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    tokenizer.pad_token = None  # like StarCoder's: the backend must cope (pads with EOS)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def tiny_model_dir(make_tiny_llama):
+    """The tiny Llama with larger random weights (initializer_range 0.2: varied greedy
+    output) and a tokenizer without a pad token, like StarCoder's: the backend must cope
+    (pads with EOS)."""
+    return make_tiny_llama(pad_token=False, initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")

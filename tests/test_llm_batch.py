@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.fake_openai import CONTEXT_LENGTH, SERVER_ERROR, BatchServer, FaultServer, line_error
+from tests.kill_resume import finish, kill_when, wait_for
 from tests.test_evolve_engine import FAST, PRICES, client_for, responder, seed_rows
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, ExternalError
@@ -352,12 +351,6 @@ def stage(workdir: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    return out + err
-
-
 def recorded_batches(workdir: Path) -> list[tuple]:
     path = state_path(workdir / "cache" / "llm_requests.sqlite")
     if not path.exists():
@@ -372,30 +365,19 @@ def recorded_batches(workdir: Path) -> list[tuple]:
 def test_sigkill_while_polling_then_rerun_resumes_the_same_batch(tmp_path):
     with BatchServer(responder=responder, hold=True) as server:
         crashed = make_workdir(tmp_path / "crashed", server.url)
-        proc = stage(crashed)
-        deadline = time.monotonic() + 60
-        try:  # killed once the evolve batch is recorded and has been polled
-            while not (server.requests["GET /v1/batches/{id}"] >= 2
-                       and any(b for b, _ in recorded_batches(crashed))):
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the stage never submitted its batch"
-                time.sleep(0.02)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            out, err = proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
-        logs = out + err
+        # killed once the evolve batch is recorded and has been polled
+        logs = kill_when(stage(crashed), lambda: (
+            server.requests["GET /v1/batches/{id}"] >= 2
+            and any(b for b, _ in recorded_batches(crashed))),
+            timeout=60, what="the stage never submitted its batch")
         assert server.created == 1 and not (crashed / "data/evolved/r1.jsonl").exists()
         [(held, finished)] = recorded_batches(crashed)
         assert finished is None
 
         polls = server.requests["GET /v1/batches/{id}"]
         rerun = stage(crashed)
-        deadline = time.monotonic() + 60
-        while server.requests["GET /v1/batches/{id}"] < polls + 2:  # the rerun is polling
-            assert rerun.poll() is None, rerun.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the rerun never polled"
-            time.sleep(0.02)
+        wait_for(rerun, lambda: server.requests["GET /v1/batches/{id}"] >= polls + 2,
+                 timeout=60, what="the rerun never polled")  # the rerun is polling
         assert server.created == 1  # ... the held batch, instead of submitting another
         server.release()
         logs += finish(rerun)

@@ -11,7 +11,6 @@ import asyncio
 import email.utils
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from tests.fake_openai import (
     rate_limited,
     status,
 )
+from tests.kill_resume import kill_when
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.llm import (
@@ -386,16 +386,8 @@ def test_cache_survives_sigkill_mid_run(tmp_path):
     with FaultServer({"q4": [delay(60)]}) as server:
         child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, str(cache_path)],
                                  cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-        try:
-            deadline = time.monotonic() + 30
-            while server.counts["q4"] == 0:  # q0..q3 answered, q4 hanging
-                assert child.poll() is None, "child exited early"
-                assert time.monotonic() < deadline, "child never reached the slow request"
-                time.sleep(0.05)
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-        assert child.returncode == -signal.SIGKILL
+        kill_when(child, lambda: server.counts["q4"] > 0,  # q0..q3 answered, q4 hanging
+                  timeout=30, what="child never reached the slow request")
         with sqlite3.connect(cache_path) as db:
             assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 4
         client = make_client(server, cache_path)

@@ -38,15 +38,9 @@ def test_build_target_golden():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer(embedded_tokenizer):
     """The embedded model's tokenizer (read from its GGUF: no network needed)."""
-    pytest.importorskip("gguf")
-    from transformers import AutoTokenizer
-
-    from wizardcoder.embedded import embedded_gguf_path
-
-    path = embedded_gguf_path()
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return embedded_tokenizer
 
 
 @pytest.mark.parametrize("input_text", ["", "s = 'abc'"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import outputs, tiny_config, tiny_model_dir, train_jsonl  # noqa: F401
+from tests.test_training import outputs, tiny_config
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
 from wizardcoder.train import TrainConfig, run_training
@@ -84,7 +84,7 @@ def test_deepspeed_json_is_keyed_by_content_not_path(tmp_path):
     assert key[a] == key[b] != key[c]
 
 
-def test_a_checkpoint_of_another_precision_is_not_resumed(tiny_model_dir, train_jsonl,  # noqa: F811
+def test_a_checkpoint_of_another_precision_is_not_resumed(tiny_model_dir, train_jsonl,
                                                           tmp_path, cache):
     """A real kept checkpoint: the same run resumes it, a bf16 run (another key) does not."""
     config = tiny_config(tiny_model_dir, max_steps=2, save_steps=2, keep_checkpoints=True)
@@ -100,7 +100,7 @@ def test_a_checkpoint_of_another_precision_is_not_resumed(tiny_model_dir, train_
     assert again["resumed_from_step"] == 2
 
 
-def test_checkpoint_dir_param_moves_the_checkpoints(tiny_model_dir, train_jsonl, tmp_path,  # noqa: F811
+def test_checkpoint_dir_param_moves_the_checkpoints(tiny_model_dir, train_jsonl, tmp_path,
                                                     cache):
     shared = tmp_path / "shared"
     config = tiny_config(tiny_model_dir, max_steps=2, save_steps=1, keep_checkpoints=True,

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_training import (  # noqa: F401
-    outputs,
-    tiny_config,
-    tiny_model_dir,
-    train_jsonl,
-)
+from tests.test_training import outputs, tiny_config
 from wizardcoder.config import from_dict
 from wizardcoder.errors import ConfigError
 from wizardcoder.train import TrainConfig, run_training
@@ -41,7 +36,7 @@ def safetensors_dtypes(model_dir: Path) -> set[str]:
     ("bf16", "auto", "BF16", "bfloat16"),
     ("fp32", "float16", "F16", "float16"),
 ], ids=["fp32-auto", "bf16-auto", "fp32-as-fp16"])
-def test_saved_weights_are_in_the_save_dtype(tiny_model_dir, train_jsonl, tmp_path,  # noqa: F811
+def test_saved_weights_are_in_the_save_dtype(tiny_model_dir, train_jsonl, tmp_path,
                                              precision, save_dtype, expected, config_dtype):
     import torch
     from transformers import AutoModelForCausalLM
@@ -58,7 +53,7 @@ def test_saved_weights_are_in_the_save_dtype(tiny_model_dir, train_jsonl, tmp_pa
     assert torch.isfinite(model(ids).logits.float()).all()
 
 
-def test_eval_steps_write_an_eval_curve(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_eval_steps_write_an_eval_curve(tiny_model_dir, train_jsonl, tmp_path):
     out = outputs(tmp_path)
     eval_curve = tmp_path / "curve_eval.json"
     config = tiny_config(tiny_model_dir, max_steps=4, eval_fraction=0.25, eval_steps=2)
@@ -69,7 +64,7 @@ def test_eval_steps_write_an_eval_curve(tiny_model_dir, train_jsonl, tmp_path): 
     assert metrics["eval_loss"] == curve[-1]["eval_loss"]  # the last eval is the final one
 
 
-def test_without_eval_split_the_eval_curve_is_empty(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_without_eval_split_the_eval_curve_is_empty(tiny_model_dir, train_jsonl, tmp_path):
     eval_curve = tmp_path / "curve_eval.json"
     run_training(tiny_config(tiny_model_dir, max_steps=1), train_jsonl,
                  eval_plots_path=eval_curve, **outputs(tmp_path))
@@ -77,7 +72,7 @@ def test_without_eval_split_the_eval_curve_is_empty(tiny_model_dir, train_jsonl,
 
 
 def test_model_card_has_a_hub_header_and_no_run_dependent_facts(
-        tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+        tiny_model_dir, train_jsonl, tmp_path):
     import yaml
 
     config = tiny_config(tiny_model_dir, max_steps=2, card_license="apache-2.0",
@@ -110,7 +105,7 @@ def test_embedded_model_card_names_the_hub_base_model():
 
 
 def test_flash_attention_without_package_or_gpu_is_a_clear_error(
-        tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+        tiny_model_dir, train_jsonl, tmp_path):
     import importlib.util
 
     import torch
@@ -123,7 +118,7 @@ def test_flash_attention_without_package_or_gpu_is_a_clear_error(
     assert not (tmp_path / "model").exists()
 
 
-def test_liger_without_its_package_is_a_clear_error(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_liger_without_its_package_is_a_clear_error(tiny_model_dir, train_jsonl, tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("liger_kernel"):
@@ -133,14 +128,14 @@ def test_liger_without_its_package_is_a_clear_error(tiny_model_dir, train_jsonl,
         run_training(config, train_jsonl, **outputs(tmp_path))
 
 
-def test_eager_attention_trains_packed(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_eager_attention_trains_packed(tiny_model_dir, train_jsonl, tmp_path):
     config = tiny_config(tiny_model_dir, max_steps=1, attn_implementation="eager", packing=True,
                          max_length=256)
     metrics = run_training(config, train_jsonl, **outputs(tmp_path))
     assert math.isfinite(metrics["train_loss"])
 
 
-def test_flex_attention_on_cpu_is_a_clear_error(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_flex_attention_on_cpu_is_a_clear_error(tiny_model_dir, train_jsonl, tmp_path):
     import torch
 
     if torch.cuda.is_available():
@@ -150,7 +145,7 @@ def test_flex_attention_on_cpu_is_a_clear_error(tiny_model_dir, train_jsonl, tmp
         run_training(config, train_jsonl, **outputs(tmp_path))
 
 
-def test_neftune_passes_through_and_changes_the_loss(tiny_model_dir, train_jsonl, tmp_path):  # noqa: F811
+def test_neftune_passes_through_and_changes_the_loss(tiny_model_dir, train_jsonl, tmp_path):
     plain = run_training(tiny_config(tiny_model_dir, max_steps=2), train_jsonl,
                          **outputs(tmp_path / "a"))
     noisy = run_training(tiny_config(tiny_model_dir, max_steps=2, neftune_noise_alpha=50.0),

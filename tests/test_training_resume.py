@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.test_training import tiny_model_dir  # noqa: F401
+from tests.kill_resume import finish, kill_when
 from wizardcoder.train.checkpoints import is_complete
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,29 +64,18 @@ def stage(tmp: Path, model_dir: Path, data: Path, train: dict, name: str,
     return proc, out
 
 
-def finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, output[-4000:]
-    return output
-
-
 def kill_after_first_checkpoint(proc: subprocess.Popen, cache: Path) -> int:
     """SIGKILL the stage once a checkpoint is complete; returns that checkpoint's step."""
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        done = [p for p in cache.glob("train-checkpoints/*/checkpoint-*") if is_complete(p, 1)]
-        if done:
-            proc.send_signal(signal.SIGKILL)
-            output, _ = proc.communicate(timeout=60)
-            assert proc.returncode == -signal.SIGKILL, (
-                "the run ended before it could be killed; make it longer\n" + output[-2000:])
-            return min(int(p.name.split("-")[1]) for p in done)
-        if proc.poll() is not None:
-            pytest.fail("the stage exited before its first checkpoint:\n"
-                        + proc.stdout.read()[-4000:])
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("no checkpoint within 15 minutes")
+    done: list[Path] = []
+
+    def checkpointed() -> bool:
+        done[:] = [p for p in cache.glob("train-checkpoints/*/checkpoint-*")
+                   if is_complete(p, 1)]
+        return bool(done)
+
+    kill_when(proc, checkpointed, timeout=900,
+              what="the stage wrote no complete checkpoint")
+    return min(int(p.name.split("-")[1]) for p in done)
 
 
 def weights(model_dir: Path) -> dict:
@@ -121,26 +108,26 @@ def assert_same_run(clean: dict[str, Path], resumed: dict[str, Path]) -> None:
 
 def kill_and_resume(tmp_path: Path, model_dir: Path, data: Path, train: dict) -> None:
     clean_proc, clean = stage(tmp_path, model_dir, data, train, "clean", tmp_path / "c1")
-    finish(clean_proc)
+    finish(clean_proc, timeout=900)
     cache = tmp_path / "c2"
     proc, _ = stage(tmp_path, model_dir, data, train, "killed", cache)
     killed_at = kill_after_first_checkpoint(proc, cache)
     assert killed_at < STEPS
     proc, resumed = stage(tmp_path, model_dir, data, train, "resumed", cache)
-    finish(proc)
+    finish(proc, timeout=900)
     metrics = json.loads(resumed["metrics"].read_text())
     assert metrics["resumed_from_step"] >= killed_at > 0
     assert_same_run(clean, resumed)
 
 
 @pytest.mark.slow  # three stage processes: ~2-6 minutes on 2 loaded cores
-def test_killed_plain_run_resumes_into_the_same_run(tiny_model_dir, train_rows, tmp_path):  # noqa: F811
+def test_killed_plain_run_resumes_into_the_same_run(tiny_model_dir, train_rows, tmp_path):
     kill_and_resume(tmp_path, tiny_model_dir, train_rows, {"neftune_noise_alpha": 5.0})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage_name", ["zero2", "zero3"])
-def test_killed_zero_run_resumes_into_the_same_run(tiny_model_dir, train_rows, tmp_path,  # noqa: F811
+def test_killed_zero_run_resumes_into_the_same_run(tiny_model_dir, train_rows, tmp_path,
                                                    stage_name):
     pytest.importorskip("deepspeed")
     kill_and_resume(tmp_path, tiny_model_dir, train_rows,
