@@ -86,5 +86,15 @@ def test_hf_source_offline_is_a_clear_error(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(ExternalError, match="cannot load Hugging Face dataset"):
+    # The libraries read those once, at import: in a suite that imported them earlier (any
+    # transformers test) the variables alone left the Hub reachable -- 20 s of retries
+    # online, and a test of something else than offline mode.
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    with pytest.raises(ExternalError, match="cannot load Hugging Face dataset") as info:
         load_seeds(SeedConfig(source="hf", hf_dataset="no-such-user/no-such-dataset-xyz"))
+    assert "OfflineModeIsEnabled" in str(info.value)  # offline mode, not a network error
