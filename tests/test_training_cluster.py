@@ -226,35 +226,46 @@ RANKS_SCRIPT = textwrap.dedent("""
     dist.init_process_group("gloo", rank=rank, world_size=2)
     from wizardcoder.errors import ConfigError
     from wizardcoder.train.checkpoints import agreed_checkpoint, check_shared
-    roots = json.loads(sys.argv[1])
-    root = Path(roots[rank])
-    try:
-        check_shared(root, rank == 0, timeout_s=1.0)
-        shared = "shared"
-    except ConfigError as exc:
-        shared = str(exc)
-    chosen = agreed_checkpoint(root, 2, rank == 0)
-    print("RESULT", json.dumps({"rank": rank, "shared": shared,
-                                "chosen": chosen.name if chosen else None}), flush=True)
+    for n, roots in enumerate(json.loads(sys.argv[1])):
+        dist.barrier()  # the pair before this one is done on both ranks
+        removed = not (Path(roots[0]) / "checkpoint-4").exists()
+        root = Path(roots[rank])
+        try:
+            check_shared(root, rank == 0, timeout_s=1.0)
+            shared = "shared"
+        except ConfigError as exc:
+            shared = str(exc)
+        chosen = agreed_checkpoint(root, 2, rank == 0)
+        print("RESULT", json.dumps({"pair": n, "rank": rank, "shared": shared,
+                                    "removed_before": removed,
+                                    "chosen": chosen.name if chosen else None}), flush=True)
     dist.destroy_process_group()
 """)
 
 
-def run_two_ranks(roots: list[Path]) -> dict[int, dict]:
+def run_two_ranks(pairs: list[list[Path]]) -> list[dict]:
+    """Two real ranks (gloo) run each pair of roots (rank 0's, rank 1's) in turn; per pair,
+    {rank: result, "removed_before": whether rank 0's checkpoint-4 was gone as it began}."""
     port = str(29000 + os.getpid() % 1000)
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": port}
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", RANKS_SCRIPT, json.dumps([str(r) for r in roots])],
+            [sys.executable, "-c", RANKS_SCRIPT,
+             json.dumps([[str(r) for r in roots] for roots in pairs])],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = {}
+    results: list[dict] = [{} for _ in pairs]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        row = json.loads(out.split("RESULT", 1)[1])
-        results[row["rank"]] = row
+        for line in out.splitlines():
+            if line.startswith("RESULT"):
+                row = json.loads(line.split("RESULT", 1)[1])
+                results[row["pair"]][row["rank"]] = row
+                if row["rank"] == 0:
+                    results[row["pair"]]["removed_before"] = row["removed_before"]
+    assert all(0 in r and 1 in r for r in results), results
     return results
 
 
@@ -277,11 +288,14 @@ def test_ranks_agree_on_the_newest_checkpoint_all_of_them_see(tmp_path):
     lagging = tmp_path / "lagging-view"
     make_checkpoint(lagging, 2, [0, 1])
     make_checkpoint(lagging, 4, [0])
-    results = run_two_ranks([shared, lagging])
+    # One process per rank runs both pairs, one after the other (a barrier between them).
+    results, again = run_two_ranks([[shared, lagging], [shared, shared]])
     assert results[0]["chosen"] == results[1]["chosen"] == "checkpoint-2"
+    assert not results["removed_before"]
+    assert again["removed_before"]  # checkpoint-4 was gone before the second pair began
     assert not (shared / "checkpoint-4").exists()
     assert all("is not shared storage" in results[r]["shared"] for r in (0, 1))
 
-    results = run_two_ranks([shared, shared])
+    results = again
     assert results[0]["shared"] == results[1]["shared"] == "shared"
     assert results[0]["chosen"] == results[1]["chosen"] == "checkpoint-2"
