@@ -103,7 +103,11 @@ def verify_sandbox(params: str):
     from wizardcoder.sandbox.config import load_sandbox_config
 
     config = load_sandbox_config(params)
-    return Sandbox.from_config(config), to_dict(config)
+    sandbox = Sandbox.from_config(config)
+    # Before the first LLM call: where strict isolation cannot hold, the round stops before
+    # anything is paid for, and the metrics always record the layers the answers ran under.
+    sandbox.check_isolation()
+    return sandbox, to_dict(config)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
