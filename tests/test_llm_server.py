@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from wizardcoder.llm import ChatRequest, EmbeddedServer, LLMClient, LLMConfig, RequestCache
-from wizardcoder.llm.server import model_identity_for_gguf, open_client
+from wizardcoder.llm.server import embedded_identity, open_client
 
 pytestmark = [
     pytest.mark.slow,
@@ -73,7 +73,7 @@ def test_answers_chat_requests_and_stops(tmp_path):
         assert live_members(pgid)
         assert server.log_path.parent == tmp_path / "cache_dir"
         client = LLMClient(CONFIG, server.base_url, None,
-                           model_identity_for_gguf(server.gguf_path),
+                           embedded_identity(CONFIG, server.gguf_path),
                            RequestCache(tmp_path / "c.sqlite"))
         start = time.monotonic()
         results = client.chat_many(requests(), progress=False)

@@ -30,10 +30,9 @@ def model_identity(config: LLMConfig, model: str | None = None) -> str:
     """The cache identity ``open_client`` gives ``model`` (default: ``llm.model``) under this
     config, without starting anything."""
     if config.provider == "embedded":
-        from wizardcoder.embedded import embedded_gguf_path
-        from wizardcoder.llm.server import model_identity_for_gguf
+        from wizardcoder.llm.server import embedded_identity
 
-        return model_identity_for_gguf(embedded_gguf_path())
+        return embedded_identity(config)
     return openai_identity(model or config.model, config.effective_base_url)
 
 

@@ -3,9 +3,16 @@
 LLM calls cost money and minutes, and evolution stages get killed (Ctrl-C, OOM, a DVC
 experiment cancelled). Every answer is committed here *before* the caller sees it, so a rerun
 after any crash repeats no finished call, and repeating a stage with the same inputs makes no
-network calls at all. The key is a hash of everything that determines the answer (model
-identity, messages, sampling parameters) and nothing that does not (URL, port, concurrency),
-so the cache survives restarts of the embedded server on a new port. sqlite in WAL mode lets
+network calls at all. The key is a hash of everything that determines the answer and
+nothing that does not, so the cache survives restarts of the embedded server on a new port:
+
+- in the key: the model identity (embedded: the GGUF's sha256, the server's context size
+  ``llm.embedded_n_ctx`` and the llama-cpp-python version; an endpoint: the model name and
+  the URL without the scheme), the messages, the sampling parameters as sent (max tokens,
+  temperature, top_p, seed, stop) and non-default wire options (``llm.token_limit_param``,
+  ``llm.query_params``); see ``Wire.key``;
+- not in it: the port, concurrency, retries, timeouts, prices, budgets, the transport
+  (online or Batch API) and the server's thread count. sqlite in WAL mode lets
 several processes (parallel DVC stages) read and append at once; a busy timeout serialises
 their short write transactions.
 """

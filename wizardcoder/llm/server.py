@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import hashlib
 import os
 import signal
 import socket
@@ -63,9 +65,41 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def model_identity_for_gguf(path: Path) -> str:
-    """Cache identity of a GGUF: name and size, independent of where and how it is served."""
-    return f"gguf:{path.name}:{path.stat().st_size}"
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_identity_for_gguf(path: Path, n_ctx: int) -> str:
+    """Cache identity of a GGUF served by llama.cpp: the file's content (sha256, not its name
+    or place) and every server setting that changes answers: the context size ``n_ctx``
+    (``llm.embedded_n_ctx``; a smaller window truncates or refuses long requests) and the
+    llama-cpp-python version. Not the port, the host or the thread count (``n_threads``
+    splits the same sums across cores)."""
+    stat = Path(path).stat()
+    sha = _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return (f"gguf:{Path(path).name}:sha256={sha}:n_ctx={int(n_ctx)}"
+            f":llama-cpp-python={_llama_cpp_version()}")
+
+
+def _llama_cpp_version() -> str:
+    """The server's version: another llama.cpp may sample or tokenize differently."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "none"
+
+
+def embedded_identity(config: LLMConfig, gguf_path: Path | None = None) -> str:
+    """The cache identity of the embedded server ``config`` starts (see
+    :func:`model_identity_for_gguf`)."""
+    return model_identity_for_gguf(gguf_path or embedded_gguf_path(), config.embedded_n_ctx)
 
 
 class EmbeddedServer:
@@ -234,7 +268,7 @@ def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
         if config.provider == "embedded":
             with EmbeddedServer(config) as server:
                 yield LLMClient(config, server.base_url, None,
-                                model_identity_for_gguf(server.gguf_path), cache)
+                                embedded_identity(config, server.gguf_path), cache)
         else:
             key = read_api_key(config)
             url = config.effective_base_url

@@ -135,16 +135,22 @@ class Wire:
         return {"model": self.model(req), "messages": list(req.messages), **self.params(req)}
 
     def key(self, req: ChatRequest) -> str:
-        """The cache key of what is sent: the asked model's identity, messages, sampling as
-        sent (a fixed-temperature model is asked at its default) and non-default options."""
+        """The cache key of what is sent: the asked model's identity (for the embedded server
+        its GGUF's content and context size, see ``server.model_identity_for_gguf``; for an
+        endpoint its URL), messages, sampling as sent (a fixed-temperature model is asked at
+        its default) and non-default options (token-limit parameter name, query parameters
+        such as Azure's api-version). Not the port, concurrency, retries or prices."""
         fixed = self.config.fixed_temperature
-        options = ({"token_limit_param": self.config.token_limit_param}
-                   if self.config.token_limit_param != "max_tokens" else None)
+        options = {}
+        if self.config.token_limit_param != "max_tokens":
+            options["token_limit_param"] = self.config.token_limit_param
+        if self.config.query_params:  # e.g. Azure's api-version: another API, other answers
+            options["query_params"] = dict(sorted(self.config.query_params.items()))
         return request_key(self.identity(self.model(req)), req.messages,
                            max_tokens=req.max_tokens,
                            temperature=None if fixed else req.temperature,
                            top_p=None if fixed else req.top_p, seed=req.seed, stop=req.stop,
-                           options=options)
+                           options=options or None)
 
 
 @dataclass(frozen=True)
