@@ -26,7 +26,13 @@ validation are tested against something that says no. Each batch is worked by a 
 ``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``, or ``expired`` after
 ``expire_after`` lines (the rest go to the error file as ``batch_expired``, as OpenAI does).
 ``hold`` keeps batches ``in_progress`` until :meth:`BatchServer.release`, so a client can be
-killed while it polls. Lines are answered by the same ``responder(body)`` and per-prompt
+killed while it polls. Batches run whether or not anyone polls; faults of the API itself:
+``fail_polls`` (the next N status polls answer 500), ``lose_creates`` (a batch is created but
+the answer is a 502; ``flood_after_lost_create`` other batches are created right after, as by
+the rest of an organisation), :meth:`BatchServer.outage` (every files/batches call answers
+503 for a while), ``shuffle`` (output lines in random order); ``POST
+/v1/batches/{id}/cancel`` cancels a batch (lines not yet run are in neither file).
+Lines are answered by the same ``responder(body)`` and per-prompt
 ``script`` as :class:`FaultServer`, and ``/v1/chat/completions`` answers online with the same
 bodies, so a batch run and an online run of one round can be compared row for row.
 """
@@ -37,6 +43,7 @@ import email.parser
 import email.policy
 import itertools
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -317,7 +324,11 @@ class BatchServer(_LocalServer):
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
         self.fail_polls = 0  # the next N GET /v1/batches/{id} answer 500
-        self.lose_creates = 0  # the next N POST /v1/batches create the batch, then answer 500
+        self.lose_creates = 0  # the next N POST /v1/batches create the batch, then answer 502
+        self.flood_after_lost_create = 0  # other batches created right after a lost create
+        self.shuffle = False  # output and error lines in random order
+        self.outage_until = 0.0  # time.monotonic() until which every API call answers 503
+        self.outage_hits = 0  # calls answered 503 by an outage
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.line_counts: Counter[str] = Counter()   # prompt -> lines worked in batches
@@ -338,6 +349,31 @@ class BatchServer(_LocalServer):
     def release(self) -> None:
         """Let held batches run."""
         self._released.set()
+
+    def outage(self, seconds: float) -> None:
+        """Every call to /v1/files and /v1/batches answers 503 for ``seconds`` from now
+        (batches keep running)."""
+        self.outage_until = time.monotonic() + seconds
+
+    def add_foreign_batches(self, n: int) -> None:
+        """``n`` finished batches of someone else in the organisation, newer than all so far
+        (they come first in GET /v1/batches)."""
+        now = int(time.time())
+        for _ in range(n):
+            batch_id = self._new_id("batch")
+            with self._lock:
+                self.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": ENDPOINT, "errors": None,
+                    "input_file_id": f"file-foreign-{batch_id}", "completion_window": "24h",
+                    "status": "completed", "created_at": now,
+                    "request_counts": {"total": 1, "completed": 1, "failed": 0},
+                    "metadata": None}
+
+    @property
+    def paid_lines(self) -> int:
+        """Request lines worked in batches so far (each one is paid)."""
+        with self._lock:
+            return sum(self.line_counts.values())
 
     def __exit__(self, *exc) -> None:
         self._released.set()
@@ -462,11 +498,14 @@ class BatchServer(_LocalServer):
             return
         self._set(batch, status="in_progress", in_progress_at=int(time.time()),
                   request_counts={"total": len(lines), "completed": 0, "failed": 0})
-        self._released.wait()
+        while not self._released.wait(0.02) and batch["status"] != "cancelling":
+            pass
         out, err = [], []
         for i, line in enumerate(lines):
             if self._stop.is_set():
                 return
+            if batch["status"] == "cancelling":
+                break
             if self.expire_after is not None and i >= self.expire_after:
                 err += [{"id": f"batch_req_{j}", "custom_id": rest["custom_id"],
                          "response": None,
@@ -490,13 +529,17 @@ class BatchServer(_LocalServer):
             counts["completed" if status == 200 else "failed"] += 1
             self._set(batch, request_counts=counts)
         expired = self.expire_after is not None and len(lines) > self.expire_after
-        self._set(batch, status="finalizing", finalizing_at=int(time.time()))
+        cancelled = batch["status"] == "cancelling"
+        if not cancelled:
+            self._set(batch, status="finalizing", finalizing_at=int(time.time()))
         ids = {}
         for name, entries in (("output_file_id", out), ("error_file_id", err)):
+            if self.shuffle:
+                random.shuffle(entries)
             if entries:
                 data = "".join(json.dumps(e) + "\n" for e in entries).encode()
                 ids[name] = self._store_file(data, "batch_output", f"{batch['id']}_{name}")["id"]
-        final = "expired" if expired else "completed"
+        final = "cancelled" if cancelled else "expired" if expired else "completed"
         self._set(batch, status=final, **{f"{final}_at": int(time.time())}, **ids)
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -514,9 +557,20 @@ class BatchServer(_LocalServer):
                     server.requests[f"{self.command} {route}"] += 1
                 return path
 
+            def _outage(self) -> bool:
+                """During :meth:`BatchServer.outage`: answer 503 (and True)."""
+                if time.monotonic() >= server.outage_until:
+                    return False
+                with server._lock:
+                    server.outage_hits += 1
+                self._json(503, {"error": {"message": "Service Unavailable"}})
+                return True
+
             def do_GET(self) -> None:
                 path = self._route()
                 parts = path.split("/")
+                if self._outage():
+                    return
                 if path == "/v1/batches":
                     self._list_batches()
                 elif len(parts) == 4 and parts[2] == "batches":
@@ -556,6 +610,9 @@ class BatchServer(_LocalServer):
             def do_POST(self) -> None:
                 path = self._route()
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = path.split("/")
+                if path != "/v1/chat/completions" and self._outage():
+                    return
                 if path == "/v1/files":
                     self._upload(raw)
                 elif path == "/v1/batches":
@@ -563,8 +620,12 @@ class BatchServer(_LocalServer):
                     with server._lock:
                         lose, server.lose_creates = server.lose_creates > 0, max(
                             0, server.lose_creates - 1)
+                    if lose and answer[0] == 200:
+                        server.add_foreign_batches(server.flood_after_lost_create)
                     self._json(*((502, {"error": {"message": "bad gateway"}}) if lose
                                  else answer))
+                elif len(parts) == 5 and parts[2] == "batches" and parts[4] == "cancel":
+                    self._cancel(parts[3])
                 elif path == "/v1/chat/completions":
                     body = json.loads(raw)
                     with server._lock:
@@ -575,6 +636,23 @@ class BatchServer(_LocalServer):
                     self._json(status, answer)
                 else:
                     self._json(404, _err("not found"))
+
+            def _cancel(self, batch_id: str) -> None:
+                batch = server.batches.get(batch_id)
+                if batch is None:
+                    self._json(404, _err(f"No batch found with id '{batch_id}'"))
+                    return
+                with server._lock:
+                    if batch["status"] in TERMINAL or batch["status"] == "finalizing":
+                        code = 400
+                    else:
+                        code = 200
+                        batch.update(status="cancelling", cancelling_at=int(time.time()))
+                if code == 400:
+                    self._json(400, _err(f"Cannot cancel a batch with status "
+                                         f"{batch['status']}"))
+                else:
+                    self._json(200, server._public(batch))
 
             def _upload(self, raw: bytes) -> None:
                 head = f"Content-Type: {self.headers.get('Content-Type', '')}\r\n\r\n".encode()

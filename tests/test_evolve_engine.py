@@ -259,32 +259,69 @@ def evolve_cli(tmp_path: Path, params: Path, round_key: str = "r1") -> tuple[int
 
 
 def test_too_many_failed_rows_exit_2_with_counts_and_write_nothing(tmp_path, capsys):
-    rows = seed_rows(["[fail]", "[ctx]", "[null]"], plain=7)
+    rows = seed_rows(["[null]", "[ctx]", "[ctx] too"], plain=7)
     write_jsonl(tmp_path / "seed.jsonl", rows)
     with FaultServer(responder=responder) as server:
-        # 3 of 10 rows fail; 0.2 allows 2.
-        params = write_params(tmp_path / "params.yaml", server.url, max_failed_fraction=0.2)
+        # 3 of 10 rows fail; 0.2 allows 2 (no minimum count).
+        params = write_params(tmp_path / "params.yaml", server.url, max_failed_fraction=0.2,
+                              max_failed_rows_min=0)
         code, outs = evolve_cli(tmp_path, params)
     err = capsys.readouterr().err
     assert code == 2
-    assert "3 of 10 rows failed their LLM request (30.0%)" in err
-    assert "evolve.max_failed_fraction=0.2 (2 row(s) allowed)" in err
-    assert "context_length 1" in err and "retries_exhausted 1" in err
-    assert "empty_content 1" in err and "evolve 1" in err and "answer 2" in err
-    assert "'r1/seed00/answer'" in err and "HTTP 500" in err  # the first errors, named
+    assert "3 of 10 rows failed their LLM request permanently (30.0%)" in err
+    assert "evolve.max_failed_fraction=0.2 (2 row(s) allowed" in err
+    assert "context_length 2" in err and "empty_content 1" in err
+    assert "evolve 2" in err and "answer 1" in err
+    for row in ("seed00", "seed01", "seed02"):  # every failed row, named
+        assert f"'r1/{row}/" in err
+    assert "maximum context length" in err
     assert not any(p.exists() for p in outs.values())
     assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind either
 
 
+def healed(body: dict):
+    """The server once its outage is over: [fail] rows are answered like the others."""
+    prompt = str(body["messages"][-1]["content"])
+    if "[fail]" in prompt and JUDGE not in prompt and not prompt.startswith(EVOLVE):
+        return Reply("def solve(items):\n    return sorted(items)  # healed")
+    return responder(body)
+
+
+def test_a_transient_failure_stops_the_round_and_a_rerun_keeps_its_row(tmp_path, capsys):
+    """A request failing transiently through every retry must not drop its row in a run that
+    exits 0 (DVC would never rerun it): the stage stops, writes nothing, and the rerun sends
+    only that request and keeps the row."""
+    rows = seed_rows(["[fail]"], plain=3)
+    write_jsonl(tmp_path / "seed.jsonl", rows)
+    with FaultServer(responder=responder) as server:
+        params = write_params(tmp_path / "params.yaml", server.url)
+        code, outs = evolve_cli(tmp_path, params)
+        err = capsys.readouterr().err
+        first = len(server.bodies)
+        assert code == 2
+        assert "1 request(s) still failed transiently after every retry" in err
+        assert "r1/seed00/answer" in err and "HTTP 500" in err
+        assert not any(p.exists() for p in outs.values())
+        server.responder = healed
+        code, outs = evolve_cli(tmp_path, params)
+        rerun = server.bodies[first:]
+    assert code == 0, capsys.readouterr().err
+    assert len(rerun) == 1 and "[fail]" in json.dumps(rerun[0])  # only the failed request
+    out = [json.loads(x) for x in outs["out"].read_text().splitlines()]
+    assert not any(r.get("carried") for r in out) and "healed" in out[0]["output"]
+    metrics = json.loads(outs["metrics"].read_text())
+    assert metrics["failed_rows"] == [] and metrics["request_errors"]["retries_exhausted"] == 0
+
+
 def test_a_failed_request_eliminates_its_row_and_the_round_finishes(tmp_path, capsys):
-    rows = seed_rows(["[ctx]", "[null]", "[fail]"], plain=5)
+    rows = seed_rows(["[ctx]", "[null]"], plain=5)
     write_jsonl(tmp_path / "seed.jsonl", rows)
     with FaultServer(responder=responder) as server:
         params = write_params(tmp_path / "params.yaml", server.url, max_failed_fraction=0.5)
         code, outs = evolve_cli(tmp_path, params)
         first = [json.dumps(b, sort_keys=True) for b in server.bodies]
         assert code == 0, capsys.readouterr().err
-        code, outs = evolve_cli(tmp_path, params)  # rerun: only the transient one is resent
+        code, outs = evolve_cli(tmp_path, params)  # rerun: permanent failures are cached
         rerun = [json.dumps(b, sort_keys=True) for b in server.bodies[len(first):]]
         capsys.readouterr()
         assert main(["evolve", "--params", str(params), "--round", "r1", "--dry-run",
@@ -292,37 +329,48 @@ def test_a_failed_request_eliminates_its_row_and_the_round_finishes(tmp_path, ca
         dry = capsys.readouterr().out
         assert len(server.bodies) == len(first) + len(rerun)  # the dry run sent nothing
     assert code == 0
-    # Evolve: 8 cached (1 a failure); judge: 7 cached; answer: 6 cached, [fail]'s to send.
-    assert "8 needed: 8 cached, 0 to send" in dry and "at most 14: 13 cached" in dry
+    # Evolve: 7 cached (1 a failure); judge: 6 cached; answer: 6 cached.
+    assert "7 needed: 7 cached, 0 to send" in dry
     assert "request errors     2 cached" in dry  # [ctx] and [null]: replayed, not resent
-    # 8 evolve, 7 judge, 7 answer; [fail] tried 1 + max_retries (2) times.
-    assert len(first) == 8 + 7 + 7 + 2
-    assert len(rerun) == 3 and all("[fail]" in r for r in rerun)  # retries_exhausted only
+    assert len(first) == 7 + 6 + 6  # 7 evolve, 6 judge, 6 answer
+    assert rerun == []
     out = [json.loads(x) for x in outs["out"].read_text().splitlines()]
     rejected = [json.loads(x) for x in outs["rejected"].read_text().splitlines()]
     metrics = json.loads(outs["metrics"].read_text())
-    assert [r.get("carried_error") for r in out[:3]] == ["context_length", "empty_content",
-                                                         "retries_exhausted"]
-    for parent, row in zip(rows[:3], out[:3], strict=True):
+    assert [r.get("carried_error") for r in out[:2]] == ["context_length", "empty_content"]
+    for parent, row in zip(rows[:2], out[:2], strict=True):
         assert row["carried"] and row["carried_rule"] == "request_error"
         assert {k: v for k, v in row.items() if not k.startswith("carried")} == parent
-    assert all(not r.get("carried") for r in out[3:])
+    assert all(not r.get("carried") for r in out[2:])
     ctx = rejected[0]
     assert ctx["failed_rule"] == "request_error" and ctx["parent_id"] == "seed00"
     assert ctx["error"]["class"] == "context_length" and ctx["error"]["step"] == "evolve"
     assert "maximum context length" in ctx["error"]["message"]
     assert ctx["lineage"]["verdicts"]["request_error"] == "fail"
     assert ctx["lineage"]["seed_id"] == "seed00" and set(ctx["lineage"]["usage"]) == {"evolve"}
-    assert rejected[1]["error"]["step"] == "answer" and rejected[2]["error"]["step"] == "answer"
-    assert metrics["dropped_by_rule"]["request_error"] == 3 and metrics["kept"] == 5
+    assert rejected[1]["error"]["step"] == "answer"
+    assert metrics["dropped_by_rule"]["request_error"] == 2 and metrics["kept"] == 5
     assert metrics["request_errors"] == {"context_length": 1, "content_filter": 0,
-                                         "bad_request": 0, "retries_exhausted": 1,
+                                         "bad_request": 0, "retries_exhausted": 0,
                                          "empty_content": 1}
-    assert metrics["request_errors_by_step"] == {"evolve": 1, "judge": 0, "answer": 2}
-    assert metrics["failed_fraction"] == 0.375 and metrics["max_failed_fraction"] == 0.5
+    assert metrics["request_errors_by_step"] == {"evolve": 1, "judge": 0, "answer": 1}
+    assert metrics["failed_fraction"] == round(2 / 7, 6)
+    assert metrics["failed_rows"] == [
+        {"id": "seed00", "step": "evolve", "class": "context_length"},
+        {"id": "seed01", "step": "answer", "class": "empty_content"}]
     by_method = {m: v["request_errors"] for m, v in metrics["by_method"].items()}
-    assert sum(sum(v.values()) for v in by_method.values()) == 3
-    assert metrics["cache_hits"] == 8 + 7 + 6  # the rerun: everything but [fail]'s answer
+    assert sum(sum(v.values()) for v in by_method.values()) == 2
+
+
+def test_the_failure_budget_scales_with_the_round():
+    config = EvolveConfig()  # the defaults: 2%, at least 5 rows
+    assert config.max_failed_rows(60) == 5  # two bad rows of 60 do not fail the round
+    assert config.max_failed_rows(20_000) == 400  # a broken prompt fails far more
+    assert config.max_failed_rows(3) == 2  # a round whose every row failed always stops
+    assert EvolveConfig(max_failed_fraction=1.0).max_failed_rows(3) == 3
+    assert EvolveConfig(max_failed_rows_min=0).max_failed_rows(60) == 1
+    with pytest.raises(ConfigError, match="evolve.max_failed_rows_min"):
+        EvolveConfig(max_failed_rows_min=-1)
 
 
 def test_step_models_lineage_records_the_served_model(tmp_path):

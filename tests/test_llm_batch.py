@@ -9,11 +9,15 @@ at OpenAI), so resuming after a kill is checked by that count, not by logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,39 +107,51 @@ def test_round_in_batch_mode_equals_the_online_round_and_sends_no_online_call(tm
     assert carried[ctx_row["id"]]["carried_rule"] == "request_error"
 
 
-def test_line_failures_permanent_cached_transient_retried_in_a_new_batch(tmp_path):
+def test_line_failures_permanent_cached_transient_retried_in_a_follow_up_batch(tmp_path):
     prompts = ["p-ok", "p-ctx", "p-500", "p-expired", "p-429"]
     script = {"p-ctx": [CONTEXT_LENGTH], "p-500": [SERVER_ERROR],
               "p-expired": [line_error("batch_expired", "not run before the window ended")],
               "p-429": [("429", "1")]}
     with BatchServer(script=script) as server:
+        server.shuffle = True
         client = client_for(server, tmp_path / "c.sqlite", **BATCH)
         results = dict(zip(prompts, client.chat_many(requests(prompts), progress=False),
                            strict=True))
-        first = dict(server.line_counts)
-        assert server.created == 1
+        # One call: the three transient lines went into a follow-up batch of their own.
+        assert server.created == 2
+        assert sorted(line["body"]["messages"][-1]["content"]
+                      for line in uploaded_lines(server)[1]) == ["p-429", "p-500", "p-expired"]
+        assert dict(server.line_counts) == {"p-ok": 1, "p-ctx": 1, "p-500": 2,
+                                            "p-expired": 2, "p-429": 2}
         assert results["p-ok"].ok and results["p-ok"].text == "answer to p-ok"
         assert not results["p-ok"].cached and results["p-ok"].attempts == 1
         assert results["p-ctx"].error == "context_length"
         assert "maximum context length" in results["p-ctx"].error_message
         for tag in ("p-500", "p-expired", "p-429"):
-            assert results[tag].error == "retries_exhausted", tag
-            assert results[tag].error_message.startswith("batch "), tag
+            assert results[tag].ok and results[tag].text == f"answer to {tag}", tag
 
-        # Rerun: the cached answer and the cached permanent failure are not asked again;
-        # the three transient ones go into one new batch and are answered.
+        # Rerun: everything is cached (the permanent failure too); nothing is sent.
         rerun = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
             requests(prompts), progress=False)
-        assert server.created == 2
-        assert [line["body"]["messages"][-1]["content"] for line in uploaded_lines(server)[1]] \
-            == ["p-500", "p-expired", "p-429"]
-        assert {p: server.line_counts[p] - first.get(p, 0) for p in prompts} == \
-            {"p-ok": 0, "p-ctx": 0, "p-500": 1, "p-expired": 1, "p-429": 1}
-        assert server.chat_bodies == []
-    by_tag = dict(zip(prompts, rerun, strict=True))
-    assert by_tag["p-ok"].cached and by_tag["p-ctx"].cached
-    assert by_tag["p-ctx"].error == "context_length"
-    assert all(by_tag[t].ok and not by_tag[t].cached for t in ("p-500", "p-expired", "p-429"))
+        assert server.created == 2 and server.chat_bodies == []
+    assert all(r.cached for r in rerun)
+    assert [r.error for r in rerun] == [None, "context_length", None, None, None]
+
+
+def test_lines_failing_through_every_follow_up_are_not_cached_and_a_rerun_retries(tmp_path):
+    with BatchServer(script={"t-500": [SERVER_ERROR] * 3}) as server:
+        [ok, failed] = client_for(server, tmp_path / "c.sqlite", batch_retries=1,
+                                  **BATCH).chat_many(requests(["t-ok", "t-500"]),
+                                                     progress=False)
+        assert server.created == 2  # the batch and one follow-up (llm.batch_retries=1)
+        assert ok.ok and failed.error == "retries_exhausted"
+        assert "HTTP 500" in failed.error_message and "in 2 batch(es)" in failed.error_message
+        [again_ok, again] = client_for(server, tmp_path / "c.sqlite", batch_retries=1,
+                                       **BATCH).chat_many(requests(["t-ok", "t-500"]),
+                                                          progress=False)
+        assert server.created == 4  # one more 500, then answered in its follow-up
+        assert server.line_counts["t-ok"] == 1
+    assert again_ok.cached and again.ok and again.text == "answer to t-500"
 
 
 def test_a_line_failing_as_every_request_would_stops_the_step(tmp_path):
@@ -170,17 +186,17 @@ def test_expired_batch_keeps_its_answers_and_resubmits_only_the_unfinished(tmp_p
     with BatchServer(expire_after=2) as server:
         results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
             requests(prompts), progress=False)
-        assert server.batches[next(iter(server.batches))]["status"] == "expired"
-        assert [r.ok for r in results] == [True, True, False, False, False]
-        assert {r.error for r in results[2:]} == {"retries_exhausted"}
-        server.expire_after = None
+        assert [b["status"] for b in server.batches.values()] == ["expired", "expired",
+                                                                  "completed"]
+        files = [[line["custom_id"] for line in f] for f in uploaded_lines(server)]
+        # each follow-up holds exactly the lines its predecessor never ran
+        assert files[1] == files[0][2:] and files[2] == files[1][2:]
+        assert server.paid_lines == 5  # no line ran twice
         again = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
             requests(prompts), progress=False)
-        assert server.created == 2
-        assert [line["custom_id"] for line in uploaded_lines(server)[1]] == \
-            [line["custom_id"] for line in uploaded_lines(server)[0][2:]]
-    assert [r.text for r in again] == [f"answer to {p}" for p in prompts]
-    assert [r.cached for r in again] == [True, True, False, False, False]
+        assert server.created == 3
+    assert [r.text for r in results] == [f"answer to {p}" for p in prompts]
+    assert not any(r.cached for r in results) and all(r.cached for r in again)
 
 
 def test_more_requests_than_a_file_holds_are_split_by_count_bytes_and_model(tmp_path):
@@ -268,14 +284,113 @@ def test_poll_failures_are_retried_then_stop_the_stage_and_the_rerun_resumes(tmp
         results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
             requests(["r0"]), progress=False)
         assert results[0].ok and server.created == 1
-        server.fail_polls = 100
-        with pytest.raises(ExternalError, match="rerun the stage to resume polling"):
-            client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+        server.fail_polls = 10**6
+        with pytest.raises(ExternalError, match="rerun the stage to resume polling") as info:
+            client_for(server, tmp_path / "c.sqlite", batch_patience_s=0.3, **BATCH).chat_many(
                 requests(["r1"]), progress=False)
+        assert "llm.batch_patience_s=0.3" in str(info.value)
         server.fail_polls = 0
         results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
             requests(["r1"]), progress=False)
         assert results[0].text == "answer to r1" and server.created == 2
+
+
+def test_polling_outlasts_an_outage_far_longer_than_the_online_retries(tmp_path, caplog):
+    """90 s of 503s used to end a day-long wait after 6 retries; here max_retries is 2 and
+    the backoff at most 0.1 s, so the old budget was spent in well under 0.5 s."""
+    caplog.set_level("INFO", logger="wizardcoder.llm.batch")
+    with BatchServer(hold=True) as server:
+        done: list = []
+        worker = threading.Thread(target=lambda: done.append(client_for(
+            server, tmp_path / "c.sqlite", **BATCH).chat_many(requests(["w0", "w1"]),
+                                                              progress=False)))
+        worker.start()
+        wait_until(lambda: server.requests["GET /v1/batches/{id}"] >= 2)
+        server.outage(2.0)
+        time.sleep(1.0)
+        server.release()  # the batch runs on during the outage
+        worker.join(timeout=60)
+        assert done and server.created == 1
+        assert server.outage_hits >= 4
+    assert [r.text for r in done[0]] == ["answer to w0", "answer to w1"]
+    progress = [r.getMessage() for r in caplog.records if "of 2 done" in r.getMessage()]
+    assert any("in_progress: 0 of 2 done" in m for m in progress)
+    assert any("completed: 2 of 2 done" in m for m in progress)
+
+
+def test_a_lost_create_is_found_behind_more_than_a_thousand_newer_batches(tmp_path):
+    with BatchServer() as server:
+        server.lose_creates = 1  # created at the provider, but the client sees a 502 ...
+        server.flood_after_lost_create = 1250  # ... and the organisation creates 1,250 more
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["flooded"]), progress=False)
+        assert server.requests["POST /v1/batches"] == 1 and len(server.batches) == 1251
+        assert server.requests["GET /v1/batches"] >= 13  # 100 per page, back to its upload
+        assert server.paid_lines == 1
+    assert results[0].text == "answer to flooded"
+
+
+def test_a_lost_batch_id_is_found_by_upload_time_however_many_batches_came_after(
+        tmp_path, monkeypatch):
+    def killed(self, file_id, batch_id):
+        raise KeyboardInterrupt  # the process dies after POST /batches returned
+
+    with BatchServer() as server:
+        real = BatchState.set_batch
+        monkeypatch.setattr(BatchState, "set_batch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+                requests(["k0", "k1"]), progress=False)
+        monkeypatch.setattr(BatchState, "set_batch", real)
+        server.add_foreign_batches(1100)
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["k0", "k1"]), progress=False)
+        assert server.created == 1 and server.paid_lines == 2
+        assert server.requests["GET /v1/batches"] == 12  # 1,101 batches, 100 a page
+        # A file whose batch was never created: the search stops at its upload time (one
+        # page here: every batch listed is older), not at the end of the list.
+        lists = server.requests["GET /v1/batches"]
+        assert asyncio.run(find_by_input(client_for(server, tmp_path / "c.sqlite", **BATCH),
+                                         "file-never", time.time() + 5)) is None
+        assert server.requests["GET /v1/batches"] == lists + 1
+    assert [r.text for r in results] == ["answer to k0", "answer to k1"]
+
+
+def test_ctrl_c_names_the_running_batches_and_cancel_batches_stops_them(tmp_path, caplog):
+    caplog.set_level("INFO", logger="wizardcoder.llm.batch")
+    with BatchServer(hold=True) as server:
+        threading.Thread(target=lambda: (
+            wait_until(lambda: server.requests["GET /v1/batches/{id}"] >= 1),
+            os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+                requests(["c0", "c1"]), progress=False)
+        [batch_id] = server.batches
+        message = next(r.getMessage() for r in caplog.records if "interrupted" in
+                       r.getMessage())
+        assert batch_id in message and "--cancel-batches" in message
+        assert "rerun the same command to resume" in message
+
+        assert client_for(server, tmp_path / "c.sqlite", **BATCH).cancel_batches() == \
+            [(batch_id, "cancelling")]
+        wait_until(lambda: server.batches[batch_id]["status"] == "cancelled")
+        server.release()
+        results = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
+            requests(["c0", "c1"]), progress=False)
+        assert server.created == 2 and server.paid_lines == 2  # the cancelled one ran nothing
+    assert [r.text for r in results] == ["answer to c0", "answer to c1"]
+
+
+async def find_by_input(client, file_id: str, since: float):
+    async with client.endpoint.session() as session:
+        return await batch_mod._Api(client.endpoint, session).find_by_input(file_id, since)
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_lost_answer_to_batch_creation_is_not_a_second_batch(tmp_path):
@@ -297,12 +412,8 @@ def test_a_recorded_batch_the_server_does_not_know_is_submitted_again(tmp_path):
                        {client.wire.key(req): client.wire.body(req)})
         state.set_batch("file-gone", "batch-gone")
         state.close()
-        [first] = client.chat_many([req], progress=False)
-        assert first.error == "retries_exhausted" and "not found" in first.error_message
-        assert server.created == 0
-        [second] = client_for(server, tmp_path / "c.sqlite", **BATCH).chat_many(
-            [req], progress=False)
-        assert second.text == "answer to lost" and server.created == 1
+        [first] = client.chat_many([req], progress=False)  # resubmitted in a follow-up
+        assert first.text == "answer to lost" and server.created == 1
 
 
 def test_batch_config_is_validated():

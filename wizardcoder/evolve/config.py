@@ -38,10 +38,21 @@ class EvolveConfig:
         affects_outputs=False)
     max_failed_fraction: float = option(
         0.02, help="Most rows of a round that may be eliminated because their LLM request "
-                   "failed (verdict request_error: context_length, content_filter, "
-                   "bad_request, retries_exhausted, empty_content), as a fraction of the "
-                   "round's rows; above it the stage fails (exit 2, counts per class, nothing "
-                   "written) and stops sending as soon as the limit is passed.",
+                   "failed permanently (verdict request_error: context_length, "
+                   "content_filter, bad_request, empty_content), as a fraction of the round's "
+                   "rows, but never fewer than max_failed_rows_min; above it the stage fails "
+                   "(exit 2, each failed row named, nothing written) and stops sending as "
+                   "soon as the limit is passed. Transient failures (429, 5xx, timeouts) "
+                   "never count: they are retried, and one still failing stops the stage "
+                   "without dropping its row.",
+        affects_outputs=False)
+    max_failed_rows_min: int = option(
+        5, help="Permanent request failures a round always tolerates, however small: the "
+                "limit is max(max_failed_rows_min, floor(max_failed_fraction x rows)), the "
+                "minimum kept below the round's row count (a round whose every row failed "
+                "stops unless max_failed_fraction is 1). "
+                "5 and 0.02: a 60-row run survives two bad rows, a 20,000-row run stops "
+                "after 400 (a broken prompt fails them all).",
         affects_outputs=False)
 
     verify: str = option(
@@ -80,8 +91,12 @@ class EvolveConfig:
         require(self.budget_usd >= 0, "evolve", "budget_usd", "a number of USD >= 0 (0 = no cap)")
         require(0 <= self.max_failed_fraction <= 1, "evolve", "max_failed_fraction",
                 "a fraction in [0, 1] (0.02 = at most 2% of a round's rows)")
+        require(self.max_failed_rows_min >= 0, "evolve", "max_failed_rows_min",
+                "an integer >= 0")
         for name in ("evolve_max_tokens", "answer_max_tokens", "judge_max_tokens"):
             require(getattr(self, name) > 0, "evolve", name, "a positive integer")
 
     def max_failed_rows(self, rows: int) -> int:
-        return math.floor(self.max_failed_fraction * rows + 1e-9)
+        """Rows of a round of ``rows`` that may fail their request permanently."""
+        floor = min(self.max_failed_rows_min, max(0, rows - 1))  # never the whole round
+        return max(floor, math.floor(self.max_failed_fraction * rows + 1e-9))

@@ -6,9 +6,14 @@ the equality judge and only then answered: the answer is the longest, most expen
 so a row the judge drops is never answered (the round's ``judge_first`` metrics count the
 calls that saved). A failed evolution is dropped and its parent is carried into the round's
 output, so the next round tries it again (as in WizardLM). So is a row whose LLM request
-failed for its own reason (verdict ``request_error`` with its class: context_length,
-content_filter, bad_request, retries_exhausted, empty_content); more such rows than
-``evolve.max_failed_fraction`` of the round fail the stage. Every kept row records its
+failed permanently, for its own reason (verdict ``request_error`` with its class:
+context_length, content_filter, bad_request, empty_content); more such rows than
+``evolve.max_failed_fraction`` of the round (at least ``max_failed_rows_min``) fail the
+stage, and the metrics list each (``failed_rows``). A transient failure (429, 5xx, timeouts,
+a batch line never run) is retried by the client (online: ``llm.max_retries``; batch:
+``llm.batch_retries`` follow-up batches); one still failing stops the stage after its step
+(:class:`TransientFailuresLeft`), so a row is never dropped for it in a run that succeeds
+(DVC would never rerun that run). Every kept row records its
 lineage: seed, parent, round, method, the models asked and the ones that answered, sampling
 parameters, token usage and each verdict. With ``evolve.verify: tests`` the answers then
 run their own tests in the scoring sandbox (:mod:`wizardcoder.evolve.verify`): a row is kept
@@ -65,12 +70,34 @@ class TooManyFailedRows(WizardcoderError):
         stopped = f"; sending stopped, {not_sent} request(s) not sent" if not_sent else ""
         super().__init__(
             f"evolve {round_key}: {failed} of {rows} rows failed their LLM request "
-            f"({failed / rows:.1%}), above evolve.max_failed_fraction={fraction:g} ({limit} "
-            f"row(s) allowed): {by_class} (by step: {by_step}){stopped}. Nothing was written. "
-            f"First errors: {'; '.join(examples[:3])}. Permanent failures are cached and "
-            f"replayed by a rerun (fix their cause -- see llm.token_limit_param, "
-            f"llm.fixed_temperature, max_tokens -- then rerun with llm.resend_cached_errors: "
-            f"true, or raise evolve.max_failed_fraction); retries_exhausted ones are retried.")
+            f"permanently ({failed / rows:.1%}), above evolve.max_failed_fraction="
+            f"{fraction:g} ({limit} row(s) allowed, evolve.max_failed_rows_min at least): "
+            f"{by_class} (by step: {by_step}){stopped}. Nothing was written. Failed rows: "
+            f"{'; '.join(examples[:MAX_NAMED])}"
+            + (f" (and {failed - len(examples[:MAX_NAMED])} more)"
+               if failed > len(examples[:MAX_NAMED]) else "")
+            + ". Permanent failures are cached and replayed by a rerun (fix their cause -- see "
+            "llm.token_limit_param, llm.fixed_temperature, max_tokens -- then rerun with "
+            "llm.resend_cached_errors: true, or raise evolve.max_failed_fraction).")
+
+
+class TransientFailuresLeft(WizardcoderError):
+    """Requests still failing transiently (429, 5xx, timeouts, batch lines never run) after
+    every retry: the stage stops rather than drop their rows; a rerun retries them."""
+
+    def __init__(self, round_key: str, step: str, failed: list[tuple[str, str]]):
+        self.failed = failed
+        named = "; ".join(f"{tag}: {message[:200]}" for tag, message in failed[:MAX_NAMED])
+        more = f" (and {len(failed) - MAX_NAMED} more)" if len(failed) > MAX_NAMED else ""
+        super().__init__(
+            f"evolve {round_key} {step}: {len(failed)} request(s) still failed transiently "
+            f"after every retry (llm.max_retries online, llm.batch_retries follow-up batches "
+            f"in batch mode): {named}{more}. Their rows are not dropped: nothing was written "
+            f"and every answer so far is in the request cache, so rerunning the stage resumes "
+            f"here, sends only these again and pays for nothing twice.")
+
+
+MAX_NAMED = 20  # failed rows named in an error message (the metrics list them all)
 
 
 def _derived_int(*parts: object) -> int:
@@ -280,8 +307,9 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
 
     ``client`` is a :class:`wizardcoder.llm.client.LLMClient`. Raises
     :class:`~wizardcoder.llm.limits.BudgetExceeded` when ``config.budget_usd`` stops it,
-    :class:`TooManyFailedRows` when more rows failed their request than
-    ``config.max_failed_fraction`` allows, and
+    :class:`TooManyFailedRows` when more rows failed their request permanently than
+    ``config.max_failed_rows`` allows, :class:`TransientFailuresLeft` when a request still
+    failed transiently after every retry, and
     :class:`~wizardcoder.llm.client.LLMRequestError` for a failure every request shares
     (401, 404...); in every case each answer received is already in the request cache.
     ``sandbox``: where ``config.verify: tests`` runs the answers' tests (required then).
@@ -299,13 +327,13 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
 
     def send(step: str, todo: list[_Row], requests: list, desc: str) -> list:
         """The results of ``requests`` (one per row of ``todo``), counting failures."""
-        from wizardcoder.llm.client import TooManyRequestErrors
+        from wizardcoder.llm.client import TRANSIENT, TooManyRequestErrors
 
         _log_step(client, requests, budget, desc)
         allowed = limit - failure_counts(rnd.work)["total"]
         try:
-            return client.chat_many(requests, desc=desc, progress=progress, budget=budget,
-                                    max_errors=allowed)
+            results = client.chat_many(requests, desc=desc, progress=progress, budget=budget,
+                                       max_errors=allowed)
         except TooManyRequestErrors as exc:
             counts = failure_counts(rnd.work)
             counts["total"] += sum(exc.counts.values())
@@ -316,6 +344,11 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
                                     config.max_failed_fraction,
                                     _examples(rnd.work, round_key) + exc.examples,
                                     exc.not_sent) from None
+        left = [(r.tag, r_.error_message) for r, r_ in zip(requests, results, strict=True)
+                if r_.error == TRANSIENT]
+        if left:
+            raise TransientFailuresLeft(round_key, step, left)
+        return results
 
     for step in STEPS:
         todo = rnd.rows_for(step)
@@ -329,6 +362,10 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
     if counts["total"] > limit:  # a safety net: each step already stopped at its share
         raise TooManyFailedRows(round_key, len(rnd.work), counts, limit,
                                 config.max_failed_fraction, _examples(rnd.work, round_key))
+    if counts["total"]:
+        log.warning("evolve %s: %d row(s) dropped for a permanent request failure (%d "
+                    "allowed; each is in the metrics' failed_rows): %s", round_key,
+                    counts["total"], limit, "; ".join(_examples(rnd.work, round_key)[:MAX_NAMED]))
     output, rejected = rnd.outputs(model)
     stats = round_stats(rnd.work, round_key, prices, config)
     if config.verify == "tests":
@@ -337,9 +374,9 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
 
 
 def _examples(work, round_key: str) -> list[str]:
-    """The first failures, named like the client names them (the request's tag)."""
+    """Every failed row, named like the client names its request (the request's tag)."""
     return [f"'{round_key}/{r.parent['id']}/{r.error['step']}': {r.error['class']}: "
-            f"{r.error['message'][:200]}" for r in work if r.error][:3]
+            f"{r.error['message'][:200]}" for r in work if r.error]
 
 
 def _log_step(client, requests, budget: Budget, desc: str) -> None:
@@ -355,5 +392,6 @@ def _log_step(client, requests, budget: Budget, desc: str) -> None:
 
 
 __all__ = ["BudgetExceeded", "EvolveConfig", "RoundWork", "STEPS", "TooManyFailedRows",
+           "TransientFailuresLeft",
            "choose_method", "evolve_round", "round_number", "round_stats", "usd",
            "uses_judge"]

@@ -95,6 +95,22 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
     return stats
 
 
+def cancel_batches(params: str) -> None:
+    """``--cancel-batches``: cancel every batch recorded as running (llm.mode: batch)."""
+    from wizardcoder.llm.server import open_client
+
+    config = load_section(params, "llm", LLMConfig)
+    if config.provider != "openai":
+        log.info("llm.provider %s has no Batch API: nothing to cancel", config.provider)
+        return
+    with open_client(config) as client:
+        cancelled = client.cancel_batches()
+    for batch_id, status in cancelled:
+        log.info("batch %s: %s", batch_id, status)
+    log.info("%d batch(es) cancelled; rerun the stage to collect their answers and resubmit "
+             "the rest", len(cancelled))
+
+
 def verify_sandbox(params: str):
     """The sandbox evolve.verify: tests runs answers in: the `score` section's limits,
     isolation and workers, as scoring and the merge stage's execution detector use them; and
@@ -119,11 +135,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the round's calls (cached / to send), token and cost range "
                         "and budget verdict; sends nothing, starts no server, writes nothing")
+    p.add_argument("--cancel-batches", action="store_true",
+                   help="llm.mode batch: cancel the batches a stopped run left running at the "
+                        "provider (a rerun keeps what they answered and resubmits the rest)")
 
 
 def command(args: argparse.Namespace) -> None:
     key = args.round
     input_path = args.input or round_input(round_number(key))
+    if args.cancel_batches:
+        cancel_batches(args.params)
+        return
     if args.dry_run:
         from wizardcoder.evolve.dry_run import dry_run
 

@@ -1,4 +1,5 @@
-"""The figures of one evolution round: verdicts per rule, method and error class; tokens and
+"""The figures of one evolution round: verdicts per rule, method and error class (and each row
+dropped for a failed request, ``failed_rows``); tokens and
 cost split into requests sent now and answers from the cache; and what the judge-first
 order saved (the answers never bought for rows the judge dropped).
 
@@ -22,6 +23,13 @@ def failure_counts(work) -> dict:
     return {"total": len(failed),
             "by_class": {c: sum(r.error["class"] == c for r in failed) for c in ERROR_CLASSES},
             "by_step": {s: sum(r.error["step"] == s for r in failed) for s in STEP_NAMES}}
+
+
+def failed_rows(work) -> list[dict]:
+    """Every row dropped for a failed request: its id, the step and the error class (the
+    message is in data/rejected/rN.jsonl)."""
+    return [{"id": r.parent["id"], "step": r.error["step"], "class": r.error["class"]}
+            for r in work if r.error is not None]
 
 
 def _tokens() -> dict:
@@ -116,6 +124,7 @@ def round_stats(work, round_key: str, prices: Prices | None = None, config=None)
         "request_errors": failures["by_class"],
         "request_errors_by_step": failures["by_step"],
         "failed_fraction": round(failures["total"] / len(work), 6) if work else 0.0,
+        "failed_rows": failed_rows(work),
         "max_failed_fraction": config.max_failed_fraction if config is not None else None,
         "by_method": by_method,
         "calls": network["requests"] + cache["requests"],

@@ -21,7 +21,10 @@ context_length, a content filter, another 400/413/422, ``content: null``) is cac
 error of its class, so a rerun does not pay for it again; one every request would share (401,
 403, 404) stops the stage; a transient one (429/5xx, a line left
 unfinished by an expired or cancelled batch, an unreadable answer) is not cached and goes into
-a new batch on the next run. The API key is only ever in the request header.
+a follow-up batch of its own, in the same run, up to ``llm.batch_retries`` times; one still
+failing then is reported to the caller, whose stage stops without dropping its row. Errors
+of the API itself (5xx, timeouts) are waited out for ``llm.batch_patience_s``. The API key
+is only ever in the request header.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,13 +61,16 @@ log = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"  # the `url` of each input line and the batch's endpoint
 COMPLETION_WINDOW = "24h"          # the only window OpenAI offers
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-_LIST_PAGES = 10  # pages of GET /batches searched for a batch whose id was never recorded
+# A batch whose id was lost is looked up in GET /batches (newest first) back to the upload
+# time of its input file. Without a recorded upload time, back to the local record time less
+# this (clock skew between this machine and the provider).
+CLOCK_SKEW_S = 86400.0
 
 @dataclass
 class BatchOutcome:
     """What one prefetch did. ``answered``: keys stored (answers and permanent errors) from
-    batches finished now, i.e. paid in this run; ``transient``: key -> why, not cached, to be
-    retried in a new batch on the next run."""
+    batches finished now, i.e. paid in this run; ``transient``: key -> why, not cached: still
+    failing transiently after ``llm.batch_retries`` follow-up batches (a rerun retries)."""
 
     answered: set[str] = field(default_factory=set)
     transient: dict[str, str] = field(default_factory=dict)
@@ -77,6 +84,7 @@ class _Job:
     keys: set[str]
     status: str = "validating"
     done: int = 0  # lines completed or failed, as the server counts them
+    seen: tuple = ()  # the last (status, completed, failed) logged
 
 
 def split_files(lines: Sequence[tuple[str, str, bytes]], max_requests: int,
@@ -129,7 +137,7 @@ class _Api:
         if long:  # uploads and downloads of up to 200 MB: no total limit, only a read limit
             kwargs["timeout"] = aiohttp.ClientTimeout(total=None,
                                                       sock_read=self.cfg.timeout_s)
-        attempt = 0
+        attempt, failing_since = 0, None
         while True:
             attempt += 1
             retry_after = None
@@ -156,23 +164,38 @@ class _Api:
             error = self.endpoint.redact(error)
             if not retry:
                 raise _Transient(f"Batch API {method} {path} failed: {error}")
-            if attempt > self.cfg.max_retries:
+            failing_since = failing_since or time.monotonic()
+            if self.out_of_patience(attempt, failing_since):
                 raise ExternalError(
-                    f"Batch API {method} {path} failed after {attempt} attempt(s): {error}. "
-                    "Submitted batches are recorded and keep running at the provider; rerun "
-                    "the stage to resume polling them")
+                    f"Batch API {method} {path} failed after {attempt} attempt(s) over "
+                    f"{time.monotonic() - failing_since:.0f} s (llm.batch_patience_s="
+                    f"{self.cfg.batch_patience_s:g}): {error}. Submitted batches are recorded "
+                    "and keep running at the provider; rerun the stage to resume polling them")
             delay = self.backoff(attempt, retry_after)
-            log.info("Batch API %s %s attempt %d failed (%s); retrying in %.2f s",
-                     method, path, attempt, error, delay)
+            (log.warning if attempt == 1 + self.cfg.max_retries else log.info)(
+                "Batch API %s %s attempt %d failed (%s; failing for %.0f s); retrying in "
+                "%.2f s, for up to llm.batch_patience_s=%g s", method, path, attempt, error,
+                time.monotonic() - failing_since, delay, self.cfg.batch_patience_s)
             await asyncio.sleep(delay)
 
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return retry_after
-        return random.uniform(0, min(self.cfg.backoff_max_s,
-                                     self.cfg.backoff_initial_s * 2 ** (attempt - 1)))
+    def out_of_patience(self, attempt: int, failing_since: float) -> bool:
+        """Give up once both ``max_retries`` retries were made and the API has been failing
+        for ``batch_patience_s``: a batch runs for up to a day, an outage must not end it."""
+        return (attempt > self.cfg.max_retries
+                and time.monotonic() - failing_since >= self.cfg.batch_patience_s)
 
-    async def upload(self, content: bytes, name: str) -> str:
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full-jitter exponential backoff: up to ``backoff_max_s`` within ``max_retries``,
+        then up to ``batch_poll_max_s`` (an outage is waited out at the polling pace)."""
+        if retry_after is not None:
+            return min(retry_after, max(self.cfg.batch_poll_max_s, self.cfg.backoff_max_s))
+        cap = self.cfg.backoff_max_s if attempt <= self.cfg.max_retries else max(
+            self.cfg.backoff_max_s, self.cfg.batch_poll_max_s)
+        return random.uniform(0, min(cap, self.cfg.backoff_initial_s * 2 ** (attempt - 1)))
+
+    async def upload(self, content: bytes, name: str) -> tuple[str, float | None]:
+        """The id of the uploaded file and its ``created_at`` (server clock; None if not
+        given)."""
         import aiohttp
 
         def body():
@@ -183,41 +206,59 @@ class _Api:
             # multipart with its boundary: the session's JSON content type must not stick
             return writer, writer.content_type
 
-        return (await self.call("POST", "/files", body=body, long=True))["id"]
+        answer = await self.call("POST", "/files", body=body, long=True)
+        created = answer.get("created_at")
+        return answer["id"], float(created) if isinstance(created, (int, float)) else None
 
-    async def create(self, file_id: str) -> str:
+    async def create(self, file_id: str, since: float) -> str:
         """Create the batch of ``file_id``; its id. Not blindly retried: a creation whose
-        answer was lost may have happened, and a second batch would be paid twice."""
+        answer was lost may have happened, and a second batch would be paid twice, so each
+        retry first looks the batch up (``since``: see :meth:`find_by_input`)."""
         body = {"input_file_id": file_id, "endpoint": ENDPOINT,
                 "completion_window": COMPLETION_WINDOW,
                 "metadata": {"created_by": "wizardcoder"}}
-        attempt = 0
+        attempt, failing_since = 0, None
         while True:
             attempt += 1
             try:
                 return (await self.call("POST", "/batches", json=body, retry=False))["id"]
             except _Transient as exc:
-                if attempt > self.cfg.max_retries:
+                failing_since = failing_since or time.monotonic()
+                if self.out_of_patience(attempt, failing_since):
                     raise ExternalError(f"{exc}; rerun the stage (the uploaded file is "
                                         "recorded and its batch is looked up first)") from None
                 await asyncio.sleep(self.backoff(attempt))
-                found = await self.find_by_input(file_id)
+                found = await self.find_by_input(file_id, since)
                 if found is not None:
                     return found
 
-    async def find_by_input(self, file_id: str) -> str | None:
-        """The batch created from ``file_id`` before a crash lost its id (newest first)."""
-        after = None
-        for _ in range(_LIST_PAGES):
+    async def find_by_input(self, file_id: str, since: float) -> str | None:
+        """The batch created from ``file_id`` whose id was lost (a crash, a lost answer).
+
+        ``GET /batches`` lists newest first; no batch of a file is older than its upload, so
+        the pages are read until one reaches a batch created before ``since`` (the upload
+        time) -- however many batches the organisation created since, none is missed."""
+        after, pages = None, 0
+        while True:
+            pages += 1
             page = await self.call("GET", "/batches",
                                    params={"limit": 100, **({"after": after} if after else {})})
-            for batch in page.get("data", []):
+            data = page.get("data") or []
+            for batch in data:
                 if batch.get("input_file_id") == file_id:
+                    log.info("batch %s of file %s found again (%d page(s) of GET /batches)",
+                             batch["id"], file_id, pages)
                     return batch["id"]
-            if not page.get("has_more") or not page.get("data"):
+            older = any(float(b.get("created_at") or 0) < since for b in data)
+            if older or not page.get("has_more") or not data:
+                log.info("file %s has no batch (%d page(s) of GET /batches searched back to "
+                         "its upload)", file_id, pages)
                 return None
-            after = page["data"][-1]["id"]
-        return None
+            after = data[-1]["id"]
+
+    async def cancel(self, batch_id: str) -> str:
+        """Ask the provider to cancel a batch; its status (``cancelling``...)."""
+        return str((await self.call("POST", f"/batches/{batch_id}/cancel")).get("status"))
 
     async def content(self, file_id: str) -> bytes:
         return await self.call("GET", f"/files/{file_id}/content", long=True)
@@ -264,13 +305,6 @@ async def _run(endpoint: Endpoint, wire: Wire, cache: RequestCache, state: Batch
             in state.unfinished().items() if keys & todo.keys()]
     covered = set().union(*(j.keys for j in jobs))
     new, reserved = _submittable(todo, [k for k in todo if k not in covered], budget)
-    lines = []
-    for key in new:
-        body = wire.body(todo[key])
-        line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
-        lines.append((body["model"], key,
-                      (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")))
-    files = split_files(lines, cfg.batch_max_requests, cfg.batch_max_bytes)
     if jobs:
         log.info("%s: resuming %d unfinished batch(es) holding %d of these requests: %s",
                  desc, len(jobs), len(covered & todo.keys()),
@@ -278,44 +312,134 @@ async def _run(endpoint: Endpoint, wire: Wire, cache: RequestCache, state: Batch
     bar = tqdm(total=sum(len(j.keys) for j in jobs) + len(new), desc=f"{desc} (batch)",
                unit="req", disable=not progress, mininterval=1.0, dynamic_ncols=True)
     problems: list[str] = []
+    attempt = 1
     try:
         async with endpoint.session() as session:
             api = _Api(endpoint, session)
-            for job in jobs:
-                if job.batch_id is None:  # killed between upload and recording the batch
-                    job.batch_id = await api.find_by_input(job.file_id)
-                    await _create(api, state, job)
-            for n, chunk in enumerate(files, 1):
-                content = b"".join(line for _, line in chunk)
-                model = wire.model(todo[chunk[0][0]])
-                file_id = await api.upload(content, f"wizardcoder-batch-{n}.jsonl")
-                state.add_file(file_id, wire.identity(model),
-                               {key: wire.body(todo[key]) for key, _ in chunk})
-                job = _Job(file_id, None, {key for key, _ in chunk})
-                jobs.append(job)
-                await _create(api, state, job)
-                log.info("%s: batch %s submitted (%d/%d: %d requests, %d bytes, model %s)",
-                         desc, job.batch_id, n, len(files), len(chunk), len(content), model)
-            outcome.batch_ids = [j.batch_id for j in jobs if j.batch_id]
-            problems = await _poll(api, cache, state, jobs, outcome, bar)
+            while True:
+                for job in jobs:
+                    if job.batch_id is None:  # killed between upload and recording the batch
+                        job.batch_id = await api.find_by_input(
+                            job.file_id, state.search_from(job.file_id, CLOCK_SKEW_S))
+                        await _create(api, state, job)
+                jobs += await _submit(api, wire, state, todo, new, desc)
+                outcome.batch_ids += [j.batch_id for j in jobs if j.batch_id]
+                problems = await _poll(api, cache, state, jobs, outcome, bar, desc)
+                if problems:
+                    break
+                # Lines that failed transiently (429/5xx, not run by an expired or cancelled
+                # batch, unreadable) go into a follow-up batch of their own, in this run.
+                retry = [k for k in todo if k in outcome.transient
+                         and not outcome.transient[k].startswith("stage:")]
+                if not retry or attempt > cfg.batch_retries:
+                    break
+                delay = random.uniform(0.5, 1.0) * min(
+                    cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (attempt - 1))
+                log.warning("%s: %d request(s) failed transiently (first: %s); follow-up batch "
+                            "%d of llm.batch_retries=%d in %.1f s", desc, len(retry),
+                            outcome.transient[retry[0]], attempt, cfg.batch_retries, delay)
+                await asyncio.sleep(delay)
+                for key in retry:
+                    del outcome.transient[key]
+                attempt += 1
+                new, jobs = retry, []
+                bar.total += len(retry)
+                bar.refresh()
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        _interrupted(state, jobs, desc)
+        raise
     finally:
         bar.close()
         if budget is not None:
             budget.release(reserved)  # the online path charges what was actually used
+    for key in todo.keys() & outcome.transient.keys():
+        if not outcome.transient[key].startswith("stage:"):
+            outcome.transient[key] += (f" (in {attempt} batch(es); llm.batch_retries="
+                                       f"{cfg.batch_retries} follow-up(s))")
     if problems:
         raise ExternalError(f"{desc}: {'; '.join(problems)}. Every other answer is cached; "
                             "fix the cause and rerun (unanswered requests go into a new batch)")
 
 
+async def _submit(api: _Api, wire: Wire, state: BatchState, todo: dict[str, ChatRequest],
+                  keys: list[str], desc: str) -> list[_Job]:
+    """Upload ``keys`` as batch input files, record each and create its batch."""
+    cfg = api.cfg
+    lines = []
+    for key in keys:
+        body = wire.body(todo[key])
+        line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
+        lines.append((body["model"], key,
+                      (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")))
+    files = split_files(lines, cfg.batch_max_requests, cfg.batch_max_bytes)
+    jobs = []
+    for n, chunk in enumerate(files, 1):
+        content = b"".join(line for _, line in chunk)
+        model = wire.model(todo[chunk[0][0]])
+        file_id, uploaded_at = await api.upload(content, f"wizardcoder-batch-{n}.jsonl")
+        state.add_file(file_id, wire.identity(model),
+                       {key: wire.body(todo[key]) for key, _ in chunk}, uploaded_at)
+        job = _Job(file_id, None, {key for key, _ in chunk})
+        jobs.append(job)
+        await _create(api, state, job)
+        log.info("%s: batch %s submitted (%d/%d: %d requests, %d bytes, model %s)",
+                 desc, job.batch_id, n, len(files), len(chunk), len(content), model)
+    return jobs
+
+
+def _interrupted(state: BatchState, jobs: list[_Job], desc: str) -> None:
+    """Ctrl-C (or a cancelled task): say what keeps running at the provider and what to do."""
+    running = [j for j in jobs if j.status not in (*TERMINAL, "not_found")]
+    if not running:
+        return
+    ids = ", ".join(j.batch_id or f"(file {j.file_id}, batch id not yet recorded)"
+                    for j in running)
+    log.warning("%s: interrupted; %d batch(es) keep running at the provider (and may be "
+                "billed): %s. They are recorded in %s: rerun the same command to resume "
+                "polling them (nothing is paid twice), or cancel them with `wizardcoder "
+                "evolve --round <rN> --cancel-batches` (`python -m stages.evolve ... "
+                "--cancel-batches`); a rerun then keeps what they answered and sends the "
+                "rest again", desc, len(running), ids, state.path)
+
+
+async def cancel_unfinished(endpoint: Endpoint, cache_path) -> list[tuple[str, str]]:
+    """Cancel every batch recorded as unfinished next to the request cache at
+    ``cache_path``; (batch id, status) of each. The record stays: a rerun collects the
+    answers a cancelled batch finished and submits the rest again."""
+    state = BatchState(state_path(cache_path))
+    done = []
+    try:
+        async with endpoint.session() as session:
+            api = _Api(endpoint, session)
+            for file_id, (batch_id, _) in state.unfinished().items():
+                if batch_id is None:
+                    batch_id = await api.find_by_input(
+                        file_id, state.search_from(file_id, CLOCK_SKEW_S))
+                    if batch_id is None:
+                        continue
+                    state.set_batch(file_id, batch_id)
+                try:
+                    done.append((batch_id, await api.cancel(batch_id)))
+                except _NotFound:
+                    done.append((batch_id, "not_found"))
+                except ExternalError as exc:  # e.g. already completed: nothing to cancel
+                    done.append((batch_id, f"not cancelled: {exc}"))
+    finally:
+        state.close()
+    return done
+
+
 async def _create(api: _Api, state: BatchState, job: _Job) -> None:
     if job.batch_id is None:
-        job.batch_id = await api.create(job.file_id)
+        job.batch_id = await api.create(job.file_id,
+                                        state.search_from(job.file_id, CLOCK_SKEW_S))
     state.set_batch(job.file_id, job.batch_id)
 
 
 async def _poll(api: _Api, cache: RequestCache, state: BatchState, jobs: list[_Job],
-                outcome: BatchOutcome, bar) -> list[str]:
-    """Poll until every batch is done and collected; returns what must stop the stage."""
+                outcome: BatchOutcome, bar, desc: str) -> list[str]:
+    """Poll until every batch is done and collected; returns what must stop the stage.
+    Each batch's progress (status, request_counts) is logged when it changes."""
     cfg = api.cfg
     interval = cfg.batch_poll_s
     problems: list[str] = []
@@ -326,9 +450,9 @@ async def _poll(api: _Api, cache: RequestCache, state: BatchState, jobs: list[_J
                 batch = await api.call("GET", f"/batches/{job.batch_id}")
             except _NotFound as exc:
                 # Recorded but unknown here (another account or endpoint, or deleted): its
-                # requests stay uncached, so the next run submits them again.
+                # requests stay uncached and go into a follow-up batch.
                 log.warning("batch %s is no longer known to the server (%s); its %d requests "
-                            "go into a new batch on the next run", job.batch_id, exc,
+                            "go into a follow-up batch", job.batch_id, exc,
                             len(job.keys))
                 job.status = "not_found"
                 for key in job.keys:
@@ -341,6 +465,12 @@ async def _poll(api: _Api, cache: RequestCache, state: BatchState, jobs: list[_J
             counts = batch.get("request_counts") or {}
             done = min(len(job.keys), int(counts.get("completed") or 0)
                        + int(counts.get("failed") or 0))
+            seen = (job.status, counts.get("completed"), counts.get("failed"))
+            if seen != job.seen:
+                job.seen = seen
+                log.info("%s: batch %s %s: %s of %d done (%s failed)", desc, job.batch_id,
+                         job.status, counts.get("completed", 0), len(job.keys),
+                         counts.get("failed", 0))
             if job.status in TERMINAL:
                 if job.status == "failed":  # the file was refused: nothing ran, nothing paid
                     errors = (batch.get("errors") or {}).get("data") or []
@@ -368,7 +498,8 @@ async def _poll(api: _Api, cache: RequestCache, state: BatchState, jobs: list[_J
 
 async def _collect(api: _Api, cache: RequestCache, state: BatchState, job: _Job,
                    batch: dict, outcome: BatchOutcome) -> list[str]:
-    """Store every line of a finished batch; lines it left unanswered stay uncached."""
+    """Store every line of a finished batch; lines it left unanswered stay uncached (in
+    ``outcome.transient``)."""
     contents = [await api.content(batch[name]) for name in ("output_file_id", "error_file_id")
                 if batch.get(name)]
     identity, requests = state.requests(job.file_id)
@@ -385,7 +516,7 @@ async def _collect(api: _Api, cache: RequestCache, state: BatchState, job: _Job,
         for raw in chunk:
             try:
                 line = json.loads(raw)
-            except ValueError:  # its request stays unanswered: retried next run
+            except ValueError:  # its request stays unanswered: retried in a follow-up
                 log.warning("batch %s: an unreadable output line is ignored: %.120r",
                             job.batch_id, raw)
                 continue
@@ -407,7 +538,7 @@ async def _collect(api: _Api, cache: RequestCache, state: BatchState, job: _Job,
     for key in job.keys - outcome.answered - outcome.transient.keys():
         outcome.transient[key] = f"batch {job.batch_id} ({job.status}) returned no line for it"
     retry = sum(1 for k in job.keys if k in outcome.transient)
-    log.info("batch %s %s: %d stored, %d not answered (retried in a new batch on the next run)",
+    log.info("batch %s %s: %d stored, %d not answered (retried in a follow-up batch)",
              job.batch_id, job.status, len(job.keys) - retry, retry)
     if stage_errors:
         return [f"batch {job.batch_id}: {len(stage_errors)} line(s) failed in a way every "

@@ -27,7 +27,8 @@ _SCHEMA = (
         batch_id TEXT,
         status TEXT,
         created REAL NOT NULL,
-        finished REAL
+        finished REAL,
+        uploaded_at REAL
     )""",
     """CREATE TABLE IF NOT EXISTS batch_requests (
         file_id TEXT NOT NULL,
@@ -61,6 +62,9 @@ class BatchState:
             self._conn.execute("PRAGMA synchronous = FULL")
             for statement in _SCHEMA:
                 self._conn.execute(statement)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batch_files)")}
+            if "uploaded_at" not in columns:  # a state file written before the column
+                self._conn.execute("ALTER TABLE batch_files ADD COLUMN uploaded_at REAL")
         except sqlite3.Error as exc:
             raise ExternalError(f"cannot open the LLM batch state {path}: {exc}") from exc
 
@@ -80,13 +84,16 @@ class BatchState:
                 raise ExternalError(f"cannot write the LLM batch state {self.path}: "
                                     f"{exc}") from exc
 
-    def add_file(self, file_id: str, identity: str, requests: dict[str, dict]) -> None:
+    def add_file(self, file_id: str, identity: str, requests: dict[str, dict],
+                 uploaded_at: float | None = None) -> None:
         """Record an uploaded file: ``identity`` is its model's cache identity, ``requests``
-        key -> the request as the cache stores it."""
+        key -> the request as the cache stores it, ``uploaded_at`` the server's
+        ``created_at`` of the file (None: unknown). No batch of this file can be older, so
+        a batch whose id was lost is searched for back to that time and no further."""
         rows = tuple((file_id, key, json.dumps(req, sort_keys=True, ensure_ascii=False))
                      for key, req in requests.items())
-        self._write(("INSERT INTO batch_files (file_id, identity, created) "
-                     "VALUES (?, ?, ?)", (file_id, identity, time.time())),
+        self._write(("INSERT INTO batch_files (file_id, identity, created, uploaded_at) "
+                     "VALUES (?, ?, ?, ?)", (file_id, identity, time.time(), uploaded_at)),
                     ("INSERT OR REPLACE INTO batch_requests (file_id, key, request) "
                      "VALUES (?, ?, ?)", rows))
 
@@ -109,6 +116,15 @@ class BatchState:
         for file_id, batch_id, key in rows:
             out.setdefault(file_id, (batch_id, set()))[1].add(key)
         return out
+
+    def search_from(self, file_id: str, skew_s: float) -> float:
+        """The oldest ``created_at`` a batch of ``file_id`` can have: the server's upload
+        time, or (not recorded) this machine's record time less ``skew_s`` for clock skew."""
+        with self._lock:
+            uploaded_at, created = self._conn.execute(
+                "SELECT uploaded_at, created FROM batch_files WHERE file_id = ?",
+                (file_id,)).fetchone()
+        return float(uploaded_at) if uploaded_at is not None else created - skew_s
 
     def requests(self, file_id: str) -> tuple[str, dict[str, dict]]:
         """(model identity, key -> request) of one file."""

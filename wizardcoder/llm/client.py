@@ -35,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from wizardcoder.errors import WizardcoderError
-from wizardcoder.llm.batch import prefetch
+from wizardcoder.llm.batch import cancel_unfinished, prefetch
 from wizardcoder.llm.cache import CachedResponse, RequestCache
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.endpoint import Endpoint
@@ -60,6 +60,10 @@ from wizardcoder.llm.wire import (  # noqa: F401  (ChatRequest/ChatResult: publi
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP_S = 3600.0
+# The class of a request that kept failing transiently (429, 5xx, timeouts) through every
+# retry: not the request's own fault, never cached, and not counted against ``max_errors``
+# (a row must not be dropped for it: the caller stops and a rerun retries it).
+TRANSIENT = "retries_exhausted"
 
 
 class LLMRequestError(WizardcoderError):
@@ -117,12 +121,16 @@ class _Run:
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     fatal: list[LLMRequestError] = field(default_factory=list)
     crashes: list[BaseException] = field(default_factory=list)
-    errors: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # permanent failures, per class
+    transient: int = 0  # requests that failed transiently through every retry
     examples: list[str] = field(default_factory=list)
 
     def count_error(self, tag: str, result: ChatResult) -> None:
+        if result.error == TRANSIENT:  # retried by a rerun: no reason to stop the others
+            self.transient += 1
+            return
         self.errors[result.error] += 1
-        if len(self.examples) < 3:
+        if len(self.examples) < 20:  # each failed request named, up to 20
             self.examples.append(f"{tag or '<untagged>'!r}: {result.error}: "
                                  f"{result.error_message[:200]}")
         if self.max_errors is not None and sum(self.errors.values()) > self.max_errors:
@@ -188,9 +196,10 @@ class LLMClient:
         A request that fails for its own reason (400 context length or bad request, a
         content filter, no content, retries exhausted) comes back with ``error`` set while
         the others carry on; permanent failures are cached like answers, so a rerun replays
-        them without paying, and exhausted retries are not, so a rerun tries again. Raises
-        :class:`LLMRequestError` for a failure every request would share (401, 403, 404);
-        :class:`TooManyRequestErrors` once more than ``max_errors`` requests failed;
+        them without paying, and exhausted retries (class ``retries_exhausted``) are not, so
+        a rerun tries again. Raises :class:`LLMRequestError` for a failure every request
+        would share (401, 403, 404); :class:`TooManyRequestErrors` once more than
+        ``max_errors`` requests failed permanently (exhausted retries do not count);
         :class:`BudgetExceeded` when ``budget`` refuses a request (cache hits are charged
         at their recorded usage; no request is sent whose worst case would pass the cap);
         and any other exception a worker hits (the cache cannot be written: disk full, a
@@ -262,6 +271,11 @@ class LLMClient:
             raise BudgetExceeded(budget, desc, sum(r is None for r in results), worst)
         return results  # type: ignore[return-value]
 
+    def cancel_batches(self) -> list[tuple[str, str]]:
+        """``llm.mode: batch``: cancel every batch submitted through this cache and not yet
+        collected; (batch id, status) of each. A rerun keeps what they answered."""
+        return asyncio.run(cancel_unfinished(self.endpoint, self.cache.path))
+
     def cached(self, key: str) -> CachedResponse | None:
         """What this client takes from the cache for ``key`` instead of sending it."""
         return self.cache.lookup(key, resend_errors=self.config.resend_cached_errors)
@@ -297,9 +311,10 @@ class LLMClient:
                      ) -> dict[str, list[int]]:
         """``llm.mode: batch``: the Batch API answers ``pending`` into the cache first
         (:mod:`wizardcoder.llm.batch`). Its answers count as sent (paid in this run); a
-        request it left unanswered (a 429/5xx line, an expired batch) fails as
-        retries_exhausted without an online send, uncached, so the next run puts it in a new
-        batch. Returns what is left to send online (requests the budget kept out)."""
+        request still unanswered after its follow-up batches (a 429/5xx line, an expired
+        batch, ``llm.batch_retries``) fails as retries_exhausted without an online send,
+        uncached, so a rerun puts it in a new batch. Returns what is left to send online
+        (requests the budget kept out)."""
         outcome = await prefetch(self.endpoint, self.wire, self.cache,
                                  {key: requests[idx[0]] for key, idx in pending.items()},
                                  desc=desc, progress=progress, budget=run.budget)
@@ -313,7 +328,7 @@ class LLMClient:
                 if run.budget is not None:  # paid now (batch.py released its reservation)
                     run.budget.settle(0.0, first.prompt_tokens, first.completion_tokens)
             elif key in outcome.transient:
-                first = ChatResult("", None, 0, 0, None, False, 1, "retries_exhausted",
+                first = ChatResult("", None, 0, 0, None, False, 1, TRANSIENT,
                                    outcome.transient[key])
             else:
                 left[key] = idx
@@ -401,7 +416,7 @@ class LLMClient:
                 if fatal:
                     raise self._fail(run, req, attempts, error)
                 # Transient: not cached, so a rerun tries this request again.
-                return ChatResult("", None, 0, 0, None, False, attempts, "retries_exhausted",
+                return ChatResult("", None, 0, 0, None, False, attempts, TRANSIENT,
                                   f"failed after {attempts} attempt(s) (max_retries "
                                   f"exhausted); last error: {error}")
             if retry_after is not None:

@@ -107,8 +107,9 @@ class LLMConfig:
         affects_outputs=False)
     max_retries: int = option(
         6, help="Retries after the first attempt for 429, 5xx, timeouts, connection errors "
-                "and malformed answers; then that row fails with verdict request_error "
-                "(retries_exhausted, not cached: a rerun tries it again).",
+                "and malformed answers. A request still failing after them stops the evolve "
+                "stage once its step is done (exit 2, nothing written, every answer cached: "
+                "a rerun retries it); it never drops its row.",
         affects_outputs=False)
     backoff_initial_s: float = option(
         1.0, help="First retry waits up to this long (exponential backoff, full jitter).",
@@ -154,6 +155,20 @@ class LLMConfig:
     batch_max_bytes: int = option(
         BATCH_MAX_BYTES, help=f"With mode 'batch': most bytes per batch input file (OpenAI: "
                               f"200 MB = {BATCH_MAX_BYTES}); larger ones are split.",
+        affects_outputs=False)
+    batch_retries: int = option(
+        3, help="With mode 'batch': follow-up batches within one run for the lines that "
+                "failed transiently (a 429/5xx line, a line an expired or cancelled batch "
+                "never ran, an unreadable answer), each holding only those lines, after a "
+                "backoff. A line still failing after them stops the stage (nothing written, "
+                "every answer cached: a rerun retries it); no row is dropped for it.",
+        affects_outputs=False)
+    batch_patience_s: float = option(
+        21600.0, help="With mode 'batch': how long the Batch API may keep failing (5xx, "
+                      "timeouts, connection errors) while batches are submitted, polled or "
+                      "downloaded before the stage gives up (they keep running at the "
+                      "provider; a rerun resumes them). Retries wait with backoff up to "
+                      "batch_poll_max_s; the clock restarts after each success.",
         affects_outputs=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +240,8 @@ class LLMConfig:
         require(self.batch_poll_s > 0, s, "batch_poll_s", "a number of seconds > 0")
         require(self.batch_poll_max_s >= self.batch_poll_s, s, "batch_poll_max_s",
                 f"a number >= batch_poll_s ({self.batch_poll_s})")
+        require(self.batch_retries >= 0, s, "batch_retries", "an integer >= 0")
+        require(self.batch_patience_s >= 0, s, "batch_patience_s", "a number of seconds >= 0")
         require(1 <= self.batch_max_requests <= BATCH_MAX_REQUESTS, s, "batch_max_requests",
                 f"an integer from 1 to {BATCH_MAX_REQUESTS}")
         require(1024 <= self.batch_max_bytes <= BATCH_MAX_BYTES, s, "batch_max_bytes",
