@@ -332,6 +332,7 @@ class BatchServer(_LocalServer):
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.line_counts: Counter[str] = Counter()   # prompt -> lines worked in batches
+        self.paid: Counter[str] = Counter()          # prompt -> lines answered 200 (billed)
         self.chat_bodies: list[dict] = []            # online /chat/completions requests
         self.auth_headers: list[str] = []
         self.requests: Counter[str] = Counter()      # "POST /v1/batches" -> count
@@ -525,6 +526,9 @@ class BatchServer(_LocalServer):
                 entry |= {"response": {"status_code": status, "request_id": f"req_{i}",
                                        "body": body}, "error": None}
             (out if status == 200 else err).append(entry)
+            if status == 200:
+                with self._lock:
+                    self.paid[str(line["body"]["messages"][-1]["content"])] += 1
             counts = dict(batch["request_counts"])
             counts["completed" if status == 200 else "failed"] += 1
             self._set(batch, request_counts=counts)

@@ -10,6 +10,7 @@ at OpenAI), so resuming after a kill is checked by that count, not by logs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -105,6 +106,67 @@ def test_round_in_batch_mode_equals_the_online_round_and_sends_no_online_call(tm
     carried = {r["id"]: r for r in out if r.get("carried")}
     ctx_row = next(r for r in rows if "[ctx]" in r["instruction"])
     assert carried[ctx_row["id"]]["carried_rule"] == "request_error"
+
+
+class Flaky:
+    """A responder whose answers fail transiently the first time for about a third of the
+    prompts (500 online and as a batch line), then answer as ``responder`` does."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict):
+        prompt = str(body["messages"][-1]["content"])
+        with self.lock:
+            first = prompt not in self.seen
+            self.seen.add(prompt)
+        if first and hashlib.sha256(prompt.encode()).digest()[0] % 3 == 0:
+            return SERVER_ERROR
+        return responder(body)
+
+
+def test_a_round_under_faults_writes_the_rows_of_a_clean_run_and_of_online_mode(tmp_path):
+    """5xx lines, expired batches (lines never run), shuffled output files, a lost create
+    behind 1,100 newer batches and failing polls: the same rows as a clean batch run and as
+    an online run under the same 5xx faults, and no line paid twice."""
+    rows = seed_rows(MARKERS, plain=24)
+    with BatchServer(responder=Flaky(), expire_after=12) as server:
+        server.shuffle = True
+        server.lose_creates, server.flood_after_lost_create = 1, 1100
+        server.fail_polls = 3
+        client = client_for(server, tmp_path / "faulty.sqlite", batch_retries=6, **BATCH)
+        out, rejected, stats = evolve_round(rows, round_config(), client, "r1",
+                                            model="fault-model", progress=False)
+        assert server.chat_bodies == []
+        assert max(server.paid.values()) == 1  # no request paid twice
+        assert any(b["status"] == "expired" for b in server.batches.values())
+        assert len(server.batches) > 3 + 1100  # follow-up batches were needed
+    with BatchServer(responder=responder) as clean_server:
+        clean = evolve_round(rows, round_config(),
+                             client_for(clean_server, tmp_path / "clean.sqlite", **BATCH),
+                             "r1", model="fault-model", progress=False)
+    with FaultServer(responder=Flaky()) as online_server:
+        online = evolve_round(rows, round_config(),
+                              client_for(online_server, tmp_path / "online.sqlite"), "r1",
+                              model="fault-model", progress=False)
+        assert sum(online_server.counts.values()) > len(online_server.answered)  # 500s
+    assert out == clean[0] == online[0] and rejected == clean[1] == online[1]
+    assert stats["kept"] == clean[2]["kept"] and stats["failed_rows"] == clean[2]["failed_rows"]
+    assert sorted(r["class"] for r in stats["failed_rows"]) == ["context_length",
+                                                               "empty_content"]
+
+
+@pytest.mark.parametrize("mode", ["batch", "online"])
+def test_two_permanent_failures_in_sixty_rows_pass_the_default_budget(tmp_path, mode):
+    rows = seed_rows(["[ctx]", "[ctx] again"], plain=58)
+    with BatchServer(responder=responder) as server:
+        client = client_for(server, tmp_path / "c.sqlite", **(BATCH if mode == "batch" else {}))
+        out, _, stats = evolve_round(rows, EvolveConfig(), client, "r1", model="fault-model",
+                                     progress=False)
+    assert stats["failed_rows"] == [{"id": "seed00", "step": "evolve", "class": "context_length"},
+                                    {"id": "seed01", "step": "evolve", "class": "context_length"}]
+    assert len(out) == 60 and [r.get("carried_error") for r in out[:2]] == ["context_length"] * 2
 
 
 def test_line_failures_permanent_cached_transient_retried_in_a_follow_up_batch(tmp_path):

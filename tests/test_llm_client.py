@@ -186,6 +186,19 @@ def test_too_many_failed_requests_stop_sending(tmp_path):
         assert server.total == sent
 
 
+def test_exhausted_retries_do_not_count_against_max_errors(tmp_path):
+    """A transient failure is no reason to stop the others (a rerun retries it); only
+    permanent ones count against ``max_errors``."""
+    prompts = [f"t{i}" for i in range(6)]
+    script = {p: [SERVER_ERROR] * 2 for p in prompts[:4]} | {"t5": [CONTEXT_LENGTH]}
+    with FaultServer(script) as server:
+        client = make_client(server, tmp_path / "c.sqlite", max_retries=1, max_in_flight=2)
+        results = client.chat_many([ask(p) for p in prompts], progress=False, max_errors=1)
+        assert server.total == 4 * 2 + 2  # every request sent: nothing stopped
+    assert [r.error for r in results] == ["retries_exhausted"] * 4 + [None, "context_length"]
+    assert client.stats["request_errors"] == 5
+
+
 def test_reasoning_models_get_max_completion_tokens_and_no_temperature(tmp_path):
     req = ask("q", temperature=0.7, top_p=0.9, seed=3)
     with FaultServer(model="o-model", reasoning_models=("o-model",)) as server:

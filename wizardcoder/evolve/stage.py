@@ -1,13 +1,15 @@
 """Stage evolve@rN: one round of Code Evol-Instruct through the configured LLM.
 
     python -m stages.evolve --round r1 --input data/seed.jsonl --out data/evolved/r1.jsonl \
-        --rejected data/rejected/r1.jsonl --metrics metrics/evolve/r1.json
+        --rejected data/rejected/r1.jsonl --metrics metrics/evolve/r1.json \
+        --run-facts metrics/run_facts/evolve/r1.json
 
 Read the round's rows, evolve -> judge -> answer each through the LLM (the request cache
 makes a rerun resume), verify answers in the sandbox if ``evolve.verify: tests``, and write
 the kept rows, the rejected rows and the round's metrics, atomically and only when the whole
-round succeeded. ``--dry-run`` (:mod:`wizardcoder.evolve.dry_run`) prints what the round
-would send and cost instead.
+round succeeded; cache hits, cost, budget and sandbox times go to the run facts
+(:func:`~wizardcoder.evolve.stats.split_run_facts`). ``--dry-run``
+(:mod:`wizardcoder.evolve.dry_run`) prints what the round would send and cost instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from wizardcoder.entry import stage_main
 from wizardcoder.errors import DataError
 from wizardcoder.evolve.config import EvolveConfig
 from wizardcoder.evolve.engine import evolve_round
+from wizardcoder.evolve.stats import split_run_facts
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.limits import usd
@@ -53,8 +56,14 @@ def load_configs(params: str, round_key: str, input_path: str) -> tuple[LLMConfi
     return load_section(params, "llm", LLMConfig), load_section(params, "evolve", EvolveConfig)
 
 
+def run_facts_path(round_key: str) -> str:
+    """Where a round's run facts go by default (cache hits, cost, budget, sandbox times:
+    what varies between two runs of the same inputs, kept out of the metrics file)."""
+    return f"metrics/run_facts/evolve/{round_key}.json"
+
+
 def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
-        metrics: str) -> dict:
+        metrics: str, run_facts: str | None = None) -> dict:
     llm_config, config = load_configs(params, round_key, input_path)
     rows = read_round_input(input_path)
     sandbox, logged = None, {"llm": to_dict(llm_config), "evolve": to_dict(config)}
@@ -71,7 +80,9 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         stats["client"] = dict(client.stats)
         write_jsonl(out, output)
         write_jsonl(rejected, rejected_rows)
-        write_json(metrics, stats)
+        figures, facts = split_run_facts(stats)
+        write_json(metrics, figures)
+        write_json(run_facts or run_facts_path(round_key), facts)
         run_.log_metrics({k: v for k, v in stats.items() if k not in ("round", "verify_rows")})
     saved = stats["judge_first"]
     log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s (request errors %s); %d "
@@ -132,6 +143,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="default: data/evolved/<round>.jsonl")
     p.add_argument("--rejected", help="default: data/rejected/<round>.jsonl")
     p.add_argument("--metrics", help="default: metrics/evolve/<round>.json")
+    p.add_argument("--run-facts", help="default: metrics/run_facts/evolve/<round>.json")
     p.add_argument("--dry-run", action="store_true",
                    help="print the round's calls (cached / to send), token and cost range "
                         "and budget verdict; sends nothing, starts no server, writes nothing")
@@ -153,7 +165,7 @@ def command(args: argparse.Namespace) -> None:
         return
     run(args.params, key, input_path, args.out or f"data/evolved/{key}.jsonl",
         args.rejected or f"data/rejected/{key}.jsonl",
-        args.metrics or f"metrics/evolve/{key}.json")
+        args.metrics or f"metrics/evolve/{key}.json", args.run_facts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,3 +141,35 @@ def round_stats(work, round_key: str, prices: Prices | None = None, config=None)
         "instruction_words": mean_words(r.evolved for r in kept),
         "response_words": mean_words(r.answer for r in kept),
     }
+
+
+# What varies between two runs of the same round (the cache's state, prices, budget, sandbox
+# speed): the run facts (metrics/run_facts/evolve/rN.json and MLflow), not the metrics file.
+RUN_FACT_KEYS = ("cache_hits", "network_calls", "cost_usd", "budget_usd",
+                 "max_failed_fraction", "network", "cache", "judge_first", "client")
+RUN_FACT_STEP_KEYS = ("cache_hits", "cost_usd")  # of each by_step entry
+RUN_FACT_VERIFY_KEYS = ("sandbox_s", "sandbox_rows_per_s")
+
+
+def split_run_facts(stats: dict) -> tuple[dict, dict]:
+    """(metrics, run facts) of :func:`round_stats`' figures (plus what the stage adds): the
+    metrics hold what the same inputs reproduce (rows kept and dropped, per rule and method,
+    all calls and their tokens, cache hits or not); the run facts what a warm cache, the
+    prices, the budget or the machine's speed change."""
+    metrics = {k: v for k, v in stats.items() if k not in RUN_FACT_KEYS}
+    facts = {k: stats[k] for k in RUN_FACT_KEYS if k in stats}
+    if isinstance(stats.get("by_step"), dict):
+        metrics["by_step"] = {s: {k: v for k, v in d.items() if k not in RUN_FACT_STEP_KEYS}
+                              for s, d in stats["by_step"].items()}
+        facts["by_step"] = {s: {k: d[k] for k in RUN_FACT_STEP_KEYS if k in d}
+                            for s, d in stats["by_step"].items()}
+    if isinstance(stats.get("verify"), dict):
+        metrics["verify"] = {k: v for k, v in stats["verify"].items()
+                             if k not in RUN_FACT_VERIFY_KEYS}
+        facts["verify"] = {k: stats["verify"][k] for k in RUN_FACT_VERIFY_KEYS
+                           if k in stats["verify"]}
+    if isinstance(stats.get("verify_rows"), list):
+        metrics["verify_rows"] = [{k: v for k, v in r.items() if k != "run_s"}
+                                  for r in stats["verify_rows"]]
+        facts["verify_run_s"] = {r["parent_id"]: r.get("run_s") for r in stats["verify_rows"]}
+    return metrics, facts
