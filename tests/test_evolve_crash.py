@@ -52,7 +52,8 @@ def stage(workdir: Path, wrap: list[str] | None = None) -> subprocess.Popen:
            "WIZARDCODER_MLFLOW": "0", KEY_ENV: KEY}
     cmd = [sys.executable, "-m", "stages.evolve", "--params", "params.yaml", "--round", "r1",
            "--input", "data/seed.jsonl", "--out", "data/evolved/r1.jsonl",
-           "--rejected", "data/rejected/r1.jsonl", "--metrics", "metrics/evolve/r1.json"]
+           "--rejected", "data/rejected/r1.jsonl", "--metrics", "metrics/evolve/r1.json",
+           "--run-facts", "metrics/run_facts/evolve/r1.json"]
     return subprocess.Popen([*(wrap or []), *cmd], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -109,10 +110,14 @@ def test_sigkill_mid_round_then_rerun_loses_and_repeats_nothing(tmp_path):
             [json.loads(x) for x in undisturbed.splitlines()]
     metrics = json.loads((crashed / "metrics/evolve/r1.json").read_text())
     clean_metrics = json.loads((clean / "metrics/evolve/r1.json").read_text())
-    assert metrics["cache_hits"] == len(before)
-    assert metrics["network_calls"] == CALLS - len(before)
-    assert clean_metrics["cache_hits"] == 0 and clean_metrics["cost_usd"] > 0
-    assert metrics["cost_usd"] < clean_metrics["cost_usd"]
+    # What the cache saved is a run fact; the metrics file is the same either way.
+    assert metrics == clean_metrics
+    facts = json.loads((crashed / "metrics/run_facts/evolve/r1.json").read_text())
+    clean_facts = json.loads((clean / "metrics/run_facts/evolve/r1.json").read_text())
+    assert facts["cache_hits"] == len(before)
+    assert facts["network_calls"] == CALLS - len(before)
+    assert clean_facts["cache_hits"] == 0 and clean_facts["cost_usd"] > 0
+    assert facts["cost_usd"] < clean_facts["cost_usd"]
     assert metrics["kept"] == clean_metrics["kept"] == 6
     assert metrics["request_errors"]["context_length"] == 1
     assert clean_metrics["dropped_by_rule"] == metrics["dropped_by_rule"]

@@ -88,12 +88,32 @@ def test_model_card_has_a_hub_header_and_no_run_dependent_facts(
     assert "base_model" not in header  # a local directory is no Hub reference
     assert {"wizardcoder", "sft"} <= set(header["tags"])
     assert set(header["library_versions"]) >= {"transformers", "torch"}
-    # run times, speeds, MFU, resume points: metrics/train.json only
+    # run times, speeds, MFU, resume points: the run facts only; the logged loss (averaged
+    # over train.logging_steps): metrics/train.json only
     for key in ("train_runtime_s", "seconds_per_step", "train_tokens_per_s",
-                "steady_tokens_per_s", "mfu", "model_tflops_per_s", "resumed_from_step"):
+                "steady_tokens_per_s", "mfu", "model_tflops_per_s", "resumed_from_step",
+                "train_loss", "train_loss_mean"):
         assert key in metrics or key in ("steady_tokens_per_s", "mfu", "model_tflops_per_s")
         assert f'"{key}"' not in card
-    assert f'"train_loss": {json.dumps(metrics["train_loss"])}' in card
+    assert f'"global_step": {metrics["global_step"]}' in card
+    assert f'"train_tokens": {metrics["train_tokens"]}' in card
+    # only the train keys that can change the weights
+    assert '"max_steps": 2' in card and '"learning_rate"' in card
+    for key in ("logging_steps", "save_steps", "keep_checkpoints", "checkpoint_dir",
+                "peak_tflops"):
+        assert f'"{key}"' not in card
+
+
+def test_the_model_card_does_not_change_with_settings_that_change_no_weight(
+        tiny_model_dir, train_jsonl, tmp_path):
+    """logging_steps 1 -> 2, another checkpoint cadence: the same weights, the same card, so
+    the same model hash for generation's resume key."""
+    cards = []
+    for i, extra in enumerate(({"logging_steps": 1}, {"logging_steps": 2, "save_steps": 1})):
+        out = outputs(tmp_path / str(i))
+        run_training(tiny_config(tiny_model_dir, max_steps=2, **extra), train_jsonl, **out)
+        cards.append((out["output_dir"] / "README.md").read_bytes())
+    assert cards[0] == cards[1]
 
 
 def test_embedded_model_card_names_the_hub_base_model():

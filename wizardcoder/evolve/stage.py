@@ -64,6 +64,8 @@ def run_facts_path(round_key: str) -> str:
 
 def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         metrics: str, run_facts: str | None = None) -> dict:
+    """One round; ``run_facts``: where the figures that vary between runs of the same inputs
+    go besides MLflow (None: MLflow only)."""
     llm_config, config = load_configs(params, round_key, input_path)
     rows = read_round_input(input_path)
     sandbox, logged = None, {"llm": to_dict(llm_config), "evolve": to_dict(config)}
@@ -82,7 +84,8 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         write_jsonl(rejected, rejected_rows)
         figures, facts = split_run_facts(stats)
         write_json(metrics, figures)
-        write_json(run_facts or run_facts_path(round_key), facts)
+        if run_facts:
+            write_json(run_facts, facts)
         run_.log_metrics({k: v for k, v in stats.items() if k not in ("round", "verify_rows")})
     saved = stats["judge_first"]
     log.info("evolve %s: %d rows in, %d evolved kept, %d dropped %s (request errors %s); %d "
@@ -143,7 +146,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="default: data/evolved/<round>.jsonl")
     p.add_argument("--rejected", help="default: data/rejected/<round>.jsonl")
     p.add_argument("--metrics", help="default: metrics/evolve/<round>.json")
-    p.add_argument("--run-facts", help="default: metrics/run_facts/evolve/<round>.json")
+    p.add_argument("--run-facts", help="default: metrics/run_facts/evolve/<round>.json, "
+                                       "none (MLflow only) when --metrics is given")
     p.add_argument("--dry-run", action="store_true",
                    help="print the round's calls (cached / to send), token and cost range "
                         "and budget verdict; sends nothing, starts no server, writes nothing")
@@ -165,7 +169,8 @@ def command(args: argparse.Namespace) -> None:
         return
     run(args.params, key, input_path, args.out or f"data/evolved/{key}.jsonl",
         args.rejected or f"data/rejected/{key}.jsonl",
-        args.metrics or f"metrics/evolve/{key}.json", args.run_facts)
+        args.metrics or f"metrics/evolve/{key}.json",
+        args.run_facts or (None if args.metrics else run_facts_path(key)))
 
 
 def main(argv: list[str] | None = None) -> int:

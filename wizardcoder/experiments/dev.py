@@ -2,7 +2,8 @@
 
     python -m stages.generate_dev --model models/sft --out data/dev/samples.jsonl
     python -m stages.score_dev --samples data/dev/samples.jsonl \
-        --metrics metrics/dev_score.json --results data/dev/results.jsonl
+        --metrics metrics/dev_score.json --results data/dev/results.jsonl \
+        --run-facts metrics/run_facts/score_dev.json
 
 The same model, prompt template, decoding settings (section `generate`), sanitizer and
 sandbox (section `score`) as the reported benchmark; only the tasks differ (section
@@ -40,7 +41,8 @@ def generate(params: str, model_dir: str, out: str) -> dict:
     return stats
 
 
-def score(params: str, samples: str, metrics: str, results: str) -> dict:
+def score(params: str, samples: str, metrics: str, results: str,
+          facts: str | None = None) -> dict:
     from wizardcoder.score.config import ScoreConfig
     from wizardcoder.score.stage import read_samples, score_and_write
 
@@ -56,7 +58,7 @@ def score(params: str, samples: str, metrics: str, results: str) -> dict:
         raise DataError(samples, None, "task_id", f"{unknown[0]!r} is not a task of {name}")
     # seed_dev runs each task's check(); MBPP+ compares against reference outputs.
     return score_and_write("score_dev", config, name, {t: problems[t] for t in task_ids},
-                           rows, metrics, results)
+                           rows, metrics, results, facts=facts)
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +70,8 @@ def _score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", default="data/dev/samples.jsonl")
     p.add_argument("--metrics", default="metrics/dev_score.json")
     p.add_argument("--results", default="data/dev/results.jsonl")
+    p.add_argument("--run-facts", default=None, metavar="JSON",
+                   help="also write the run times here (not compared: see score --help)")
 
 
 def generate_dev_command(args: argparse.Namespace) -> None:
@@ -75,7 +79,7 @@ def generate_dev_command(args: argparse.Namespace) -> None:
 
 
 def score_dev_command(args: argparse.Namespace) -> None:
-    score(args.params, args.samples, args.metrics, args.results)
+    score(args.params, args.samples, args.metrics, args.results, args.run_facts)
 
 
 def generate_dev_main(argv: list[str] | None = None) -> int:

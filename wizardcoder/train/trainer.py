@@ -46,7 +46,7 @@ from wizardcoder.train.data import (
 from wizardcoder.train.launch import single_process_env, world_layout
 from wizardcoder.train.lora import apply_lora, parameter_counts
 from wizardcoder.train.model import load_base_model
-from wizardcoder.train.output import save_final
+from wizardcoder.train.output import save_final, split_run_facts
 from wizardcoder.train.packing import (
     REAL_TOKENS_KEY,
     PackedCollator,
@@ -236,14 +236,20 @@ def _cuda() -> bool:
 def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | Path,
                  metrics_path: str | Path, plots_path: str | Path, run=None,
                  callbacks: list | None = None,
-                 eval_plots_path: str | Path | None = None) -> dict[str, Any]:
-    """Fine-tune ``config.base_model`` on ``train_file`` rows; returns the metrics written.
+                 eval_plots_path: str | Path | None = None,
+                 facts_path: str | Path | None = None,
+                 speed_plots_path: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune ``config.base_model`` on ``train_file`` rows; returns the metrics and the run
+    facts (one dict).
 
     Resumes from the newest checkpoint of an identical earlier run that every rank sees as
     complete. Writes ``output_dir`` (model, tokenizer, generation config, README.md),
-    ``metrics_path``, ``plots_path`` (per-step loss, learning rate, tokens/s) and
-    ``eval_plots_path`` (eval loss per eval step). ``run`` is a tracking.StageRun;
-    ``callbacks`` are extra TrainerCallbacks (tests use them to interrupt a run).
+    ``metrics_path`` (losses, rows, tokens, steps: identical for identical inputs),
+    ``plots_path`` (per-step loss and learning rate), ``eval_plots_path`` (eval loss per eval
+    step) and, when given, the run facts: ``facts_path`` (run time, tokens/s, MFU, resume
+    point) and ``speed_plots_path`` (tokens/s per logged step); all of it goes to ``run``
+    (a tracking.StageRun) too. ``callbacks`` are extra TrainerCallbacks (tests use them to
+    interrupt a run).
     """
     train_file, output_dir = Path(train_file), Path(output_dir)
     precision = resolve_precision(config)
@@ -356,19 +362,28 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
     if is_main:
         rates = {row["step"]: row["tokens_per_s"] for row in logger_cb.history
                  if "tokens_per_s" in row}
-        plots = [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate"),
-                  "tokens_per_s": round(rates[e["step"]], 1) if e["step"] in rates else None}
+        plots = [{"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
                  for e in history if "loss" in e]
         write_json(plots_path, plots)
+        if speed_plots_path is not None:
+            write_json(speed_plots_path, [
+                {"step": e["step"],
+                 "tokens_per_s": round(rates[e["step"]], 1) if e["step"] in rates else None}
+                for e in history if "loss" in e])
         if eval_plots_path is not None:
             evals = {e["step"]: float(e["eval_loss"]) for e in trainer.state.log_history
                      if "eval_loss" in e}
             write_json(eval_plots_path, [{"step": k, "eval_loss": v}
                                          for k, v in sorted(evals.items())])
-        write_json(metrics_path, metrics)
+        stable, facts = split_run_facts(metrics)
+        write_json(metrics_path, stable)
+        if facts_path is not None:
+            write_json(facts_path, facts)
         if run is not None:
             run.log_metrics({k: v for k, v in metrics.items() if k != "resumed_from_step"})
             run.log_artifact(metrics_path)
+            if facts_path is not None:
+                run.log_artifact(facts_path)
             run.log_artifact(output_dir / "README.md")
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt_root, ignore_errors=True)
