@@ -365,7 +365,9 @@ def evolve_round(rows: list[dict], config: EvolveConfig, client, round_key: str,
     if counts["total"]:
         log.warning("evolve %s: %d row(s) dropped for a permanent request failure (%d "
                     "allowed; each is in the metrics' failed_rows): %s", round_key,
-                    counts["total"], limit, "; ".join(_examples(rnd.work, round_key)[:MAX_NAMED]))
+                    counts["total"], limit, ", ".join(
+                        f"{r.parent['id']} ({r.error['step']}: {r.error['class']})"
+                        for r in rnd.work if r.error)[:MAX_NAMED * 40])
     output, rejected = rnd.outputs(model)
     stats = round_stats(rnd.work, round_key, prices, config)
     if config.verify == "tests":
