@@ -128,7 +128,7 @@ def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> s
         log.info("log: model %s is already logged as %s", digest, uri)
     else:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).parents[1] / "mlflow_model.py"),
+            name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"model_dir": str(Path(model_dir).resolve())},
             model_config={"prompt_template": ALPACA_TEMPLATE},
             signature=infer_signature(["Write a function."], ["def f(): ..."],
