@@ -4,13 +4,19 @@ A copy of this repository (tracked and new files) becomes a fresh git + DVC repo
 temp dir; params are shrunk (2 seeds, 1 round, 1 training step, 2 HumanEval tasks). The
 cold `dvc repro` runs inside a network namespace with only loopback up when this machine
 allows it (root), which proves the default path opens no outside connection.
+
+That reproduced workspace (``pipeline``) is built once per session and only read; a test
+that changes a workspace (reruns stages, commits, adds a remote) works on its own copy
+(``workspace``), so every test sees the state the cold repro left, whatever ran before it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +84,37 @@ def make_repo(tmp: Path) -> tuple[Path, dict]:
     return repo, env
 
 
-@pytest.fixture(scope="module")
+def copy_workspace(repo: Path, env: dict, dst: Path) -> tuple[Path, dict]:
+    """A private copy of a reproduced workspace at ``dst``: git, DVC cache and state, MLflow
+    store. DVC's cache files are read-only and a stage's outputs are deleted before it reruns,
+    so those (the big model files) are hard links; everything else is copied, and the MLflow
+    store's absolute paths (artifact locations) are moved to the copy."""
+    def copy(src: str, target: str) -> None:
+        rel = Path(src).relative_to(repo).parts
+        if rel[:2] == (".dvc", "cache") or rel[0] == "models":
+            os.link(src, target)
+        else:
+            shutil.copy2(src, target)
+
+    shutil.copytree(repo, dst, symlinks=True, copy_function=copy)
+    db = dst / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")]
+            for table in tables:
+                for column in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    name, kind = column[1], column[2].upper()
+                    if "CHAR" in kind or "TEXT" in kind:
+                        con.execute(f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                                    f'WHERE "{name}" LIKE ?', (str(repo), str(dst),
+                                                               f"%{repo}%"))
+    return dst, {**env, "PYTHONPATH": str(dst)}
+
+
+@pytest.fixture(scope="session")
 def pipeline(tmp_path_factory):
+    """The cold `dvc repro` of the whole graph: (repo, env, dvc command, log). Read only."""
     repo, env = make_repo(tmp_path_factory.mktemp("e2e"))
     dvc = f"{sys.executable} -m dvc"
     cmd = f"{dvc} repro"
@@ -87,6 +122,22 @@ def pipeline(tmp_path_factory):
         cmd = f"unshare -n sh -c 'ip link set lo up && {cmd}'"
     log = run(cmd, repo, env)
     return repo, env, dvc, log
+
+
+@pytest.fixture()
+def workspace(pipeline, tmp_path):
+    """A copy of the reproduced workspace that the test may change: (repo, env, dvc)."""
+    repo, env, dvc, _ = pipeline
+    copy, copy_env = copy_workspace(repo, env, tmp_path / "repo")
+    return copy, copy_env, dvc
+
+
+@pytest.fixture(scope="module")
+def second_repro(pipeline, tmp_path_factory):
+    """A copy of the reproduced workspace after a second `dvc repro`: (repo, env, its log)."""
+    repo, env, dvc, _ = pipeline
+    copy, copy_env = copy_workspace(repo, env, tmp_path_factory.mktemp("e2e-second") / "repo")
+    return copy, copy_env, run(f"{dvc} repro", copy, copy_env)
 
 
 def test_cold_repro_writes_real_metrics(pipeline):
@@ -101,23 +152,27 @@ def test_cold_repro_writes_real_metrics(pipeline):
     assert len(results) == 2 and all(r["kind"] for r in results)
     evolve = json.loads((repo / "metrics/evolve/r1.json").read_text())
     assert evolve["rows_in"] == 2 and evolve["calls"] >= 2
+    # the real default base model, dequantized from the bundled GGUF, trained one step
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["base_model"] == \
+        "embedded"
     train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["train_loss"] > 0
+    assert train["train_loss"] > 0 and math.isfinite(train["train_loss"])
+    assert train["global_step"] == 1
     assert (repo / "models/sft/config.json").exists()
+    assert "SmolLM2" in (repo / "models/sft/README.md").read_text()
 
 
-def test_second_repro_runs_only_the_log_stage(pipeline):
-    repo, env, dvc, _ = pipeline
-    log = run(f"{dvc} repro", repo, env)
+def test_second_repro_runs_only_the_log_stage(second_repro):
+    log = second_repro[2]
     assert log.count("Running stage") == 1 and "Running stage 'log'" in log
     for stage in ("train", "generate", "score"):
         assert f"Stage '{stage}' didn't change" in log
 
 
-def test_identical_inputs_give_identical_outputs(pipeline):
+def test_identical_inputs_give_identical_outputs(workspace):
     """Retraining and regenerating from scratch give byte-identical outputs: DVC sees no
     change downstream (the model card and the samples header hold no time or speed)."""
-    repo, env, dvc, _ = pipeline
+    repo, env, dvc = workspace
 
     def outputs() -> dict:  # metrics hold run times: they may change, outputs may not
         from wizardcoder.log.stage import lock_outputs
@@ -152,8 +207,8 @@ def _parents(repo, env) -> list[dict]:
     return json.loads(run([sys.executable, "-c", code], repo, env).strip().splitlines()[-1])
 
 
-def test_log_stage_puts_the_whole_experiment_on_the_parent(pipeline):
-    repo, env, _, _ = pipeline
+def test_log_stage_puts_the_whole_experiment_on_the_parent(second_repro):
+    repo, env, _ = second_repro  # the log stage ran twice
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     train_dir = next(o["md5"] for o in lock["stages"]["train"]["outs"]
                      if o["path"] == "models/sft")
@@ -191,8 +246,8 @@ def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
     assert info["loss_points"] >= 1 and "pass_at_1" in info["score"]
 
 
-def test_round_count_changes_rerun_only_what_changed(pipeline):
-    repo, env, dvc, _ = pipeline
+def test_round_count_changes_rerun_only_what_changed(workspace):
+    repo, env, dvc = workspace
     run("git add -A && git commit -qm 'first run'", repo, env)
     metrics_show = run(f"{dvc} exp show --no-pager --json", repo, env)
     assert "pass@1" in metrics_show
@@ -213,10 +268,10 @@ def test_round_count_changes_rerun_only_what_changed(pipeline):
     assert len(exps) == 2 and all("pass_at_1" in p["metrics"] for p in exps)
 
 
-def test_a_team_shares_data_and_models_through_a_dvc_remote(pipeline, tmp_path):
+def test_a_team_shares_data_and_models_through_a_dvc_remote(workspace, tmp_path):
     """`dvc push` to a remote, a fresh clone, `dvc pull`: every output back, byte for byte,
     and nothing to rerun (the README's "Sharing through a DVC remote")."""
-    repo, env, dvc, _ = pipeline
+    repo, env, dvc = workspace
     remote = tmp_path / "remote"
     run(f"{dvc} remote add -d -f team {remote}", repo, env)
     run("git add -A && git commit -qm 'remote' --allow-empty", repo, env)

@@ -251,22 +251,9 @@ def test_launcher_deepspeed_relaunches_the_stage(tiny_model_dir, train_jsonl, tm
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 1
 
 
-@pytest.mark.slow
-def test_embedded_gguf_model_trains_one_step(tmp_path, monkeypatch):
-    """The real default base model: dequantized from the bundled GGUF, one step."""
-    pytest.importorskip("gguf")
-    rows = [{"instruction": "Write a function that doubles x.", "input": "",
-             "output": "def double(x):\n    return 2 * x"},
-            {"instruction": "Return the last item of a list.", "input": "items = [1, 2]",
-             "output": "def last(items):\n    return items[-1]"}]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = TrainConfig(max_length=128, max_steps=1, warmup_steps=0,
-                         per_device_train_batch_size=2, gradient_accumulation_steps=1,
-                         gradient_checkpointing=False, logging_steps=1, save_steps=50)
-    metrics = run_training(config, train, **outputs(tmp_path))
-    assert math.isfinite(metrics["train_loss"]) and metrics["global_step"] == 1
-    assert "SmolLM2" in (tmp_path / "model" / "README.md").read_text()
+# The real default base model (dequantized from the bundled GGUF) training one step is checked
+# by tests/test_pipeline_e2e.py::test_cold_repro_writes_real_metrics, whose train stage does
+# exactly that: a second run here cost a minute of the slow suite.
 
 
 @pytest.mark.parametrize("packing", [False, True])
