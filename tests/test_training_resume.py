@@ -51,7 +51,7 @@ def stage(tmp: Path, model_dir: Path, data: Path, train: dict, name: str,
               "lr_scheduler_type": "cosine", **train}
     params.write_text(yaml.safe_dump({"train": values}), encoding="utf-8")
     out = {"model": tmp / name / "model", "metrics": tmp / name / "metrics.json",
-           "plots": tmp / name / "curve.json"}
+           "plots": tmp / name / "curve.json", "facts": tmp / name / "facts.json"}
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     env.update(WIZARDCODER_CACHE_DIR=str(cache), WIZARDCODER_MLFLOW="0",
@@ -59,7 +59,7 @@ def stage(tmp: Path, model_dir: Path, data: Path, train: dict, name: str,
     proc = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "--params", str(params), "--data", str(data),
          "--out", str(out["model"]), "--metrics", str(out["metrics"]),
-         "--plots", str(out["plots"])],
+         "--plots", str(out["plots"]), "--run-facts", str(out["facts"])],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, out
 
@@ -115,8 +115,8 @@ def kill_and_resume(tmp_path: Path, model_dir: Path, data: Path, train: dict) ->
     assert killed_at < STEPS
     proc, resumed = stage(tmp_path, model_dir, data, train, "resumed", cache)
     finish(proc, timeout=900)
-    metrics = json.loads(resumed["metrics"].read_text())
-    assert metrics["resumed_from_step"] >= killed_at > 0
+    facts = json.loads(resumed["facts"].read_text())  # the resume point is a run fact
+    assert facts["resumed_from_step"] >= killed_at > 0
     assert_same_run(clean, resumed)
 
 
