@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 
 from wizardcoder.config import read_params
-from wizardcoder.errors import ConfigError
+from wizardcoder.errors import ConfigError, DataError
+from wizardcoder.jsonl import iter_jsonl
 
 SEED_FILE = "data/seed.jsonl"
 EVOLVED_DIR = "data/evolved"
@@ -101,3 +102,20 @@ def round_columns(rows: list[dict], round_no: int) -> dict:
         "eliminated_by_tests": tests,
         "eliminated_no_python": no_python,
     }
+
+
+def read_round_input(path: str) -> list[dict]:
+    """The rows a round evolves (the seed file or the previous round's output), each with
+    an id, an instruction and its lineage; a bad row is a DataError naming file and line."""
+    rows = []
+    for line, row in iter_jsonl(path):
+        for name in ("id", "instruction"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise DataError(path, line, name, "missing or not a non-empty string")
+        if not isinstance(row.get("lineage"), dict):
+            raise DataError(path, line, "lineage", "missing; rows must come from the seed or "
+                            "evolve stage")
+        rows.append(row)
+    if not rows:
+        raise DataError(path, None, None, "no rows to evolve")
+    return rows

@@ -3,14 +3,19 @@ verification)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
-from wizardcoder.config import option, require
+from wizardcoder.config import load_section, option, require
 from wizardcoder.errors import ConfigError
 from wizardcoder.evolve import filters
 from wizardcoder.evolve.prompts import DEFAULT_METHOD_WEIGHTS, METHODS
 from wizardcoder.evolve.verify import TEST_MODES, VERIFY_MODES
+from wizardcoder.llm.config import LLMConfig
+from wizardcoder.rounds import load_rounds, round_number
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,3 +105,15 @@ class EvolveConfig:
         """Rows of a round of ``rows`` that may fail their request permanently."""
         floor = min(self.max_failed_rows_min, max(0, rows - 1))  # never the whole round
         return max(floor, math.floor(self.max_failed_fraction * rows + 1e-9))
+
+
+def load_configs(params: str, round_key: str,
+                 input_path: str) -> tuple[LLMConfig, EvolveConfig]:
+    """Sections `llm` and `evolve` for round ``round_key``, warning when its input is not the
+    one `rounds` names."""
+    round_number(round_key)
+    rounds = load_rounds(params)
+    if round_key in rounds and rounds[round_key] != input_path:
+        log.warning("evolve %s: input %s differs from params rounds.%s=%s", round_key,
+                    input_path, round_key, rounds[round_key])
+    return load_section(params, "llm", LLMConfig), load_section(params, "evolve", EvolveConfig)

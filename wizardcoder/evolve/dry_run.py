@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.config import EvolveConfig, load_configs
 from wizardcoder.evolve.engine import STEPS, RoundWork, uses_judge
 from wizardcoder.evolve.prompts import (
     METHODS,
@@ -17,13 +17,12 @@ from wizardcoder.evolve.prompts import (
     judge_messages,
     tests_messages,
 )
-from wizardcoder.evolve.stage import load_configs, read_round_input
 from wizardcoder.evolve.verify import verify_calls
 from wizardcoder.llm.config import LLMConfig, openai_identity
 from wizardcoder.llm.limits import Prices, usd
 from wizardcoder.llm.wire import ChatResult, Wire, estimate_prompt_tokens
 from wizardcoder.prompt_template import instruction_text
-from wizardcoder.rounds import round_input, round_number
+from wizardcoder.rounds import read_round_input, round_input, round_number
 
 
 def model_identity(config: LLMConfig, model: str | None = None) -> str:

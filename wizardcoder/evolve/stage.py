@@ -19,41 +19,16 @@ import logging
 
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
-from wizardcoder.errors import DataError
-from wizardcoder.evolve.config import EvolveConfig
+from wizardcoder.evolve.config import load_configs
 from wizardcoder.evolve.engine import evolve_round
 from wizardcoder.evolve.stats import split_run_facts
-from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
+from wizardcoder.jsonl import write_json, write_jsonl
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.limits import usd
-from wizardcoder.rounds import load_rounds, round_input, round_number
+from wizardcoder.rounds import read_round_input, round_input, round_number
 from wizardcoder.tracking import stage_run
 
 log = logging.getLogger(__name__)
-
-
-def read_round_input(path: str) -> list[dict]:
-    rows = []
-    for line, row in iter_jsonl(path):
-        for name in ("id", "instruction"):
-            if not isinstance(row.get(name), str) or not row[name].strip():
-                raise DataError(path, line, name, "missing or not a non-empty string")
-        if not isinstance(row.get("lineage"), dict):
-            raise DataError(path, line, "lineage", "missing; rows must come from the seed or "
-                            "evolve stage")
-        rows.append(row)
-    if not rows:
-        raise DataError(path, None, None, "no rows to evolve")
-    return rows
-
-
-def load_configs(params: str, round_key: str, input_path: str) -> tuple[LLMConfig, EvolveConfig]:
-    round_number(round_key)
-    rounds = load_rounds(params)
-    if round_key in rounds and rounds[round_key] != input_path:
-        log.warning("evolve %s: input %s differs from params rounds.%s=%s", round_key,
-                    input_path, round_key, rounds[round_key])
-    return load_section(params, "llm", LLMConfig), load_section(params, "evolve", EvolveConfig)
 
 
 def run_facts_path(round_key: str) -> str:
