@@ -8,17 +8,22 @@
   load it; none writes into it.
 * ``train_jsonl`` -- 12 small instruction rows for the tiny training runs.
 * The fake OpenAI-compatible server is :mod:`tests.fake_openai`, the kill-and-resume helper
-  :mod:`tests.kill_resume`; the reproduced DVC workspace of the slow end-to-end tests is
-  ``pipeline`` in tests/test_pipeline_e2e.py (a session fixture that mutating tests copy).
+  :mod:`tests.kill_resume`.
+* ``pipeline`` -- the reproduced DVC workspace of the slow tests (:mod:`tests.workspace`),
+  built once per session and only read; ``workspace`` -- a private copy of it for a test that
+  changes a workspace (reruns stages, queues experiments, commits, adds a remote).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.workspace import can_isolate_network, copy_workspace, make_repo, run
 
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2,
@@ -87,3 +92,26 @@ def train_jsonl(tmp_path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """The cold `dvc repro` of the whole graph on TINY settings, once per session: (repo, env,
+    dvc command, log). Read only. It runs inside a network namespace with only loopback up
+    when this machine allows it (root), which proves the default path opens no outside
+    connection."""
+    repo, env = make_repo(tmp_path_factory.mktemp("e2e"))
+    dvc = f"{sys.executable} -m dvc"
+    cmd = f"{dvc} repro"
+    if can_isolate_network():
+        cmd = f"unshare -n sh -c 'ip link set lo up && {cmd}'"
+    log = run(cmd, repo, env)
+    return repo, env, dvc, log
+
+
+@pytest.fixture()
+def workspace(pipeline, tmp_path):
+    """A copy of the reproduced workspace that the test may change: (repo, env, dvc)."""
+    repo, env, dvc, _ = pipeline
+    copy, copy_env = copy_workspace(repo, env, tmp_path / "repo")
+    return copy, copy_env, dvc

@@ -262,7 +262,7 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
     """verify: tests with the bundled 135M model on tiny settings (2 seeds, 1 round), up to
     the evolve stage: every row is either kept with its tests or carried with a verdict,
     and the metrics say how many passed."""
-    from tests.test_pipeline_e2e import make_repo, run
+    from tests.workspace import make_repo, run
 
     repo, env = make_repo(tmp_path)
     params = yaml.safe_load((repo / "params.yaml").read_text())

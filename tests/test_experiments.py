@@ -359,7 +359,7 @@ def test_queued_grid_over_the_real_pipeline(tmp_path):
     """rounds 1 and 2 plus the seed_only baseline, queued and run with `dvc queue start -j 1`:
     every experiment reports pass@1 and a dev score, logs to the one MLflow store at the repo
     root and shares the LLM request cache there; select-rounds picks from the two evolved."""
-    from tests.test_pipeline_e2e import make_repo, run
+    from tests.workspace import make_repo, run
 
     repo, env = make_repo(tmp_path)  # TINY params: 2 seeds, 2 dev tasks, 1 training step
     assert yaml.safe_load((repo / "params.yaml").read_text())["select"]["dev_limit"] == 2
