@@ -35,6 +35,7 @@ from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import ChatRequest, LLMConfig
 from wizardcoder.llm import batch as batch_mod
 from wizardcoder.llm.batch import split_files
+from wizardcoder.llm.batch_api import BatchApi
 from wizardcoder.llm.batch_state import BatchState, state_path
 from wizardcoder.llm.limits import Budget, BudgetExceeded
 
@@ -445,7 +446,7 @@ def test_ctrl_c_names_the_running_batches_and_cancel_batches_stops_them(tmp_path
 
 async def find_by_input(client, file_id: str, since: float):
     async with client.endpoint.session() as session:
-        return await batch_mod._Api(client.endpoint, session).find_by_input(file_id, since)
+        return await BatchApi(client.endpoint, session).find_by_input(file_id, since)
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:
