@@ -115,3 +115,13 @@ def workspace(pipeline, tmp_path):
     repo, env, dvc, _ = pipeline
     copy, copy_env = copy_workspace(repo, env, tmp_path / "repo")
     return copy, copy_env, dvc
+
+
+# The two longest files first: under `-n 2 --dist loadfile` (pyproject addopts) each worker
+# starts on one of them and the short files fill in around them, which sets the wall time.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_experiments.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
