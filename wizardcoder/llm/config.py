@@ -46,6 +46,8 @@ def openai_identity(model: str, base_url: str) -> str:
 
 @dataclass
 class LLMConfig:
+    """params.yaml section `llm`: the model evolution talks to (embedded or OpenAI-compatible)."""
+
     provider: str = option(
         "embedded", choices=PROVIDERS,
         help="'embedded' starts llama.cpp's OpenAI-compatible server on 127.0.0.1 with the "
