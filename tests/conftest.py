@@ -117,9 +117,9 @@ def workspace(pipeline, tmp_path):
     return copy, copy_env, dvc
 
 
-# The two longest files first: under `-n 2 --dist loadfile` (pyproject addopts) each worker
-# starts on one of them and the short files fill in around them, which sets the wall time.
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_experiments.py")
+# The longest files first: under `-n 2 --dist loadfile` (pyproject addopts) one worker starts
+# on the end-to-end file while the other works through the rest, which sets the wall time.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_training_resume.py", "test_training.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,7 @@
 
 The fast tests drive real DVC (`dvc exp run --queue`, `dvc queue start`, `dvc exp show
 --json`) on a toy repository whose one stage turns params into metrics in a few
-milliseconds; the slow test queues a grid over the real pipeline on the smallest settings.
+milliseconds; the queued grid over the real pipeline is in tests/test_pipeline_e2e.py.
 """
 
 from __future__ import annotations
@@ -350,73 +350,3 @@ def test_parse_queue_status():
             "1a2b3c4  rounds-2   04:40 AM   Running\n9c6fce7  seed-only  Nov 23, 2026   Failed\n"
             "\nWorker status: 1 active, 0 idle\n")
     assert experiments.parse_queue_status(text) == {"rounds-2": "Running", "seed-only": "Failed"}
-
-
-# --- the real pipeline: a queued grid on the smallest settings -----------------------------
-
-@pytest.mark.slow
-def test_queued_grid_over_the_real_pipeline(tmp_path):
-    """rounds 1 and 2 plus the seed_only baseline, queued and run with `dvc queue start -j 1`:
-    every experiment reports pass@1 and a dev score, logs to the one MLflow store at the repo
-    root and shares the LLM request cache there; select-rounds picks from the two evolved."""
-    from tests.workspace import make_repo, run
-
-    repo, env = make_repo(tmp_path)  # TINY params: 2 seeds, 2 dev tasks, 1 training step
-    assert yaml.safe_load((repo / "params.yaml").read_text())["select"]["dev_limit"] == 2
-    wiz = f"{sys.executable} -m wizardcoder"
-    log = run(f"{wiz} exp grid --rounds 1 2 --baselines seed_only --run -j 1 --timeout 2400",
-              repo, env, timeout=2500)
-    assert "$ dvc queue start -j 1" in log and "seed-only: Success" in log, log[-3000:]
-
-    show = json.loads(run(f"{sys.executable} -m dvc exp show --json --no-pager", repo, env))
-    exps = {e["name"]: e["revs"][0]["data"] for e in show[1]["experiments"]}
-    assert set(exps) == {"rounds-1", "rounds-2", "seed-only"}
-    for name, data in exps.items():
-        score = data["metrics"]["metrics/score.json"]["data"]
-        dev = data["metrics"]["metrics/dev_score.json"]["data"]
-        assert 0.0 <= score["pass@1"] <= 1.0 and score["benchmark"] == "humaneval", name
-        assert dev["benchmark"] == "seed_dev" and dev["tasks"] == 2, name
-    merged = {n: d["metrics"]["metrics/merge.json"]["data"] for n, d in exps.items()}
-    assert merged["seed-only"]["rows"] <= 2 and merged["rounds-2"]["rounds"] == 2
-
-    # the DVC plot of pass@1 against rounds, across the three experiments
-    plots = json.loads(subprocess.run(
-        [sys.executable, "-m", "dvc", "plots", "diff", "rounds-1", "rounds-2", "seed-only",
-         "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True,
-        timeout=300).stdout)
-    points = plots["data"]["pass@k vs rounds"][0]["content"]["data"]["values"]
-    by_exp = {(p["rev"], p["filename"]): (p["rounds"], p["training_data"]) for p in points}
-    assert by_exp == {
-        (exp, f): expected for exp, expected in (("rounds-1", (1, "evolved")),
-                                                 ("rounds-2", (2, "evolved")),
-                                                 ("seed-only", (0, "seed_only")))
-        for f in ("passk_rounds.json", "dev_passk_rounds.json")}, points
-
-    code = (
-        "import json, mlflow\n"
-        f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow.db')\n"
-        "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
-        "print(json.dumps(sorted({(r.data.tags['dvc_exp_name'], r.data.tags.get('stage', '-'))\n"
-        "                         for r in runs})))\n")
-    logged = {tuple(x) for x in json.loads(run([sys.executable, "-c", code], repo, env)
-                                           .strip().splitlines()[-1])}
-    # A stage DVC restored from its run-cache (same inputs as in an earlier experiment: e.g.
-    # seed-only trains on the same rows as rounds-1 when round 1 kept no evolution) does not
-    # run, so it logs nothing; every stage that ran logged to this one store.
-    trained_on = {n: d["deps"]["data/merged/train.jsonl"]["hash"] for n, d in exps.items()}
-    for name in exps:
-        assert {(name, "-"), (name, "merge")} <= logged, logged     # parent run, merge
-        if (name, "score") not in logged:
-            assert any(trained_on[other] == trained_on[name] and (other, "score") in logged
-                       for other in exps if other != name), (name, logged)
-    assert {("rounds-1", s) for s in ("train", "generate", "score", "generate_dev",
-                                      "score_dev")} <= logged
-    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
-    caches = [p for p in repo.rglob("llm_requests.sqlite*") if ".cache/wizardcoder" in str(p)]
-    assert caches and all(p.parent == repo / ".cache" / "wizardcoder" for p in caches)
-
-    log = run(f"{wiz} exp select-rounds", repo, env)
-    record = json.loads((repo / "metrics/round_selection.json").read_text())
-    assert [c["rounds"] for c in record["candidates"]] == [1, 2]
-    assert record["chosen_rounds"] in (1, 2) and "<- chosen" in log
-    assert any(e["experiment"] == "seed-only" for e in record["excluded"])

@@ -194,26 +194,84 @@ def test_mlflow_has_one_run_per_stage_with_tags(pipeline):
     assert info["loss_points"] >= 1 and "pass_at_1" in info["score"]
 
 
-def test_round_count_changes_rerun_only_what_changed(workspace):
+def test_a_queued_grid_reruns_only_what_changed(workspace):
+    """`wizardcoder exp grid --rounds 1 2 --baselines seed_only --run -j 1` on the reproduced
+    one-round workspace: every experiment reports pass@1 and a dev score and logs to the one
+    MLflow store at the repo root. rounds-1 is the workspace's own setting, so DVC restores
+    every stage of it from the run-cache (nothing runs, nothing but its parent logs); rounds-2
+    runs evolve@r2 and what follows, never evolve@r1; select-rounds picks from the two evolved;
+    removing the round again restores everything from the run-cache."""
     repo, env, dvc = workspace
     run("git add -A && git commit -qm 'first run'", repo, env)
-    metrics_show = run(f"{dvc} exp show --no-pager --json", repo, env)
-    assert "pass@1" in metrics_show
+    wiz = f"{sys.executable} -m wizardcoder"
+    log = run(f"{wiz} exp grid --rounds 1 2 --baselines seed_only --run -j 1 --timeout 2400",
+              repo, env, timeout=2500)
+    assert "$ dvc queue start -j 1" in log and "seed-only: Success" in log, log[-3000:]
 
-    more = run(f"{dvc} exp run -S '+rounds.r2=data/evolved/r1.jsonl'", repo, env)
-    assert "Running stage 'evolve@r2'" in more
-    assert "Running stage 'evolve@r1'" not in more
-    assert "Running stage 'merge'" in more
-    r2 = json.loads((repo / "metrics/evolve/r2.json").read_text())
+    show = json.loads(run(f"{dvc} exp show --json --no-pager", repo, env))
+    exps = {e["name"]: e["revs"][0]["data"] for e in show[1]["experiments"]}
+    assert set(exps) == {"rounds-1", "rounds-2", "seed-only"}
+    for name, data in exps.items():
+        score = data["metrics"]["metrics/score.json"]["data"]
+        dev = data["metrics"]["metrics/dev_score.json"]["data"]
+        assert 0.0 <= score["pass@1"] <= 1.0 and score["benchmark"] == "humaneval", name
+        assert dev["benchmark"] == "seed_dev" and dev["tasks"] == 2, name
+    merged = {n: d["metrics"]["metrics/merge.json"]["data"] for n, d in exps.items()}
+    assert merged["seed-only"]["rows"] <= 2 and merged["rounds-2"]["rounds"] == 2
+    r2 = exps["rounds-2"]["metrics"]["metrics/evolve/r2.json"]["data"]
     assert r2["rows_in"] == 2 and r2["round"] == "r2"
 
+    # the DVC plot of pass@1 against rounds, across the three experiments
+    plots = json.loads(run(f"{dvc} plots diff rounds-1 rounds-2 seed-only --json", repo, env))
+    points = plots["data"]["pass@k vs rounds"][0]["content"]["data"]["values"]
+    by_exp = {(p["rev"], p["filename"]): (p["rounds"], p["training_data"]) for p in points}
+    assert by_exp == {
+        (exp, f): expected for exp, expected in (("rounds-1", (1, "evolved")),
+                                                 ("rounds-2", (2, "evolved")),
+                                                 ("seed-only", (0, "seed_only")))
+        for f in ("passk_rounds.json", "dev_passk_rounds.json")}, points
+
+    code = (
+        "import json, mlflow\n"
+        f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow.db')\n"
+        "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
+        "print(json.dumps(sorted({(r.data.tags['dvc_exp_name'], r.data.tags.get('stage', '-'))\n"
+        "                         for r in runs})))\n")
+    logged = {tuple(x) for x in json.loads(run([sys.executable, "-c", code], repo, env)
+                                           .strip().splitlines()[-1])}
+    # A stage DVC restored from its run-cache does not run, so it logs nothing: rounds-1 is
+    # the workspace's run again. Every stage that ran logged to this one store.
+    assert {stage for exp, stage in logged if exp == "rounds-1"} <= {"-", "log"}, logged
+    assert {("rounds-2", "evolve@r2"), ("rounds-2", "merge")} <= logged, logged
+    assert ("rounds-2", "evolve@r1") not in logged and ("seed-only", "merge") in logged
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    trained_on = {n: d["deps"]["data/merged/train.jsonl"]["hash"] for n, d in exps.items()}
+    trained_on["workspace"] = next(d["md5"] for d in lock["stages"]["train"]["deps"]
+                                   if d["path"] == "data/merged/train.jsonl")
+    for name in exps:
+        assert (name, "-") in logged, logged  # the parent run
+        for stage in ("train", "score"):  # ran here, or restored from a run on the same rows
+            assert (name, stage) in logged or any(
+                trained_on[other] == trained_on[name] and (other, stage) in logged
+                for other in trained_on if other != name), (name, stage, logged)
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    caches = [p for p in repo.rglob("llm_requests.sqlite*") if ".cache/wizardcoder" in str(p)]
+    assert caches and all(p.parent == repo / ".cache" / "wizardcoder" for p in caches)
+
+    log = run(f"{wiz} exp select-rounds", repo, env)
+    record = json.loads((repo / "metrics/round_selection.json").read_text())
+    assert [c["rounds"] for c in record["candidates"]] == [1, 2]
+    assert record["chosen_rounds"] in (1, 2) and "<- chosen" in log
+    assert any(e["experiment"] == "seed-only" for e in record["excluded"])
+
+    # Adopting rounds-2, then removing its round: every stage comes from the run-cache.
+    run(f"{dvc} exp apply rounds-2", repo, env)
     back = run(f"{dvc} exp run -S '~rounds.r2'", repo, env)
-    assert "Running stage 'evolve@" not in back
+    assert "Running stage 'evolve@" not in back and "Running stage 'train'" not in back
     assert "r2" not in yaml.safe_load((repo / "params.yaml").read_text())["rounds"]
-    # Every stage of that experiment came from DVC's run-cache and logged nothing itself;
-    # the log stage still gave its parent run the experiment's metrics.
-    exps = [p for p in _parents(repo, env) if p["exp"] not in ("workspace", None)]
-    assert len(exps) == 2 and all("pass_at_1" in p["metrics"] for p in exps)
+    # The log stage still gave every experiment's parent run its metrics.
+    parents = [p for p in _parents(repo, env) if p["exp"] not in ("workspace", None)]
+    assert len(parents) == 4 and all("pass_at_1" in p["metrics"] for p in parents), parents
 
 
 def test_a_team_shares_data_and_models_through_a_dvc_remote(workspace, tmp_path):
