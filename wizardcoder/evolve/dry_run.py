@@ -18,21 +18,12 @@ from wizardcoder.evolve.prompts import (
     tests_messages,
 )
 from wizardcoder.evolve.verify import verify_calls
-from wizardcoder.llm.config import LLMConfig, openai_identity
+from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.limits import Prices, usd
+from wizardcoder.llm.server import model_identity
 from wizardcoder.llm.wire import ChatResult, Wire, estimate_prompt_tokens
 from wizardcoder.prompt_template import instruction_text
 from wizardcoder.rounds import read_round_input, round_input, round_number
-
-
-def model_identity(config: LLMConfig, model: str | None = None) -> str:
-    """The cache identity ``open_client`` gives ``model`` (default: ``llm.model``) under this
-    config, without starting anything."""
-    if config.provider == "embedded":
-        from wizardcoder.llm.server import embedded_identity
-
-        return embedded_identity(config)
-    return openai_identity(model or config.model, config.effective_base_url)
 
 
 def _existing_cache():

@@ -260,6 +260,14 @@ def read_api_key(config: LLMConfig) -> str | None:
     return key
 
 
+def model_identity(config: LLMConfig, model: str | None = None) -> str:
+    """The request-cache identity :func:`open_client` gives ``model`` (default: ``llm.model``)
+    under ``config``; computed without starting anything (the dry run uses it too)."""
+    if config.provider == "embedded":
+        return embedded_identity(config)
+    return openai_identity(model or config.model, config.effective_base_url)
+
+
 @contextmanager
 def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
                 ) -> Iterator[LLMClient]:
@@ -272,4 +280,5 @@ def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
         else:
             key = read_api_key(config)
             url = config.effective_base_url
-            yield LLMClient(config, url, key, lambda model: openai_identity(model, url), cache)
+            yield LLMClient(config, url, key, lambda model: model_identity(config, model),
+                            cache)
