@@ -18,6 +18,7 @@ import shutil
 
 import pytest
 
+from wizardcoder import code_version
 from wizardcoder.generate import runner
 from wizardcoder.generate.base import Backend
 from wizardcoder.generate.config import GenerateConfig
@@ -91,11 +92,11 @@ def test_edited_generation_code_is_never_served_from_the_resume_cache(setup, mon
     generate("a.jsonl")
     before = runner.code_sha256()
     copy = tmp / "src"
-    shutil.copytree(runner.PACKAGE_ROOT / "wizardcoder", copy / "wizardcoder",
+    shutil.copytree(code_version.PACKAGE_ROOT / "wizardcoder", copy / "wizardcoder",
                     ignore=shutil.ignore_patterns("__pycache__"))
     with open(copy / edited, "a", encoding="utf-8") as handle:
         handle.write("\n# edited\n")
-    monkeypatch.setattr(runner, "PACKAGE_ROOT", copy)
+    monkeypatch.setattr(code_version, "PACKAGE_ROOT", copy)
     runner.code_sha256.cache_clear()
     assert runner.code_sha256() != before
     stats, backend = generate("b.jsonl")
@@ -109,7 +110,7 @@ def test_the_code_hash_covers_what_dvc_reruns_generate_for():
 
     ours = set(runner.code_files())
     assert ours == _closure({"wizardcoder.generate.runner"})
-    names = {p.relative_to(runner.PACKAGE_ROOT).as_posix() for p in ours}
+    names = {p.relative_to(code_version.PACKAGE_ROOT).as_posix() for p in ours}
     assert {"wizardcoder/prompt_template.py", "wizardcoder/sanitize.py",
             "wizardcoder/generate/hf.py", "wizardcoder/generate/vllm_backend.py",
             "wizardcoder/generate/openai_compat.py", "wizardcoder/generate/base.py"} <= names

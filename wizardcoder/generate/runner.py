@@ -33,7 +33,6 @@ where it ran, so identical inputs give a byte-identical file.
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
@@ -42,6 +41,7 @@ import os
 import time
 from pathlib import Path
 
+from wizardcoder import code_version
 from wizardcoder.benchmarks.problems import load_benchmark
 from wizardcoder.config import output_fields, to_dict
 from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
@@ -86,59 +86,16 @@ def model_sha256(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding wizardcoder/
-_PACKAGE = "wizardcoder"
-
-
-def _module_file(name: str) -> Path | None:
-    path = PACKAGE_ROOT / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def code_files(root_module: str = __name__) -> list[Path]:
-    """The source files of ``root_module`` and of every package module it imports, at any
-    depth: imports anywhere in a module (function level too), parent packages, and module
-    names written as strings (the backends :func:`make_backend` loads by name). The same
-    derivation as tests/test_dvc_deps.py, which checks the two agree."""
-    seen: dict[str, Path] = {}
-    todo = [root_module]
-    while todo:
-        name = todo.pop()
-        path = _module_file(name)
-        if name in seen or path is None:
-            continue
-        seen[name] = path
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        current = name if path.name != "__init__.py" else f"{name}.__init__"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                    node.value.startswith(f"{_PACKAGE}."):
-                todo.append(node.value.split(":")[0])
-            elif isinstance(node, ast.Import):
-                todo.extend(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = ".".join(current.split(".")[: -node.level] + ([base] if base else []))
-                todo.append(base)
-                todo.extend(f"{base}.{alias.name}" for alias in node.names)
-    return sorted(p for n, p in seen.items() if n.split(".")[0] == _PACKAGE)
+def code_files() -> list[Path]:
+    """The source files this runner's output depends on (:func:`code_version.code_files`)."""
+    return code_version.code_files(__name__)
 
 
 @functools.lru_cache(maxsize=1)
 def code_sha256() -> str:
-    """sha256 of the code that turns a benchmark task into completions: the source of
-    :func:`code_files` (the prompt template, every backend, the stop rules, the sanitizer,
-    the benchmark loaders...), by path relative to the package and content."""
-    digest = hashlib.sha256()
-    for path in code_files():
-        digest.update(f"{path.relative_to(PACKAGE_ROOT).as_posix()}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    """sha256 of the code that turns a benchmark task into completions: the prompt template,
+    every backend, the stop rules, the sanitizer, the benchmark loaders..."""
+    return code_version.code_sha256(__name__)
 
 
 def output_settings(config: GenerateConfig) -> dict:

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wizardcoder.code_version import code_sha256
 from wizardcoder.errors import ConfigError
 from wizardcoder.paths import cache_dir, project_root
 from wizardcoder.train.config import NON_SEMANTIC_FIELDS, TrainConfig
@@ -57,10 +58,12 @@ class RunLayout:
 
 def checkpoint_key(config: TrainConfig, data_sha256: str,
                    layout: RunLayout | None = None) -> str:
-    """Same computation -> same key; cadence and output-only fields do not count."""
+    """Same computation -> same key; cadence and output-only fields do not count. The train
+    code counts: a checkpoint left by a killed run is never resumed by edited code."""
     semantic = {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in NON_SEMANTIC_FIELDS}
     blob = json.dumps({"config": semantic, "data": data_sha256,
+                       "code": code_sha256("wizardcoder.train.trainer"),
                        "layout": dataclasses.asdict(layout or RunLayout())}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
