@@ -5,7 +5,8 @@ DVC never sees ("Data and pipelines are up to date" after editing the stage's ow
 The modules of a stage are derived, not listed by hand: the stage's entry point
 (``stages/__init__.py`` and ``stages/<stage>.py``, which ``python -m`` executes) and everything
 it imports (the whole import graph within the package, function-level imports included), plus
-every bundled resource file a module names.
+every bundled resource file a module names. After adding or importing a module,
+``python scripts/update_dvc_deps.py`` rewrites the lists.
 """
 
 from __future__ import annotations
