@@ -237,6 +237,8 @@ def build(new_root: str, layout: dict, mount, read_only, pivot, umount) -> None:
         b.bind(path, False, copy=True)
     for path in layout["devices"]:  # real device nodes: a tmpfs here is nodev
         b.bind(path, False)
+    for path in layout.get("bound_files", ()):  # toolchain roots (issue 19): too big to copy
+        b.bind(path, False)
     for path in layout["masks"]:
         _, real = _links(path)
         mount("none", b.at(real), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -250,3 +252,12 @@ def build(new_root: str, layout: dict, mount, read_only, pivot, umount) -> None:
     pivot(".", ".")  # the old root ends up on top of the new one: detach it
     umount(".", MNT_DETACH)
     os.chdir("/")
+
+
+# ------------------------------------------------------------------ toolchain roots (issue 19)
+
+
+def libraries(roots: list[str]) -> list[str]:
+    """`roots` and the shared libraries they load, transitively (as the loader finds them):
+    what :mod:`wizardcoder.sandbox.toolchains` adds to a language's root."""
+    return _libraries(roots)
