@@ -8,21 +8,34 @@
     wizardcoder score     --samples data/eval/samples.jsonl
     wizardcoder log       # the whole experiment on its MLflow parent run
     wizardcoder report    # HTML + Markdown report comparing experiments
-    wizardcoder params    [section]      # every params.yaml key with its help text
+    wizardcoder params    [section]      # effective params.yaml values, defaults, help
     wizardcoder exp       rounds|grid|compare|select-rounds   # DVC experiment helpers
 
 A stage subcommand is the same code DVC runs through ``stages/<stage>.py``: both parse the
 arguments that ``wizardcoder/<stage>/stage.py`` declares and call its ``run``. Errors in
 input or configuration print one line naming the file, line and field, and exit with status 2.
+Output piped into a reader that stops early (``| head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import platform
+import re
 import sys
+import textwrap
+from pathlib import Path
 
+import yaml
+
+from wizardcoder import __version__
+from wizardcoder.config import describe, from_dict, read_params
 from wizardcoder.entry import common_parser, run_command
+from wizardcoder.errors import ConfigError
+from wizardcoder.params import SECTIONS, section_class
+from wizardcoder.rounds import validate_rounds
 
 # subcommand -> (stage module, help); each module has add_arguments(parser) and main/command.
 STAGES = {
@@ -39,6 +52,8 @@ STAGES = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wizardcoder", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the versions of wizardcoder and its main dependencies")
     common = common_parser()
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser
@@ -66,8 +81,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples for the pass@k intervals (default: %(default)s)")
     p.set_defaults(func=_report)
 
-    p = add("params", parents=[common], help="describe every params.yaml section and key")
-    p.add_argument("section", nargs="?", help="one section only")
+    p = add("params", parents=[common],
+            help="the effective params.yaml values, the default beside each that differs, "
+                 "and every key's help text",
+            description="Print the values the stages read from the params file (--params), "
+                        "as YAML: each key with its help text above it, its type, and "
+                        "'default: X' where the file sets another value. A section or key "
+                        "the file leaves out shows its default.")
+    p.add_argument("section", nargs="?", choices=(*SECTIONS, ROUNDS),
+                   metavar="SECTION", help=f"one section only: {', '.join((*SECTIONS, ROUNDS))}")
+    p.add_argument("--changed", action="store_true",
+                   help="only the keys whose value differs from the default")
+    p.add_argument("--no-help", dest="with_help", action="store_false",
+                   help="values only, without the help text")
     p.set_defaults(func=_params)
 
     p = add("exp", help="DVC experiment helpers: round counts, grids, comparison, round "
@@ -131,14 +157,127 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _params(args: argparse.Namespace) -> None:
-    from wizardcoder.params import describe_params
+    print(render_params(args.params, args.section, changed_only=args.changed,
+                        with_help=args.with_help), end="")
 
-    print(describe_params(args.section))
+
+ROUNDS = "rounds"
+# Sections named after the stage that reads them borrow its one-line help as their title.
+SECTION_STAGE = {"tracking": "log"}
+HELP_WIDTH = 96
+
+
+def version_line() -> str:
+    """``wizardcoder --version``: this package and the versions a bug report needs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("dvc", "mlflow", "torch", "transformers", "llama_cpp_python"):
+        try:
+            found.append(f"{package.replace('_', '-')} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    return (f"wizardcoder {__version__} (python {platform.python_version()}; "
+            f"{', '.join(found)})")
+
+
+class VersionAction(argparse.Action):
+    """``--version`` printed as is (argparse's own action re-wraps it) and computed only when
+    asked (it reads package metadata)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
+def section_title(section: str, cls: type) -> str:
+    """One line saying what a section is for (its class docstring, or its stage's help)."""
+    line = (cls.__doc__ or "").strip().splitlines()[0].strip()
+    prefixed = re.fullmatch(r"params\.yaml section `\w+`(:\s*(.*)|.*)", line)
+    if prefixed is None:
+        return line.rstrip(".")
+    if prefixed.group(2):
+        return prefixed.group(2).rstrip(".")
+    stage = STAGES.get(SECTION_STAGE.get(section, section))
+    return stage[1] if stage else line.rstrip(".")
+
+
+def yaml_value(value: object) -> str:
+    """A value as one line of YAML (what the file would say)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
+
+
+def render_params(path: str | Path, only: str | None = None, *, changed_only: bool = False,
+                  with_help: bool = True) -> str:
+    """The effective value of every key as YAML that loads back to the same values: each
+    key's help above it (``with_help``), its type, and ``default: X`` where the file sets
+    another value. A missing params file shows the defaults (said in the first line); a
+    file with an unknown section, key or value is the same error every stage gives."""
+    path = Path(path)
+    exists = path.is_file()
+    data = read_params(path) if exists else {}
+    unknown = [key for key in data if key not in SECTIONS and key != ROUNDS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; valid sections: "
+                          f"{', '.join((*SECTIONS, ROUNDS))}")
+    where = path if exists else f"{path} (not found: the defaults)"
+    out = [f"# wizardcoder params: effective values of {where}"
+           + ("; only those that differ from the default" if changed_only else ""),
+           "# '# default: X' marks a value the file changes; `wizardcoder params SECTION` "
+           "shows one section", ""]
+    for section in SECTIONS:
+        if only not in (None, section):
+            continue
+        cls = section_class(section)
+        try:
+            config = from_dict(cls, data.get(section), section)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        lines = []
+        for name, type_name, default, help_text in describe(cls):
+            value = getattr(config, name)
+            changed = value != default
+            if changed_only and not changed:
+                continue
+            if with_help:
+                lines += textwrap.wrap(help_text, HELP_WIDTH, initial_indent="  # ",
+                                       subsequent_indent="  # ")
+            type_name = type_name.replace("NoneType", "null")
+            note = f"{type_name}; default: {yaml_value(default)}" if changed else type_name
+            lines.append(f"  {name}: {yaml_value(value)}    # {note}")
+        if lines or not changed_only:
+            out += [f"{section}:    # {section_title(section, cls)}", *lines, ""]
+    if only in (None, ROUNDS):
+        rounds = validate_rounds(data.get(ROUNDS), str(path))
+        if rounds or not changed_only:
+            out.append(f"{ROUNDS}:    # one evolve@rN stage per key; r1 reads data/seed.jsonl, "
+                       "rN reads round N-1's output")
+            out += [f"  {key}: {value}" for key, value in rounds.items()] or ["  {}"]
+            out.append("")
+    return "\n".join(out)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output left (``| head``): stop without a traceback. stdout is
+    pointed at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # what a shell reports for a writer killed by SIGPIPE (128 + 13)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return run_command(args.func, args)
+    try:
+        args = _parser().parse_args(argv)
+        status = run_command(args.func, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from wizardcoder.credentials import read_key
 from wizardcoder.errors import ExternalError
 from wizardcoder.generate.base import Backend
 from wizardcoder.generate.config import GenerateConfig
+from wizardcoder.llm.endpoint import (
+    is_loopback,
+    local_server_commands,
+    refused_message,
+    refuses_connections,
+)
 
 PLACEHOLDER_KEY = "EMPTY"
 MAX_SERVER_STOPS = 4
@@ -32,6 +37,10 @@ class OpenAIBackend(Backend):
     def __init__(self, config: GenerateConfig, model_dir: str | Path):
         super().__init__(config, model_dir)
         self.model = config.model or str(model_dir)
+        if refuses_connections(config.base_url):  # fail now, not after the SDK's retries
+            raise ExternalError(refused_message(
+                config.base_url, "generate.base_url",
+                local_server_commands(config.base_url, self.model)))
         try:
             import openai
         except ImportError:
@@ -40,8 +49,8 @@ class OpenAIBackend(Backend):
         api_key = read_key(config.api_key_env) or PLACEHOLDER_KEY
         # A proxy from the environment must never see (or break) loopback traffic; remote
         # endpoints honour HTTPS_PROXY as the SDK does by default.
-        loopback = urlsplit(config.base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        http_client = openai.DefaultHttpxClient(trust_env=False) if loopback else None
+        http_client = (openai.DefaultHttpxClient(trust_env=False)
+                       if is_loopback(config.base_url) else None)
         self.client = openai.OpenAI(base_url=config.base_url, api_key=api_key, max_retries=3,
                                     http_client=http_client)
         self.pool = ThreadPoolExecutor(max_workers=config.batch_size,

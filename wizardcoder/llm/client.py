@@ -8,8 +8,9 @@ for transient failures, and an optional spending cap (:class:`~wizardcoder.llm.l
 A request that fails for its own reason (a 400 for its length or content, a content filter,
 no content, retries exhausted) comes back as that request's failure -- never a silent empty
 answer that would end up as training data, and never a reason to stop thousands of others;
-a failure every request would share (401, 403, 404) or any other exception in a worker
-stops new sends at once. Every answer, and every permanent failure, is committed to the
+a failure every request would share (401, 403, 404, a server that refuses the connection:
+see :mod:`wizardcoder.llm.endpoint`) or any other exception in a worker stops new sends at
+once. Every answer, and every permanent failure, is committed to the
 :class:`RequestCache` before it is returned, so a killed stage loses nothing it paid for.
 
 Requests go over aiohttp straight to ``{base_url}/chat/completions`` (the wire format is one
@@ -38,7 +39,7 @@ from wizardcoder.errors import WizardcoderError
 from wizardcoder.llm.batch import cancel_unfinished, prefetch
 from wizardcoder.llm.cache import CachedResponse, RequestCache
 from wizardcoder.llm.config import LLMConfig
-from wizardcoder.llm.endpoint import Endpoint
+from wizardcoder.llm.endpoint import Endpoint, is_connection_refused, is_loopback
 from wizardcoder.llm.limits import (  # noqa: F401  (re-exported: the public names live here)
     Budget,
     BudgetExceeded,
@@ -80,6 +81,15 @@ class LLMRequestError(WizardcoderError):
             f"{attempts} attempt(s): {last_error}")
 
 
+class LLMServerUnreachable(LLMRequestError):
+    """Nothing listens at ``llm.base_url`` (connection refused): the message names the URL
+    and the command that starts the server expected there."""
+
+    def __init__(self, tag: str, attempts: int, last_error: str):
+        self.tag, self.attempts, self.last_error = tag, attempts, last_error
+        WizardcoderError.__init__(self, last_error)
+
+
 class TooManyRequestErrors(WizardcoderError):
     """More requests failed than the caller allows (``max_errors``): sending stopped."""
 
@@ -102,6 +112,10 @@ class _Retryable(Exception):
 
 class _Fatal(Exception):
     """Every request would fail the same way (401, 403, 404, ...)."""
+
+
+class _Unreachable(_Fatal):
+    """Connection refused where retrying cannot help (see ``LLMClient._attempt``)."""
 
 
 class _Skipped(Exception):
@@ -153,9 +167,14 @@ class LLMClient:
     """
 
     def __init__(self, config: LLMConfig, base_url: str, api_key: str | None,
-                 model_identity: str | Callable[[str], str], cache: RequestCache):
+                 model_identity: str | Callable[[str], str], cache: RequestCache,
+                 server_command: str | None = None):
         self.config = config
-        self.endpoint = Endpoint(config, base_url, api_key)  # the only holder of the key
+        # the only holder of the key; ``server_command`` goes into a connection-refused error
+        self.endpoint = Endpoint(config, base_url, api_key, server_command)
+        # Whether the server has answered anything (any HTTP status) through this client:
+        # from then on a refused connection to a remote server is a blip worth retrying.
+        self.server_answered = False
         self.wire = Wire(config, model_identity)
         self.cache = cache
         self.stats: dict[str, int] = {"calls": 0, "cache_hits": 0, "retries": 0,
@@ -402,7 +421,7 @@ class LLMClient:
                 except _Retryable as exc:
                     error, retry_after = self.endpoint.redact(str(exc)), exc.retry_after
                 except _Fatal as exc:
-                    error, fatal = self.endpoint.redact(str(exc)), True
+                    error, fatal = self.endpoint.redact(str(exc)), exc
                 else:
                     if run.budget is not None:
                         run.budget.settle(reserved or 0.0, result.prompt_tokens,
@@ -414,7 +433,8 @@ class LLMClient:
                 if run.budget is not None and reserved is not None:
                     run.budget.release(reserved)
                 if fatal:
-                    raise self._fail(run, req, attempts, error)
+                    raise self._fail(run, req, attempts, error,
+                                     isinstance(fatal, _Unreachable))
                 # Transient: not cached, so a rerun tries this request again.
                 return ChatResult("", None, 0, 0, None, False, attempts, TRANSIENT,
                                   f"failed after {attempts} attempt(s) (max_retries "
@@ -431,13 +451,15 @@ class LLMClient:
                      req.tag, attempts, error, delay)
             await asyncio.sleep(delay)
 
-    def _fail(self, run: _Run, req: ChatRequest, attempts: int, error: str) -> LLMRequestError:
+    def _fail(self, run: _Run, req: ChatRequest, attempts: int, error: str,
+              unreachable: bool = False) -> LLMRequestError:
         self.stats["failures"] += 1
         self._postfix(run)
-        exc = LLMRequestError(req.tag, attempts, error)
+        exc = (LLMServerUnreachable if unreachable else LLMRequestError)(req.tag, attempts, error)
+        if not run.fatal:  # the requests in flight beside it fail alike: say it once
+            log.warning("%s", exc)
         run.fatal.append(exc)
         run.abort.set()
-        log.warning("%s", exc)
         return exc
 
     async def _attempt(self, session, req: ChatRequest, key: str, attempt: int) -> ChatResult:
@@ -453,7 +475,13 @@ class LLMClient:
         except TimeoutError:  # aiohttp's timeouts are TimeoutError subclasses
             raise _Retryable(f"timed out after {self.config.timeout_s} s") from None
         except (aiohttp.ClientError, OSError) as exc:
+            # Refused: nothing listens there. Retrying only helps a remote server that has
+            # answered before (restarting); a local one, or one never reached, is not there.
+            if is_connection_refused(exc) and not (
+                    self.server_answered and not is_loopback(self.base_url)):
+                raise _Unreachable(self.endpoint.unreachable()) from None
             raise _Retryable(f"connection error: {type(exc).__name__}: {exc}") from None
+        self.server_answered = True
         if not 200 <= status < 300:
             kind, error_class = classify_http_error(status, text)
             message = f"HTTP {status}: {error_message(text)}"

@@ -16,6 +16,7 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -130,6 +131,10 @@ class EmbeddedServer:
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf_path),
                 "--model_alias", self.config.model, "--host", "127.0.0.1", "--port", str(port),
                 "--n_ctx", str(self.config.embedded_n_ctx), "--n_threads", str(threads)]
+
+    def start_command(self) -> str:
+        """The running server's command line, for an error saying it has stopped."""
+        return shlex.join([Path(self.command(self.port)[0]).name, *self.command(self.port)[1:]])
 
     def __enter__(self) -> EmbeddedServer:
         self._install_sigterm()
@@ -271,14 +276,19 @@ def model_identity(config: LLMConfig, model: str | None = None) -> str:
 @contextmanager
 def open_client(config: LLMConfig, *, cache_path: str | Path | None = None
                 ) -> Iterator[LLMClient]:
-    """A ready :class:`LLMClient` for ``config``; the embedded server lives as long as it."""
+    """A ready :class:`LLMClient` for ``config``; the embedded server lives as long as it.
+    An OpenAI-compatible server that refuses connections fails here, naming its URL and the
+    command that would start it (:meth:`Endpoint.check_listening`)."""
     with RequestCache(cache_path) as cache:
         if config.provider == "embedded":
             with EmbeddedServer(config) as server:
                 yield LLMClient(config, server.base_url, None,
-                                embedded_identity(config, server.gguf_path), cache)
+                                embedded_identity(config, server.gguf_path), cache,
+                                server_command=server.start_command())
         else:
             key = read_api_key(config)
             url = config.effective_base_url
-            yield LLMClient(config, url, key, lambda model: model_identity(config, model),
-                            cache)
+            client = LLMClient(config, url, key, lambda model: model_identity(config, model),
+                               cache)
+            client.endpoint.check_listening()  # a dead server fails here, in milliseconds
+            yield client
