@@ -8,6 +8,8 @@ this test holds dvc.yaml to it, both ways, for every section a stage declares.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,15 @@ from wizardcoder.config import output_fields
 from wizardcoder.params import SECTIONS, section_class
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def all_fields(cls: type) -> list[str]:
+    """Every key of a section, a nested section's (``evolve.sandbox``) dotted."""
+    hints = typing.get_type_hints(cls)
+    return [f"{f.name}.{inner}" if dataclasses.is_dataclass(hints[f.name]) else f.name
+            for f in dataclasses.fields(cls)
+            for inner in (all_fields(hints[f.name]) if dataclasses.is_dataclass(hints[f.name])
+                          else [None])]
 
 
 def _stages() -> dict[str, dict]:
@@ -45,12 +56,12 @@ def test_declared_params_are_exactly_those_that_change_outputs(stage):
         cls = section_class(section)
         relevant = set(output_fields(cls))
         if keys is None:
-            idle = sorted(set(f for f in cls.__dataclass_fields__) - relevant)
+            idle = sorted(set(all_fields(cls)) - relevant)
             assert not idle, (f"stage {stage!r} declares the whole `{section}` section, but "
                               f"{idle} change no output: declare the other keys one by one")
         else:
             idle = sorted(keys - relevant)
-            unknown = sorted(k for k in keys if k not in cls.__dataclass_fields__)
+            unknown = sorted(k for k in keys if k not in all_fields(cls))
             assert not unknown, f"stage {stage!r}: {section}.{unknown} are not keys"
             assert not idle, f"stage {stage!r} declares {section}.{idle}, which change no output"
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, get_args, get_origin
 import yaml
 
 from wizardcoder.errors import ConfigError
+from wizardcoder.params import check_sections
 
 T = TypeVar("T")
 
@@ -156,6 +157,7 @@ def read_params(path: str | Path) -> dict:
         raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    check_sections(data, str(path))
     return data
 
 
@@ -191,8 +193,19 @@ def flatten(data: Any, prefix: str = "", *, keep_empty: bool = True) -> dict[str
 
 
 def output_fields(cls: type) -> list[str]:
-    """The fields that can change a stage's outputs (see ``option(affects_outputs=...)``)."""
-    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("affects_outputs", True)]
+    """The fields that can change a stage's outputs (see ``option(affects_outputs=...)``); a
+    nested section (a dataclass field such as ``evolve.sandbox``) by its own such fields,
+    dotted (``sandbox.timeout_s``), as dvc.yaml declares them."""
+    hints = typing.get_type_hints(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("affects_outputs", True):
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            names += [f"{f.name}.{inner}" for inner in output_fields(hints[f.name])]
+        else:
+            names.append(f.name)
+    return names
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
@@ -202,6 +215,8 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(default):  # a nested section: its keys, as YAML has them
+            default = dataclasses.asdict(default)
         help_text = f.metadata.get("help", "")
         if "choices" in f.metadata:
             help_text += f" One of {list(f.metadata['choices'])}."

@@ -104,6 +104,24 @@ def round_columns(rows: list[dict], round_no: int) -> dict:
     }
 
 
+VERIFY_COLUMNS = ("verified_kept", "verified_rate", "verify_attempts_per_kept", "tests_per_kept",
+                  "eliminated_by_tests", "eliminated_no_python")
+
+
+def split_verification(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(per-round records without the :func:`round_columns`, the verification records): the
+    latter hold the evolution rounds (round >= 1) with those columns, and are empty when no
+    round verified or eliminated anything (``evolve.verify: none``), so the verification
+    charts are left out rather than drawn empty."""
+    plain = [{k: v for k, v in r.items() if k not in VERIFY_COLUMNS} for r in records]
+    verify = [{"round": r["round"], **{k: r.get(k) for k in VERIFY_COLUMNS}}
+              for r in records if r["round"] >= 1]
+    if not any(r["verified_kept"] or r["eliminated_by_tests"] or r["eliminated_no_python"]
+               for r in verify):
+        verify = []
+    return plain, verify
+
+
 def read_round_input(path: str) -> list[dict]:
     """The rows a round evolves (the seed file or the previous round's output), each with
     an id, an instruction and its lineage; a bad row is a DataError naming file and line."""

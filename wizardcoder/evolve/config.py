@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from wizardcoder.config import load_section, option, require
 from wizardcoder.errors import ConfigError
@@ -14,8 +15,18 @@ from wizardcoder.evolve.prompts import DEFAULT_METHOD_WEIGHTS, METHODS
 from wizardcoder.evolve.verify import TEST_MODES, VERIFY_MODES
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.rounds import load_rounds, round_number
+from wizardcoder.sandbox.config import SandboxConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifySandboxConfig(SandboxConfig):
+    """params.yaml `evolve.sandbox`: the sandbox `verify: tests` runs answers in (the same
+    keys and defaults as scoring's, set apart so a change to scoring never reruns
+    evolution)."""
+
+    SECTION: ClassVar[str] = "evolve.sandbox"
 
 
 @dataclass
@@ -62,8 +73,8 @@ class EvolveConfig:
 
     verify: str = option(
         "none", help="none: keep answers as the LLM wrote them. tests: the answer must come "
-                     "with assert-based tests that its solution passes in the scoring "
-                     "sandbox (the `score` section's limits and isolation), else it is sampled "
+                     "with assert-based tests that its solution passes in the sandbox "
+                     "(`evolve.sandbox`: limits, isolation, workers), else it is sampled "
                      "again up to verify_attempts and then eliminated (verdicts failed_tests, "
                      "no_python). Off by default: the embedded 135M model hardly ever writes "
                      "passing tests, so nearly every row would be eliminated.")
@@ -74,6 +85,10 @@ class EvolveConfig:
         "inline", help="inline: the answer call asks for the solution and its tests in one "
                        "answer. separate: a second call per attempt writes the tests for the "
                        "answer (one more call per attempt).")
+    sandbox: VerifySandboxConfig = option(
+        default_factory=VerifySandboxConfig,
+        help="verify: tests only: the limits, isolation and workers answers run under (keys "
+             "as in section `score`, which scoring alone reads).")
 
     def __post_init__(self):
         require(self.verify in VERIFY_MODES, "evolve", "verify", " or ".join(VERIFY_MODES))

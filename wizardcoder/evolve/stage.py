@@ -2,12 +2,14 @@
 
     python -m stages.evolve --round r1 --input data/seed.jsonl --out data/evolved/r1.jsonl \
         --rejected data/rejected/r1.jsonl --metrics metrics/evolve/r1.json \
-        --run-facts metrics/run_facts/evolve/r1.json
+        --details metrics/details/evolve/r1.json --run-facts metrics/run_facts/evolve/r1.json
 
 Read the round's rows, evolve -> judge -> answer each through the LLM (the request cache
 makes a rerun resume), verify answers in the sandbox if ``evolve.verify: tests``, and write
-the kept rows, the rejected rows and the round's metrics, atomically and only when the whole
-round succeeded; cache hits, cost, budget and sandbox times go to the run facts
+the kept rows, the rejected rows and the round's figures, atomically and only when the whole
+round succeeded: the headline (rows kept, calls, tokens, cost: a DVC metric) to ``--metrics``,
+every other reproducible figure to ``--details`` (:mod:`wizardcoder.headline`); what this run
+paid, cache hits, budget and sandbox times to the run facts
 (:func:`~wizardcoder.evolve.stats.split_run_facts`). ``--dry-run``
 (:mod:`wizardcoder.evolve.dry_run`) prints what the round would send and cost instead.
 """
@@ -21,7 +23,8 @@ from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
 from wizardcoder.evolve.config import load_configs
 from wizardcoder.evolve.engine import evolve_round
-from wizardcoder.evolve.stats import split_run_facts
+from wizardcoder.evolve.stats import headline, split_run_facts
+from wizardcoder.headline import write_metrics
 from wizardcoder.jsonl import write_json, write_jsonl
 from wizardcoder.llm.config import LLMConfig
 from wizardcoder.llm.limits import usd
@@ -38,19 +41,22 @@ def run_facts_path(round_key: str) -> str:
 
 
 def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
-        metrics: str, run_facts: str | None = None) -> dict:
+        metrics: str, run_facts: str | None = None, details: str | None = None) -> dict:
     """One round; ``run_facts``: where the figures that vary between runs of the same inputs
-    go besides MLflow (None: MLflow only)."""
+    go besides MLflow (None: MLflow only); ``details``: where the figures beyond the headline
+    go (None: all of them to ``metrics``)."""
     llm_config, config = load_configs(params, round_key, input_path)
     rows = read_round_input(input_path)
     sandbox, logged = None, {"llm": to_dict(llm_config), "evolve": to_dict(config)}
     if config.verify == "tests":
-        sandbox, logged["score"] = verify_sandbox(params)
+        sandbox = verify_sandbox(config.sandbox)
 
     from wizardcoder.llm.server import open_client
 
-    with stage_run(f"evolve@{round_key}", logged,
-                   tags={"round": round_key}) as run_, open_client(llm_config) as client:
+    # The client first: a server that is not there fails in milliseconds, before MLflow
+    # (seconds to start) opens a run for a round that cannot happen.
+    with open_client(llm_config) as client, stage_run(f"evolve@{round_key}", logged,
+                                                      tags={"round": round_key}) as run_:
         output, rejected_rows, stats = evolve_round(rows, config, client, round_key,
                                                     model=client.model_identity,
                                                     sandbox=sandbox)
@@ -58,7 +64,7 @@ def run(params: str, round_key: str, input_path: str, out: str, rejected: str,
         write_jsonl(out, output)
         write_jsonl(rejected, rejected_rows)
         figures, facts = split_run_facts(stats)
-        write_json(metrics, figures)
+        write_metrics(metrics, figures, headline(stats, round_key), details)
         if run_facts:
             write_json(run_facts, facts)
         run_.log_metrics({k: v for k, v in stats.items() if k not in ("round", "verify_rows")})
@@ -100,19 +106,16 @@ def cancel_batches(params: str) -> None:
              "the rest", len(cancelled))
 
 
-def verify_sandbox(params: str):
-    """The sandbox evolve.verify: tests runs answers in: the `score` section's limits,
-    isolation and workers, as scoring and the merge stage's execution detector use them; and
-    those settings, to log."""
+def verify_sandbox(config):
+    """The sandbox evolve.verify: tests runs answers in, from ``evolve.sandbox`` (a
+    :class:`~wizardcoder.evolve.config.VerifySandboxConfig`)."""
     from wizardcoder.evolve.verify import Sandbox
-    from wizardcoder.sandbox.config import load_sandbox_config
 
-    config = load_sandbox_config(params)
     sandbox = Sandbox.from_config(config)
     # Before the first LLM call: where strict isolation cannot hold, the round stops before
     # anything is paid for, and the metrics always record the layers the answers ran under.
     sandbox.check_isolation()
-    return sandbox, to_dict(config)
+    return sandbox
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,6 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="default: data/evolved/<round>.jsonl")
     p.add_argument("--rejected", help="default: data/rejected/<round>.jsonl")
     p.add_argument("--metrics", help="default: metrics/evolve/<round>.json")
+    p.add_argument("--details", help="every figure beyond the headline (rows per rule, method "
+                                     "and step...); default: all of them in --metrics")
     p.add_argument("--run-facts", help="default: metrics/run_facts/evolve/<round>.json, "
                                        "none (MLflow only) when --metrics is given")
     p.add_argument("--dry-run", action="store_true",
@@ -145,7 +150,7 @@ def command(args: argparse.Namespace) -> None:
     run(args.params, key, input_path, args.out or f"data/evolved/{key}.jsonl",
         args.rejected or f"data/rejected/{key}.jsonl",
         args.metrics or f"metrics/evolve/{key}.json",
-        args.run_facts or (None if args.metrics else run_facts_path(key)))
+        args.run_facts or (None if args.metrics else run_facts_path(key)), args.details)
 
 
 def main(argv: list[str] | None = None) -> int:

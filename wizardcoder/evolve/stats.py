@@ -3,7 +3,10 @@ dropped for a failed request, ``failed_rows``); tokens and
 cost split into requests sent now and answers from the cache; and what the judge-first
 order saved (the answers never bought for rows the judge dropped).
 
-Written to ``metrics/evolve/rN.json`` and MLflow by the evolve stage.
+Written by the evolve stage to MLflow and, split three ways, to files: the round's headline
+(:func:`headline`: ``metrics/evolve/rN.json``, a DVC metric compared across experiments), every
+reproducible figure (``metrics/details/evolve/rN.json``, a DVC output that is not a metric) and
+what varies between runs of the same inputs (``metrics/run_facts/evolve/rN.json``).
 """
 
 from __future__ import annotations
@@ -149,6 +152,19 @@ RUN_FACT_KEYS = ("cache_hits", "network_calls", "cost_usd", "budget_usd",
                  "max_failed_fraction", "network", "cache", "judge_first", "client")
 RUN_FACT_STEP_KEYS = ("cache_hits", "cost_usd")  # of each by_step entry
 RUN_FACT_VERIFY_KEYS = ("sandbox_s", "sandbox_rows_per_s")
+
+
+def headline(stats: dict, round_key: str) -> dict:
+    """The figures of a round people compare across experiments (``metrics/evolve/rN.json``,
+    keys named after the round so ``dvc exp show`` prints them without a file prefix): rows
+    kept, the calls the round needed and their tokens, and what those calls cost at the
+    ``llm`` prices (paid by this run or, for answers from the request cache, by an earlier
+    one; what this run paid is a run fact)."""
+    spent = (stats.get("network") or {}).get("cost_usd", 0.0) \
+        + (stats.get("cache") or {}).get("value_usd", 0.0)
+    return {f"{round_key}_kept": stats["kept"], f"{round_key}_calls": stats["calls"],
+            f"{round_key}_tokens": stats["prompt_tokens"] + stats["completion_tokens"],
+            f"{round_key}_cost_usd": round(spent, 6)}
 
 
 def split_run_facts(stats: dict) -> tuple[dict, dict]:

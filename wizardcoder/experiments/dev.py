@@ -2,8 +2,8 @@
 
     python -m stages.generate_dev --model models/sft --out data/dev/samples.jsonl
     python -m stages.score_dev --samples data/dev/samples.jsonl \
-        --metrics metrics/dev_score.json --results data/dev/results.jsonl \
-        --run-facts metrics/run_facts/score_dev.json
+        --metrics metrics/dev_score.json --details metrics/details/dev_score.json \
+        --results data/dev/results.jsonl --run-facts metrics/run_facts/score_dev.json
 
 The same model, prompt template, decoding settings (section `generate`), sanitizer and
 sandbox (section `score`) as the reported benchmark; only the tasks differ (section
@@ -42,7 +42,7 @@ def generate(params: str, model_dir: str, out: str) -> dict:
 
 
 def score(params: str, samples: str, metrics: str, results: str,
-          facts: str | None = None) -> dict:
+          facts: str | None = None, details: str | None = None) -> dict:
     from wizardcoder.score.config import ScoreConfig
     from wizardcoder.score.stage import read_samples, score_and_write
 
@@ -58,7 +58,8 @@ def score(params: str, samples: str, metrics: str, results: str,
         raise DataError(samples, None, "task_id", f"{unknown[0]!r} is not a task of {name}")
     # seed_dev runs each task's check(); MBPP+ compares against reference outputs.
     return score_and_write("score_dev", config, name, {t: problems[t] for t in task_ids},
-                           rows, metrics, results, facts=facts)
+                           rows, metrics, results, facts=facts, details=details,
+                           headline_prefix="dev_")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +71,9 @@ def _score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", default="data/dev/samples.jsonl")
     p.add_argument("--metrics", default="metrics/dev_score.json")
     p.add_argument("--results", default="data/dev/results.jsonl")
+    p.add_argument("--details", default=None, metavar="JSON",
+                   help="every count here, only the headline (dev_pass@k and its bounds) in "
+                        "--metrics; default: all of it in --metrics")
     p.add_argument("--run-facts", default=None, metavar="JSON",
                    help="also write the run times here (not compared: see score --help)")
 
@@ -79,7 +83,7 @@ def generate_dev_command(args: argparse.Namespace) -> None:
 
 
 def score_dev_command(args: argparse.Namespace) -> None:
-    score(args.params, args.samples, args.metrics, args.results, args.run_facts)
+    score(args.params, args.samples, args.metrics, args.results, args.run_facts, args.details)
 
 
 def generate_dev_main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,11 +22,13 @@ from wizardcoder.config import flatten
 from wizardcoder.experiments.report_doc import Doc, environment, git_state, mlflow_parents
 from wizardcoder.experiments.report_figures import ALL as FIGURES
 from wizardcoder.rounds import VERDICTS, round_number
+from wizardcoder.score.intervals import passk_with_ci
 
 log = logging.getLogger(__name__)
 
 METRIC_FILES = ("metrics/seed.json", "metrics/merge.json", "metrics/train.json",
                 "metrics/score.json")
+DETAILS_DIR = "metrics/details"  # wizardcoder.headline: every figure beyond the headline
 DECONTAM = "data/merged/decontamination.json"
 RESULTS = "data/eval/results.jsonl"
 REMOVAL_REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate",
@@ -70,50 +70,6 @@ class Experiment:
 
     def metric(self, name: str, key: str) -> Any:
         return (self.metrics.get(f"metrics/{name}.json") or {}).get(key)
-
-
-# -- confidence intervals --------------------------------------------------------------
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def passk_with_ci(results: list[dict], ks: list[int], n_boot: int = 2000, seed: int = 0,
-                  plus: bool = False) -> dict[int, dict]:
-    """Unbiased pass@k per task, its mean, and a 95% percentile bootstrap over tasks
-    (``plus``: a sample passes only if it passes the base and the plus tests)."""
-    from wizardcoder.score.passk import estimate_pass_at_k
-
-    per_task: dict[str, list[int]] = {}
-    for row in results:
-        counts = per_task.setdefault(row["task_id"], [0, 0])
-        counts[0] += 1
-        counts[1] += bool(row.get("passed") and (row.get("plus_passed") or not plus))
-    if not per_task:
-        return {}
-    ns, cs = [n for n, _ in per_task.values()], [c for _, c in per_task.values()]
-    rng, out = random.Random(seed), {}
-    for k in sorted(set(ks)):
-        if k > min(ns):
-            continue
-        scores = estimate_pass_at_k(ns, cs, k)
-        t = len(scores)
-        means = sorted(sum(scores[rng.randrange(t)] for _ in range(t)) / t
-                       for _ in range(n_boot))
-        entry = {"value": sum(scores) / t, "low": means[int(0.025 * (n_boot - 1))],
-                 "high": means[int(math.ceil(0.975 * (n_boot - 1)))], "tasks": t,
-                 "method": f"bootstrap over {t} tasks"}
-        if k == 1 and max(ns) == 1:  # greedy: one Bernoulli trial per task
-            entry["wilson"] = wilson(sum(cs), t)
-        out[k] = entry
-    return out
 
 
 # -- collection --------------------------------------------------------------------------
@@ -182,6 +138,17 @@ class _Reader:
             return None
 
 
+def _stage_figures(read: _Reader, path: str) -> dict:
+    """A stage's headline metrics (``metrics/X.json``) with its details
+    (``metrics/details/X.json``, where the stage wrote one; revisions from before the split
+    have every figure in the metrics file)."""
+    found = {}
+    for part in (path, path.replace("metrics/", f"{DETAILS_DIR}/", 1)):
+        if isinstance(data := read.json(part), dict):
+            found.update(data)
+    return found
+
+
 def load_experiment(root: Path, name: str, rev: str, params: dict | None = None,
                     n_boot: int = 2000) -> Experiment:
     import yaml
@@ -190,9 +157,9 @@ def load_experiment(root: Path, name: str, rev: str, params: dict | None = None,
     exp = Experiment(name=name, rev=rev)
     exp.params_text = read.text("params.yaml") or ""
     exp.params = params or (yaml.safe_load(exp.params_text) if exp.params_text else {}) or {}
-    exp.metrics = {p: d for p in METRIC_FILES if isinstance(d := read.json(p), dict)}
+    exp.metrics = {p: d for p in METRIC_FILES if (d := _stage_figures(read, p))}
     for key in exp.params.get("rounds") or {}:
-        if isinstance(data := read.json(f"metrics/evolve/{key}.json"), dict):
+        if data := _stage_figures(read, f"metrics/evolve/{key}.json"):
             exp.evolve[key] = data
     exp.rounds = read.json("metrics/rounds.json") or []
     exp.train_curve = read.json("metrics/train_curve.json") or []

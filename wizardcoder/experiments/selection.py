@@ -42,6 +42,9 @@ def _entry(rev_info: dict, state: str) -> Entry:
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
     metrics = {path: (m or {}).get("data") or {} for path, m in
                (data.get("metrics") or {}).items()}
+    # The dev headline's keys carry "dev_" (dev_pass@1) so `dvc exp show` needs no file prefix.
+    if DEV_METRICS in metrics:
+        metrics[DEV_METRICS] = {k.removeprefix("dev_"): v for k, v in metrics[DEV_METRICS].items()}
     error = rev_info.get("error")
     return Entry(name=rev_info.get("name") or rev_info.get("rev", "")[:7],
                  rev=rev_info.get("rev", ""), timestamp=data.get("timestamp") or "",

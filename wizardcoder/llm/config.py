@@ -122,12 +122,12 @@ class LLMConfig:
     price_per_million_prompt_tokens: float = option(
         0.0, help="USD per million prompt (input) tokens, for the cost figures of each round "
                   "and for evolve.budget_usd; 0 = unpriced (e.g. the embedded model). Not "
-                  "part of the request cache key: changing it re-prices, never re-asks.",
-        affects_outputs=False)
+                  "part of the request cache key: changing it re-prices, never re-asks (a "
+                  "param of evolve for its headline rN_cost_usd: the rerun replays the "
+                  "cache).")
     price_per_million_completion_tokens: float = option(
         0.0, help="USD per million completion (output) tokens; see "
-                  "price_per_million_prompt_tokens.",
-        affects_outputs=False)
+                  "price_per_million_prompt_tokens.")
     embedded_n_ctx: int = option(
         2048, help="Context window of the embedded llama.cpp server (prompt + answer tokens).")
     embedded_n_threads: int = option(

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from wizardcoder.config import check_choice, option, require
 from wizardcoder.errors import ConfigError
+from wizardcoder.sandbox.config import SandboxConfig
 
 BENCHMARKS = ("humaneval", "mbpp")
 BASELINES = ("none", "seed_only", "equal_size")
+
+
+@dataclass
+class ExecutionSandboxConfig(SandboxConfig):
+    """params.yaml `merge.sandbox`: the sandbox the execution detector runs rows in (the same
+    keys and defaults as scoring's, set apart so a change to scoring never reruns merge)."""
+
+    SECTION: ClassVar[str] = "merge.sandbox"
 
 
 @dataclass
@@ -52,7 +62,7 @@ class MergeConfig:
                  "checks rows that define their entry point.")
     decontam_execution: bool = option(
         True, help="Run every row whose response defines a benchmark task's entry point against "
-                   "that task's tests in the scoring sandbox (section `score`: limits, "
+                   "that task's tests in the sandbox (`merge.sandbox`: limits, isolation, "
                    "workers); a pass removes the row.")
     drop_empty_output: bool = option(
         True, help="Drop rows without a response (they cannot be trained on).")
@@ -66,6 +76,11 @@ class MergeConfig:
         True, help="Remove the held-out dev tasks (select.dev_benchmark=seed_dev), every row "
                    "evolved from them and rows that reproduce them (the same detectors as for "
                    "the benchmarks), so round selection is scored on unseen tasks.")
+
+    sandbox: ExecutionSandboxConfig = option(
+        default_factory=ExecutionSandboxConfig,
+        help="decontam_execution only: the limits, isolation and workers rows run under (keys "
+             "as in section `score`, which scoring alone reads).")
 
     def __post_init__(self):
         check_choice("merge", "baseline", self.baseline, BASELINES)

@@ -2,10 +2,11 @@
 
     python -m stages.merge --seed data/seed.jsonl --evolved-dir data/evolved \
         --out data/merged/train.jsonl --report data/merged/decontamination.json \
-        --metrics metrics/merge.json --plots metrics/rounds.json
+        --metrics metrics/merge.json --details metrics/details/merge.json \
+        --plots metrics/rounds.json   # and metrics/rounds_verify.json beside it
 
-Reads params `merge`, `rounds`, `score` (the sandbox limits and workers of the execution
-detector) and, for `merge.baseline: equal_size`, `seed` (the pool of unevolved rows is the
+Reads params `merge` (with `merge.sandbox`, the limits and workers of the execution
+detector), `rounds` and, for `merge.baseline: equal_size`, `seed` (the pool of unevolved rows is the
 seed source without `seed.limit`). The benchmark files are read from the paths `merge` names;
 every input is checked before anything is written.
 """
@@ -21,12 +22,12 @@ from wizardcoder.benchmarks import tasks as benchmark_tasks
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
 from wizardcoder.errors import DataError
+from wizardcoder.headline import write_metrics
 from wizardcoder.jsonl import read_jsonl, write_json, write_jsonl
 from wizardcoder.merge.combine import Holdout, dev_holdout, merge
 from wizardcoder.merge.config import MergeConfig
 from wizardcoder.merge.decontam_exec import ExecRunner
-from wizardcoder.rounds import load_rounds
-from wizardcoder.sandbox.config import load_sandbox_config
+from wizardcoder.rounds import load_rounds, split_verification
 from wizardcoder.seed.config import SeedConfig
 from wizardcoder.seed.seeds import load_seeds
 from wizardcoder.tracking import stage_run
@@ -35,10 +36,21 @@ log = logging.getLogger(__name__)
 BENCHMARK_DIR = "data/benchmarks"  # a dep of the merge stage in dvc.yaml
 
 
+# The merged set's figures people compare (metrics/merge.json); the rest (rows removed per
+# reason and round, execution runs, the equal_size shortfall) go to the details file.
+HEADLINE_KEYS = ("rows", "tokens_est")
+
+
+def verify_plots_path(plots: str) -> Path:
+    """The verification columns per round beside the per-round plot data:
+    metrics/rounds_verify.json ([] without evolve.verify: tests, so no empty chart)."""
+    path = Path(plots)
+    return path.with_name(f"{path.stem}_verify{path.suffix}")
+
+
 def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, metrics: str,
-        plots: str) -> dict:
+        plots: str, details: str | None = None) -> dict:
     config = load_section(params, "merge", MergeConfig)
-    sandbox_config = load_sandbox_config(params)
     rounds = load_rounds(params)
     tasks, files = [], {}
     for name, (path, param) in config.benchmark_files().items():
@@ -62,15 +74,17 @@ def run(params: str, seed_path: str, evolved_dir: str, out: str, report: str, me
         seed_config = load_section(params, "seed", SeedConfig)
         pool, _ = load_seeds(dataclasses.replace(seed_config, limit=0))
     holdout = dev_holdout() if config.holdout_dev else Holdout()
-    runner = ExecRunner.from_config(sandbox_config) if config.decontam_execution else None
+    runner = ExecRunner.from_config(config.sandbox) if config.decontam_execution else None
     rows, stats, per_round, decontam_report = merge(seed_rows, round_rows, config, pool=pool,
                                                     holdout=holdout, tasks=tasks, runner=runner)
     decontam_report["benchmark_files"] = files
     with stage_run("merge", {"merge": to_dict(config), "rounds": rounds}) as run_:
         write_jsonl(out, rows)
         write_json(report, decontam_report)
-        write_json(metrics, stats)
-        write_json(plots, per_round)
+        write_metrics(metrics, stats, {k: stats[k] for k in HEADLINE_KEYS}, details)
+        plain, verified = split_verification(per_round)
+        write_json(plots, plain)
+        write_json(verify_plots_path(plots), verified)
         run_.log_metrics(stats)
         for record in per_round:
             run_.log_metrics({k: v for k, v in record.items() if k != "round"},
@@ -90,11 +104,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/merged/train.jsonl")
     p.add_argument("--report", default="data/merged/decontamination.json")
     p.add_argument("--metrics", default="metrics/merge.json")
+    p.add_argument("--details", default=None,
+                   help="every figure beyond the headline (rows and tokens); default: all of "
+                        "them in --metrics")
     p.add_argument("--plots", default="metrics/rounds.json")
 
 
 def command(args: argparse.Namespace) -> None:
-    run(args.params, args.seed, args.evolved_dir, args.out, args.report, args.metrics, args.plots)
+    run(args.params, args.seed, args.evolved_dir, args.out, args.report, args.metrics, args.plots,
+        args.details)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """The sandbox keys of params.yaml section `score`: the limits, isolation, parallelism and
 sandbox-error tolerance that every piece of generated code runs under.
 
-Scoring reads them as part of its section (``ScoreConfig`` extends :class:`SandboxConfig`);
-merge's execution detector and evolve's verification read only these keys
-(:func:`load_sandbox_config`), so dvc.yaml declares only these for them.
+Scoring reads them as part of its section (``ScoreConfig`` extends :class:`SandboxConfig`).
+Merge's execution detector and evolve's verification have their own copy of these keys
+(``merge.sandbox``, ``evolve.sandbox``: subclasses naming their place in ``SECTION``), so a
+key only scoring reads never reruns evolution or merge.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from wizardcoder.config import from_dict, option, read_params, require
 from wizardcoder.errors import ConfigError
@@ -22,6 +24,8 @@ SECTION = "score"
 @dataclass
 class SandboxConfig:
     """The sandbox keys of params.yaml section `score`."""
+
+    SECTION: ClassVar[str] = SECTION  # where the keys live, for error messages
 
     workers: int = option(2, help="Samples executed in parallel.",
         affects_outputs=False)
@@ -44,12 +48,12 @@ class SandboxConfig:
         affects_outputs=False)
 
     def __post_init__(self):
-        require(self.workers >= 1, SECTION, "workers", "an integer >= 1")
-        require(self.timeout_s > 0, SECTION, "timeout_s", "a positive number of seconds")
-        require(self.memory_mb >= 64, SECTION, "memory_mb", "at least 64 (MiB)")
-        require(self.isolation in ISOLATION_MODES, SECTION, "isolation",
+        require(self.workers >= 1, self.SECTION, "workers", "an integer >= 1")
+        require(self.timeout_s > 0, self.SECTION, "timeout_s", "a positive number of seconds")
+        require(self.memory_mb >= 64, self.SECTION, "memory_mb", "at least 64 (MiB)")
+        require(self.isolation in ISOLATION_MODES, self.SECTION, "isolation",
                 " or ".join(ISOLATION_MODES))
-        require(self.max_sandbox_errors >= 0, SECTION, "max_sandbox_errors",
+        require(self.max_sandbox_errors >= 0, self.SECTION, "max_sandbox_errors",
                 "an integer >= 0")
 
     def limits(self) -> SandboxLimits:

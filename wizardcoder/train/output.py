@@ -41,6 +41,16 @@ RUN_DEPENDENT_METRICS = frozenset({
 LOGGING_DEPENDENT_METRICS = frozenset({"train_loss", "train_loss_mean"})
 
 
+# The training figures people compare across experiments (metrics/train.json, a DVC metric);
+# the rest (rows, tokens, steps, parameters, precision) go to metrics/details/train.json.
+HEADLINE_KEYS = ("train_loss", "eval_loss")
+
+
+def headline(metrics: dict) -> dict:
+    """The final training loss and, with train.eval_fraction, the eval loss."""
+    return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
+
+
 def split_run_facts(metrics: dict) -> tuple[dict, dict]:
     """(metrics for metrics/train.json, run facts): the run-dependent figures apart."""
     return ({k: v for k, v in metrics.items() if k not in RUN_DEPENDENT_METRICS},

@@ -1,8 +1,8 @@
 """Stage `train`: supervised fine-tuning on the merged data (WizardCoder recipe).
 
     python -m stages.train --data data/merged/train.jsonl --out models/sft \
-        --metrics metrics/train.json --plots metrics/train_curve.json \
-        --run-facts metrics/run_facts/train.json
+        --metrics metrics/train.json --details metrics/details/train.json \
+        --plots metrics/train_curve.json --run-facts metrics/run_facts/train.json
 
 With ``train.launcher: deepspeed`` the stage re-executes itself under DeepSpeed's launcher
 (multi-GPU, multi-node with a hostfile); each worker then runs this same function.
@@ -35,7 +35,7 @@ def speed_plots_path(facts: str) -> Path:
 
 
 def run(params: str, data: str, model_out: str, metrics: str, plots: str,
-        facts: str | None = None) -> dict:
+        facts: str | None = None, details: str | None = None) -> dict:
     """``facts``: the run-facts file (run time, tokens/s, MFU, resume point: they vary from
     run to run, so they are kept out of ``metrics`` and the model); None: MLflow only."""
     from wizardcoder.train import TrainConfig, maybe_relaunch, run_training
@@ -43,10 +43,12 @@ def run(params: str, data: str, model_out: str, metrics: str, plots: str,
     config = load_section(params, "train", TrainConfig)
     argv = ["train", "--params", params, "--data", data, "--out", model_out,
             "--metrics", metrics, "--plots", plots]
+    argv += ["--details", details] if details else []
     maybe_relaunch(config, argv=argv + (["--run-facts", facts] if facts else []),
                    module="wizardcoder")
     paths = {"eval_plots_path": eval_plots_path(plots), "facts_path": facts,
-             "speed_plots_path": speed_plots_path(facts) if facts else None}
+             "speed_plots_path": speed_plots_path(facts) if facts else None,
+             "details_path": details}
     if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 talks to MLflow
         return run_training(config, data, model_out, metrics, plots, run=StageRun(None),
                             **paths)
@@ -66,12 +68,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run time, tokens/s, MFU and resume point (and, beside it, tokens/s "
                         "per step as NAME_speed.json): kept out of --metrics so that file "
                         "depends on the inputs only")
+    p.add_argument("--details", default=None, metavar="JSON",
+                   help="rows, tokens, steps and parameters here, only the losses in "
+                        "--metrics (what experiments are compared on); default: all in "
+                        "--metrics")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # passed by the deepspeed launcher
 
 
 def command(args: argparse.Namespace) -> None:
-    run(args.params, args.data, args.out, args.metrics, args.plots, args.run_facts)
+    run(args.params, args.data, args.out, args.metrics, args.plots, args.run_facts,
+        args.details)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wizardcoder.errors import ConfigError, DataError
+from wizardcoder.headline import write_metrics
 from wizardcoder.jsonl import write_json
 from wizardcoder.train.checkpoints import (
     RunLayout,
@@ -46,7 +47,7 @@ from wizardcoder.train.data import (
 from wizardcoder.train.launch import single_process_env, world_layout
 from wizardcoder.train.lora import apply_lora, parameter_counts
 from wizardcoder.train.model import load_base_model
-from wizardcoder.train.output import save_final, split_run_facts
+from wizardcoder.train.output import headline, save_final, split_run_facts
 from wizardcoder.train.packing import (
     REAL_TOKENS_KEY,
     PackedCollator,
@@ -238,7 +239,8 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
                  callbacks: list | None = None,
                  eval_plots_path: str | Path | None = None,
                  facts_path: str | Path | None = None,
-                 speed_plots_path: str | Path | None = None) -> dict[str, Any]:
+                 speed_plots_path: str | Path | None = None,
+                 details_path: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune ``config.base_model`` on ``train_file`` rows; returns the metrics and the run
     facts (one dict).
 
@@ -376,7 +378,8 @@ def run_training(config: TrainConfig, train_file: str | Path, output_dir: str | 
             write_json(eval_plots_path, [{"step": k, "eval_loss": v}
                                          for k, v in sorted(evals.items())])
         stable, facts = split_run_facts(metrics)
-        write_json(metrics_path, stable)
+        # details_path (the DVC stage): the losses to metrics_path, the rest there.
+        write_metrics(metrics_path, stable, headline(stable), details_path)
         if facts_path is not None:
             write_json(facts_path, facts)
         if run is not None:
