@@ -12,13 +12,17 @@ so the worst a compromised worker can do is send wrong *plain data*. Processes:
   the interpreter, its libraries and standard library (``rootfs.py``; where that cannot be built,
   every filesystem read-only with the project directory hidden). It forks one outer process per
   sample (a fork costs ~1 ms, a new interpreter ~20 ms);
-* outer (trusted): new session, new PID and mount namespaces, a fresh tmpfs as /tmp and cwd (the
-  only writable place); forks the inner process, captures its output with a size cap, kills it
-  when the harness says so (or dies), and reports exit status and CPU time on a status pipe;
-* inner (untrusted): PID 1 of the new PID namespace, so killing it kills all the candidate
+* outer (trusted): new session, new PID, mount, IPC and network namespaces (nothing one sample
+  leaves in SysV IPC or a socket reaches the next), a fresh tmpfs as /tmp and cwd (the only
+  writable place, bounded in size and inodes); forks the inner process, captures its output
+  with a size cap, kills it when the harness says so (or dies), and reports exit status and
+  CPU time on a status pipe;
+* inner (untrusted): joins the sample's cgroup (``cgroup.py``: its memory and processes
+  counted together), is PID 1 of the new PID namespace, so killing it kills all the candidate
   started; mounts a /proc of its own (and unmounts the host's, see ``rootfs.py``), sets
-  rlimits, drops to an unprivileged uid (as root) and every capability, installs an audit hook,
-  then runs the candidate and answers calls.
+  rlimits, drops to an unprivileged uid (as root) and every capability, installs the seccomp
+  filter (``seccomp.py``), forgets ctypes, installs an audit hook, then runs the candidate and
+  answers calls.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 
 try:  # imported as part of the package (tests, the trusted side)
     from wizardcoder.sandbox import rootfs as _rootfs
+    from wizardcoder.sandbox import seccomp as _seccomp
     from wizardcoder.sandbox.audit import make_audit_hook
     from wizardcoder.sandbox.codec import (
         ProtocolError,
@@ -56,7 +61,7 @@ except ImportError:  # run as the sandbox's script: load the files beside this o
         return module
 
     _codec, make_audit_hook = _beside("codec"), _beside("audit").make_audit_hook
-    _rootfs = _beside("rootfs")
+    _rootfs, _seccomp = _beside("rootfs"), _beside("seccomp")
     ProtocolError, TooLarge, Unserializable = (_codec.ProtocolError, _codec.TooLarge,
                                                _codec.Unserializable)
     decode_value, digest_value, encode_value = (_codec.decode_value, _codec.digest_value,
@@ -179,17 +184,22 @@ def _zygote(sock_fd, net, hide, new_root):
             layers["fs_ro"] = True
         except OSError as exc:
             layers["error"] = str(exc)
+    layers["seccomp"], error = _probe_seccomp()
+    if error:
+        layers["seccomp_error"] = error
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished outers
     sock = socket.socket(fileno=sock_fd)
     sock.send(encode_value(layers, 1 << 12).encode())
     while True:
-        msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+        msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 6)
         if not msg:
             os._exit(0)  # the harness went away
         try:
             cfg = decode_value(json.loads(msg))
-            cfg.update(zip(("req", "rep", "ctl", "st"), fds, strict=True), fs_ro=layers["fs_ro"],
-                       minimal_root=layers["minimal_root"])
+            cfg.update(zip(("req", "rep", "ctl", "st"), fds[:4], strict=True),
+                       cgroup_fds=fds[4:], fs_ro=layers["fs_ro"],
+                       minimal_root=layers["minimal_root"], net=layers["net"],
+                       seccomp=cfg["syscalls"] if layers["seccomp"] else None)
             pid = os.fork()
         except Exception as exc:
             pid = f"error: {exc!r}"
@@ -205,18 +215,35 @@ def _zygote(sock_fd, net, hide, new_root):
         sock.send(str(pid).encode())
 
 
+def _probe_seccomp():
+    """(whether this kernel takes the filter, why not): tried once in a child."""
+    reason = _seccomp.unsupported()
+    if reason:
+        return False, reason
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _seccomp.install("python")
+            os._exit(0)
+        except BaseException as exc:
+            os.write(2, f"seccomp: {exc!r}\n".encode())
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return status == 0, "" if status == 0 else "the kernel refused the seccomp filter"
+
+
 def _outer(cfg):
     os.setsid()
     tmp = cfg["tmp"]
     os.environ.update(HOME=tmp, TMPDIR=tmp)
     layers = {"pid": False, "tmp_rw": False}
-    try:
-        _libc_call("unshare", NEWPID | NEWNS)
-        layers["pid"] = True
+    try:  # per sample: no IPC object or socket outlives it or reaches another sample
+        _libc_call("unshare", NEWPID | NEWNS | NEWIPC | (NEWNET if cfg["net"] else 0))
+        layers.update(pid=True, ipc=True, net_sample=cfg["net"])
         if cfg["fs_ro"]:  # the one writable place: a small tmpfs (RAM, gone with the sample)
             owner = "" if cfg["uid"] is None else f",uid={cfg['uid']},gid={cfg['gid']}"
             _mount("none", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
-                   f"size={cfg['tmp_size']},nr_inodes=4096,mode=0700{owner}")
+                   f"size={cfg['tmp_size']},nr_inodes={cfg['tmp_inodes']},mode=0700{owner}")
         layers["tmp_rw"] = True
     except OSError as exc:
         layers["error"] = str(exc)
@@ -234,13 +261,12 @@ def _outer(cfg):
         except BaseException as exc:  # setup failed: never run the candidate
             os.write(2, f"sandbox setup failed: {exc!r}\n".encode("utf-8", "replace"))
         os._exit(70)
-    for fd in (out_w, cfg["req"], cfg["rep"]):
+    for fd in (out_w, cfg["req"], cfg["rep"], *cfg["cgroup_fds"]):
         os.close(fd)
     _supervise(cfg, pid, out_r, layers)
 
 
 def _drop_privileges(cfg):
-    global _libc
     import ctypes
 
     if cfg.get("uid") is not None:
@@ -253,9 +279,20 @@ def _drop_privileges(cfg):
     _libc_call("capset", (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)())
     _libc_call("prctl", 38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
     _libc_call("prctl", 1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (setuid resets it)
-    _libc = None  # and no ctypes left within reach of the candidate's frames or imports
+
+
+def _forget_ctypes():
+    """No ctypes module, CDLL or function pointer left within reach of the candidate's imports,
+    frames or ``object.__subclasses__()``. ``_ctypes``'s C types stay in the process (static
+    types cannot be unloaded), so native code remains possible: the seccomp filter, not this,
+    decides what it can do."""
+    global _libc
+    import gc
+
+    _libc = None
     for name in [n for n in sys.modules if n == "ctypes" or n.startswith(("ctypes.", "_ctypes"))]:
-        del sys.modules[name]
+        sys.modules.pop(name).__dict__.clear()
+    gc.collect()
 
 
 def _inner(cfg, out_w):
@@ -263,6 +300,9 @@ def _inner(cfg, out_w):
     import random
     import resource
 
+    for fd in cfg["cgroup_fds"]:  # first: every page and process from here on is counted
+        os.write(fd, b"0")
+        os.close(fd)
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.close(out_w)
@@ -285,6 +325,9 @@ def _inner(cfg, out_w):
             raise  # never run a sample that could see the host's /proc
         # else the audit hook still refuses /proc
     _drop_privileges(cfg)
+    if cfg["seccomp"]:  # the zygote's probe found the kernel takes it: never run without
+        _seccomp.install(cfg["seccomp"])
+    _forget_ctypes()
     random.seed(0)  # every sample starts from the same state: verdicts are reproducible
     if cfg["audit"]:
         stdlib = getattr(sys, "_stdlib_dir", None) or os.path.dirname(os.__file__)
@@ -405,25 +448,6 @@ def _supervise(cfg, pid, out_r, layers):
     write_frame(cfg["st"], encode_value(report, 1 << 24))
     if not layers["pid"]:  # no PID namespace: at least kill what is left in our group
         os.killpg(0, signal.SIGKILL)
-
-
-# ---------------------------------------------------------------- toolchain programs (issue 19)
-# toolchain_exec.py builds a language's root and drops privileges with these same calls.
-
-
-def root_syscalls():
-    """(mount, read_only, pivot, umount) in the form :func:`rootfs.build` takes them."""
-    return _mount, _set_read_only, _pivot_root, _umount
-
-
-def libc_call(name, *args):
-    """A libc call by name; OSError on failure."""
-    _libc_call(name, *args)
-
-
-def drop_privileges(cfg):
-    """Switch to ``cfg["uid"]``/``cfg["gid"]`` (None: keep) and drop every capability."""
-    _drop_privileges(cfg)
 
 
 if __name__ == "__main__":
