@@ -450,6 +450,25 @@ def _supervise(cfg, pid, out_r, layers):
         os.killpg(0, signal.SIGKILL)
 
 
+# ---------------------------------------------------------------- toolchain programs (issue 19)
+# toolchain_exec.py builds a language's root and drops privileges with these same calls.
+
+
+def root_syscalls():
+    """(mount, read_only, pivot, umount) in the form :func:`rootfs.build` takes them."""
+    return _mount, _set_read_only, _pivot_root, _umount
+
+
+def libc_call(name, *args):
+    """A libc call by name; OSError on failure."""
+    _libc_call(name, *args)
+
+
+def drop_privileges(cfg):
+    """Switch to ``cfg["uid"]``/``cfg["gid"]`` (None: keep) and drop every capability."""
+    _drop_privileges(cfg)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--zygote"] or len(sys.argv) != 4:
         raise SystemExit("usage: worker.py --zygote SOCKET_FD "
