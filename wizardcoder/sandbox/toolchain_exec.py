@@ -14,7 +14,9 @@ killed at its deadline, and its output (capped). No verdict is decided here. Pro
   step's wall-clock deadline, then kills every other process in the namespace (``kill(-1)``);
 * step (untrusted from exec on): own session, rlimits (CPU, memory, file size, processes,
   descriptors, no core), an unprivileged uid (as root) and no capabilities, no new privileges,
-  a scrubbed environment; then execve of the compiler or the program.
+  the kernel's system-call filter (``seccomp.py``'s ``toolchain`` profile: processes and exec,
+  no sockets, IPC, namespaces, mounts or ptrace), a scrubbed environment; then execve of the
+  compiler or the program.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 try:  # imported by the trusted side (tests): the package's modules
     from wizardcoder.sandbox import rootfs as _rootfs
+    from wizardcoder.sandbox import seccomp as _seccomp
     from wizardcoder.sandbox import worker as _worker
 except ImportError:  # the sandbox's script: the files beside this one, by path
     import importlib.util as _util
@@ -41,8 +44,7 @@ except ImportError:  # the sandbox's script: the files beside this one, by path
         spec.loader.exec_module(module)
         return module
 
-    _worker = _beside("worker")
-    _rootfs = _worker._rootfs
+    _worker, _rootfs, _seccomp = _beside("worker"), _beside("rootfs"), _beside("seccomp")
     del _util, _beside
 
 NEWNS, NEWIPC, NEWNET, NEWPID, NEWUSER = 0x20000, 0x8000000, 0x40000000, 0x20000000, 0x10000000
@@ -83,6 +85,10 @@ def _step(step: dict, request: dict, out_w: int, err_w: int) -> None:
             resource.setrlimit(res, value)
         os.closerange(3, 4096)
         _worker.drop_privileges({"uid": request["uid"], "gid": request["gid"]})
+        # The kernel's filter for compilers and their programs: processes and exec, but no
+        # sockets, IPC, namespaces, mounts or ptrace (seccomp.py's "toolchain" profile).
+        if step["seccomp"]:
+            _seccomp.install("toolchain")
         os.chdir("/tmp")
         os.execve(step["argv"][0], step["argv"], step["env"])
     except BaseException as exc:

@@ -86,10 +86,11 @@ def _steps(tool: Toolchain, limits: ToolchainLimits) -> list[dict]:
                       "timeout_s": limits.compile_timeout_s,
                       "cpu_s": 4 * limits.compile_timeout_s,
                       "memory_mb": limits.compile_memory_mb, "nproc": limits.max_procs,
-                      "memory_rlimit": tool.memory_rlimit})
+                      "memory_rlimit": tool.memory_rlimit, "seccomp": tool.seccomp})
     steps.append({"argv": tool.argv(tool.run), "env": env, "timeout_s": limits.run_timeout_s,
                   "cpu_s": 4 * limits.run_timeout_s, "memory_mb": limits.run_memory_mb,
-                  "nproc": limits.max_procs, "memory_rlimit": tool.memory_rlimit})
+                  "nproc": limits.max_procs, "memory_rlimit": tool.memory_rlimit,
+                  "seccomp": tool.seccomp})
     return steps
 
 
