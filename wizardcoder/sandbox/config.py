@@ -31,14 +31,22 @@ class SandboxConfig:
         affects_outputs=False)
     timeout_s: float = option(10.0, help="Wall-clock limit per sample (seconds).")
     cpu_s: float = option(10.0, help="CPU-time limit per sample (seconds).")
-    memory_mb: int = option(1024, help="Address-space limit per sample (MiB).")
-    max_procs: int = option(32, help="Process-count limit per sample.")
+    memory_mb: int = option(1024, help="Memory limit (MiB): the address space of each of a "
+                                        "sample's processes and, through its cgroup, its "
+                                        "anonymous, shared and tmpfs pages together.")
+    max_procs: int = option(32, help="Process-count limit per sample (its cgroup's pids.max; "
+                                     "threads count).")
+    tmp_mb: int = option(64, help="Size of the sample's tmpfs (/tmp, its cwd and the only "
+                                  "writable place), MiB; counted in memory_mb too.")
+    tmp_inodes: int = option(4096, help="Files and directories the sample's tmpfs can hold.")
     isolate_network: bool = option(True, help="Run samples in a network namespace with no "
                                              "interfaces (falls back loudly where unavailable).")
     isolation: str = option(
         "strict", help="strict: refuse to score, before any sample runs, when a sandbox layer "
                        "(user/mount/PID/network/IPC namespaces, the minimal root, the uid "
-                       "separation) is unavailable, naming it and how to enable it. "
+                       "separation, the seccomp filter, a per-sample memory bound: a cgroup, "
+                       "or for Python samples one process) is unavailable, naming it and how "
+                       "to enable it. "
                        "best_effort: score anyway with the layers that are active; they are "
                        "recorded in the metrics (`isolation`) and the MLflow run.")
     max_sandbox_errors: int = option(
@@ -51,6 +59,8 @@ class SandboxConfig:
         require(self.workers >= 1, self.SECTION, "workers", "an integer >= 1")
         require(self.timeout_s > 0, self.SECTION, "timeout_s", "a positive number of seconds")
         require(self.memory_mb >= 64, self.SECTION, "memory_mb", "at least 64 (MiB)")
+        require(self.tmp_mb >= 1, self.SECTION, "tmp_mb", "at least 1 (MiB)")
+        require(self.tmp_inodes >= 16, self.SECTION, "tmp_inodes", "at least 16")
         require(self.isolation in ISOLATION_MODES, self.SECTION, "isolation",
                 " or ".join(ISOLATION_MODES))
         require(self.max_sandbox_errors >= 0, self.SECTION, "max_sandbox_errors",
@@ -60,6 +70,7 @@ class SandboxConfig:
         """The limits each sample runs under."""
         return SandboxLimits(timeout_s=self.timeout_s, cpu_s=self.cpu_s,
                              memory_mb=self.memory_mb, max_procs=self.max_procs,
+                             tmp_mb=self.tmp_mb, tmp_inodes=self.tmp_inodes,
                              isolate_network=self.isolate_network, isolation=self.isolation)
 
 
