@@ -14,6 +14,19 @@ Here ``out`` is a plain value decoded from the sandbox (exact builtin types only
 elements with colliding hashes would make CPython's ``set`` quadratic, so it is refused (a
 failed input) or stopped at the sample's deadline (``DecodeTimeout``, a timeout).
 
+Nothing here costs more memory than the reply holds. ``numpy.allclose`` converts its
+arguments to arrays, and an array of strings is as wide as its longest string times its
+length (a 4 MiB reply of one long string and a million empty ones would be a 16 TB array),
+while two shapes that broadcast multiply (``[[x]] * n`` against ``n`` floats: ``n * n``
+elements). So before any conversion :func:`numeric_shape` walks both values: only rectangular
+lists/tuples of numbers (exact ``int``, ``float``, ``bool``, ``complex``), at most
+``MAX_DIMS`` deep and ``codec.MAX_ITEMS`` elements, reach numpy, and only when their
+broadcast holds no more elements than the larger of the two (or ``BROADCAST_ITEMS``).
+Everything refused is an input on which ``allclose`` raises (strings, bytes, None, dicts,
+sets, ragged nesting: evalplus fails the input too), except the one departure: shapes whose
+broadcast would be larger than both values and ``BROADCAST_ITEMS`` fail without being
+computed (no honest output has another shape than its reference's).
+
 Two deliberate departures, both so that every canonical solution passes its own tests:
 
 * ``find_zero`` (HumanEval/32): evalplus checks the root, then ``continue``s past the line that
@@ -28,7 +41,7 @@ from __future__ import annotations
 import math
 import warnings
 
-from wizardcoder.sandbox.codec import DecodeTimeout, bounded_set
+from wizardcoder.sandbox.codec import MAX_ITEMS, DecodeTimeout, bounded_set
 
 # evalplus/eval/_special_oracle.py
 MBPP_OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
@@ -36,6 +49,9 @@ MBPP_OUTPUT_SET_EQ_TASKS = ("similar_elements", "find_char_long", "common_in_nes
                             "extract_singly", "larg_nnum", "intersection_array",
                             "find_dissimilar", "Diff")
 EVALPLUS_FLOAT_ATOL = 1e-6  # "enforce atol for float comparison"
+MAX_DIMS = 32  # nesting numpy may convert here (its own limit is 64; deeper is no real output)
+_NUMBERS = frozenset((int, float, bool, complex))
+BROADCAST_ITEMS = 1 << 16  # elements a broadcast may have beyond the values' own (~1 MB each)
 
 
 def _surface_area(base_edge, height):  # oracle for Mbpp/581
@@ -75,9 +91,57 @@ def special(dataset: str, entry_point: str) -> bool:
         *MBPP_OUTPUT_SET_EQ_TASKS)) or (dataset == "humaneval" and entry_point == "find_zero")
 
 
+class _NotNumeric(Exception):
+    pass
+
+
+def numeric_shape(value, max_items: int = MAX_ITEMS) -> tuple[int, ...] | None:
+    """The shape numpy gives ``value`` when it is a number or a rectangular nest of
+    lists/tuples of numbers (exact builtin types), at most ``MAX_DIMS`` deep and
+    ``max_items`` numbers; else None (a string, None, a dict, ragged nesting...: values that
+    numpy turns into string or object arrays, or refuses). Costs one pass over ``value``
+    and allocates nothing proportional to it."""
+    left = [max_items]
+
+    def shape(v, depth: int) -> tuple[int, ...]:
+        t = type(v)
+        if t in _NUMBERS:
+            return ()
+        if (t is not list and t is not tuple) or depth >= MAX_DIMS:
+            raise _NotNumeric
+        left[0] -= len(v)
+        if left[0] < 0:
+            raise _NotNumeric
+        if _NUMBERS.issuperset(map(type, v)):  # the common flat case, at C speed
+            return (len(v),)
+        if not v:
+            return (0,)
+        inner = shape(v[0], depth + 1)
+        for item in v[1:]:
+            if shape(item, depth + 1) != inner:
+                raise _NotNumeric  # ragged: numpy raises ValueError
+        return (len(v), *inner)
+
+    try:
+        return shape(value, 0)
+    except _NotNumeric:
+        return None
+
+
 def _allclose(out, exp, atol: float) -> bool:
+    """``numpy.allclose(out, exp)`` when it costs no more memory than the two values hold,
+    else False (see the module docstring)."""
     import numpy as np
 
+    shapes = numeric_shape(out), numeric_shape(exp)
+    if None in shapes:
+        return False  # allclose raises on these (a string, None, a dict, ragged lists...)
+    try:
+        broadcast = np.broadcast_shapes(*shapes)  # shapes only: allocates no array
+    except ValueError:
+        return False
+    if math.prod(broadcast) > max(BROADCAST_ITEMS, *(math.prod(s) for s in shapes)):
+        return False  # the one departure from evalplus: never computed
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         return bool(np.allclose(out, exp, rtol=1e-07, atol=atol))
