@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from tests.fake_openai import (
     FaultServer,
     Reply,
     answer_text,
+    completion,
     delay,
     rate_limited,
     status,
@@ -47,7 +52,7 @@ from wizardcoder.llm import (
     open_client,
     request_key,
 )
-from wizardcoder.llm.client import RateLimiter, parse_retry_after
+from wizardcoder.llm.client import LLMServerUnreachable, RateLimiter, parse_retry_after
 from wizardcoder.llm.wire import Wire
 
 REPO = Path(__file__).resolve().parents[1]
@@ -502,3 +507,105 @@ def test_cache_transaction_commits_many_answers_at_once_or_none(tmp_path):
     with RequestCache(tmp_path / "c.sqlite") as again:  # what reached the disk
         assert [again.get(k) is not None for k in ("k0", "k1", "k2", "lost", "after")] == \
             [True, True, True, False, True]
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (a 'remote' server for the client)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+class RestartingServer:
+    """A chat server on ``host`` that answers one request, stops listening for ``down_s``
+    (connections are refused), then listens on the same port again: a server restarting."""
+
+    def __init__(self, host: str, down_s: float):
+        self.host, self.down_s = host, down_s
+        self.listener = self._listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://{host}:{self.port}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _listen(self, port: int) -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, port))
+        sock.listen(16)
+        return sock
+
+    def _answer_one(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            prompt = json.loads(body)["messages"][0]["content"]
+            reply = json.dumps(completion("fault-model", answer_text(prompt), "stop", 1))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(reply), reply.encode()))
+
+    def _serve(self) -> None:
+        self._answer_one()
+        self.listener.close()  # down: nothing listens on the port
+        time.sleep(self.down_s)
+        self.listener = self._listen(self.port)
+        self._answer_one()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("where", ["loopback", "remote"])
+def test_refused_connections_fail_at_once_unless_a_remote_server_answered_before(tmp_path,
+                                                                                where):
+    """A refused connection means nothing listens: a local server (or one that never
+    answered) fails the stage at once, naming the URL and how to start the server; a remote
+    server that has answered is restarting, and the request is retried until it is back."""
+    host = "127.0.0.1" if where == "loopback" else non_loopback_address()
+    if host is None:
+        pytest.skip("this machine has no non-loopback address")
+    server = RestartingServer(host, down_s=0.5)
+    cfg = LLMConfig(provider="openai", base_url=server.url, model="fault-model",
+                    max_retries=100, backoff_initial_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
+    client = LLMClient(cfg, server.url, "k", "fault-identity", RequestCache(tmp_path / "c"))
+    (first,) = client.chat_many([ask("before")], progress=False)
+    assert first.ok and client.server_answered
+    start = time.monotonic()
+    if where == "loopback":
+        with pytest.raises(LLMServerUnreachable) as info:
+            client.chat_many([ask("after")], progress=False)
+        assert time.monotonic() - start < 0.5 and client.stats["retries"] == 0
+        assert str(info.value).startswith(f"nothing answers at {server.url} (llm.base_url: "
+                                          "connection refused)")
+        assert f"--model_alias fault-model --host 127.0.0.1 --port {server.port}`" \
+            in str(info.value)
+    else:
+        (after,) = client.chat_many([ask("after")], progress=False)
+        assert after.ok and after.text == answer_text("after")
+        assert client.stats["retries"] >= 1 and time.monotonic() - start >= 0.4
+
+
+def test_a_server_that_is_not_there_fails_when_the_client_opens(tmp_path):
+    """open_client checks the port before anything else runs: one connect, no request."""
+    with FaultServer() as server:
+        url = server.url  # a port that was just in use; now nothing listens there
+    cfg = LLMConfig(provider="openai", base_url=url, model="some-model")
+    start = time.monotonic()
+    with pytest.raises(ExternalError, match=re.escape(f"nothing answers at {url} (llm.base_url")):
+        with open_client(cfg, cache_path=tmp_path / "c.sqlite"):
+            pass
+    assert time.monotonic() - start < 1.0
+    # a server that never answered is not there either, wherever it is (no retries)
+    client = LLMClient(cfg, url, "k", "fault-identity", RequestCache(tmp_path / "c"))
+    with pytest.raises(LLMServerUnreachable):
+        client.chat_many([ask("q")], progress=False)
+    assert client.stats["retries"] == 0 and client.stats["calls"] == 1

@@ -133,3 +133,29 @@ def test_server_dies_with_its_owner(sig):
     # SIGTERM becomes SystemExit(143) so `with` blocks unwind; SIGKILL leaves it to the kernel.
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     assert wait_gone(pgid), f"server group {pgid} outlived its owner ({sig.name})"
+
+
+def test_a_server_that_stops_mid_run_fails_the_next_request_at_once(tmp_path):
+    """The embedded server dies (OOM killer, a crash): the next request fails without
+    retrying, naming its URL and the command it ran as."""
+    from wizardcoder.llm.client import LLMServerUnreachable
+
+    with EmbeddedServer(CONFIG) as server:
+        client = LLMClient(CONFIG, server.base_url, None,
+                           embedded_identity(CONFIG, server.gguf_path),
+                           RequestCache(tmp_path / "c.sqlite"),
+                           server_command=server.start_command())
+        assert client.chat_many(requests()[:1], progress=False)[0].text.strip()
+        url, pgid = server.base_url, server.pgid
+        os.killpg(pgid, signal.SIGKILL)
+        assert wait_gone(pgid)
+        start = time.monotonic()
+        with pytest.raises(LLMServerUnreachable) as info:
+            client.chat_many(requests()[1:], progress=False)
+        elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert message.startswith(f"nothing answers at {url} (the embedded llama.cpp server: "
+                              "connection refused: it has stopped)")
+    assert f"`python -m llama_cpp.server --model {server.gguf_path} " in message
+    assert f"--port {url.split(':')[-1].split('/')[0]} " in message
+    assert client.stats["retries"] == 0 and elapsed < 2.0

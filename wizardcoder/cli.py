@@ -20,6 +20,7 @@ Output piped into a reader that stops early (``| head``) ends the command quietl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import platform
@@ -34,7 +35,7 @@ from wizardcoder import __version__
 from wizardcoder.config import describe, from_dict, read_params
 from wizardcoder.entry import common_parser, run_command
 from wizardcoder.errors import ConfigError
-from wizardcoder.params import SECTIONS, section_class
+from wizardcoder.params import ROUNDS, SECTIONS, TOP_LEVEL, section_class
 from wizardcoder.rounds import validate_rounds
 
 # subcommand -> (stage module, help); each module has add_arguments(parser) and main/command.
@@ -88,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                         "as YAML: each key with its help text above it, its type, and "
                         "'default: X' where the file sets another value. A section or key "
                         "the file leaves out shows its default.")
-    p.add_argument("section", nargs="?", choices=(*SECTIONS, ROUNDS),
-                   metavar="SECTION", help=f"one section only: {', '.join((*SECTIONS, ROUNDS))}")
+    p.add_argument("section", nargs="?", choices=TOP_LEVEL, metavar="SECTION",
+                   help=f"one section only: {', '.join(TOP_LEVEL)}")
     p.add_argument("--changed", action="store_true",
                    help="only the keys whose value differs from the default")
     p.add_argument("--no-help", dest="with_help", action="store_false",
@@ -122,9 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout", type=float, default=None, help="give up waiting after S seconds")
     e.set_defaults(func=_experiments("cmd_grid"))
     e = exp("compare", parents=[common],
-            help="dvc exp show (useful columns) and dvc metrics diff")
-    e.add_argument("revs", nargs="*", help="none: HEAD vs workspace; one: HEAD vs it; two")
+            help="the headline metrics of every experiment and the params that differ")
+    e.add_argument("revs", nargs="*", help="only these experiments (default: the workspace, "
+                   "the baseline commit and its experiments); with --diff: none = HEAD vs "
+                   "workspace, one = HEAD vs it, or two")
     e.add_argument("--md", action="store_true", help="Markdown table")
+    e.add_argument("--diff", action="store_true",
+                   help="then every difference: dvc params diff, dvc metrics diff and the "
+                        "details files (metrics/details/)")
     e.set_defaults(func=_experiments("cmd_compare"))
     e = exp("select-rounds", parents=[common],
             help="choose the round count on the held-out dev set (section select)")
@@ -161,7 +167,6 @@ def _params(args: argparse.Namespace) -> None:
                         with_help=args.with_help), end="")
 
 
-ROUNDS = "rounds"
 # Sections named after the stage that reads them borrow its one-line help as their title.
 SECTION_STAGE = {"tracking": "log"}
 HELP_WIDTH = 96
@@ -219,11 +224,7 @@ def render_params(path: str | Path, only: str | None = None, *, changed_only: bo
     file with an unknown section, key or value is the same error every stage gives."""
     path = Path(path)
     exists = path.is_file()
-    data = read_params(path) if exists else {}
-    unknown = [key for key in data if key not in SECTIONS and key != ROUNDS]
-    if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; valid sections: "
-                          f"{', '.join((*SECTIONS, ROUNDS))}")
+    data = read_params(path) if exists else {}  # an unknown section is an error there
     where = path if exists else f"{path} (not found: the defaults)"
     out = [f"# wizardcoder params: effective values of {where}"
            + ("; only those that differ from the default" if changed_only else ""),
@@ -237,18 +238,7 @@ def render_params(path: str | Path, only: str | None = None, *, changed_only: bo
             config = from_dict(cls, data.get(section), section)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        lines = []
-        for name, type_name, default, help_text in describe(cls):
-            value = getattr(config, name)
-            changed = value != default
-            if changed_only and not changed:
-                continue
-            if with_help:
-                lines += textwrap.wrap(help_text, HELP_WIDTH, initial_indent="  # ",
-                                       subsequent_indent="  # ")
-            type_name = type_name.replace("NoneType", "null")
-            note = f"{type_name}; default: {yaml_value(default)}" if changed else type_name
-            lines.append(f"  {name}: {yaml_value(value)}    # {note}")
+        lines = field_lines(config, "  ", changed_only, with_help)
         if lines or not changed_only:
             out += [f"{section}:    # {section_title(section, cls)}", *lines, ""]
     if only in (None, ROUNDS):
@@ -259,6 +249,30 @@ def render_params(path: str | Path, only: str | None = None, *, changed_only: bo
             out += [f"  {key}: {value}" for key, value in rounds.items()] or ["  {}"]
             out.append("")
     return "\n".join(out)
+
+
+def field_lines(config: object, indent: str, changed_only: bool, with_help: bool) -> list[str]:
+    """One config object's keys (a nested config, e.g. ``evolve.sandbox``, as a block)."""
+    lines = []
+    for name, type_name, default, help_text in describe(type(config)):
+        value = getattr(config, name)
+        nested = None
+        if dataclasses.is_dataclass(value):
+            nested = field_lines(value, indent + "  ", changed_only, with_help)
+            if changed_only and not nested:
+                continue
+        elif changed_only and value == default:
+            continue
+        if with_help:
+            lines += textwrap.wrap(help_text, HELP_WIDTH, initial_indent=f"{indent}# ",
+                                   subsequent_indent=f"{indent}# ")
+        if nested is not None:
+            lines += [f"{indent}{name}:", *nested] if nested else [f"{indent}{name}: {{}}"]
+            continue
+        type_name = type_name.replace("NoneType", "null")
+        note = type_name if value == default else f"{type_name}; default: {yaml_value(default)}"
+        lines.append(f"{indent}{name}: {yaml_value(value)}    # {note}")
+    return lines
 
 
 def _quiet_broken_pipe() -> int:
