@@ -1,0 +1,1 @@
+"""Benchmark tasks (HumanEval, HumanEval+, MBPP+, MBPP), the `seed_dev` set, stage `benchmarks`."""

@@ -1,0 +1,1 @@
+"""Stage `evolve@rN`: one Code Evol-Instruct round (docs/evolution.md)."""

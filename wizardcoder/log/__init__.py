@@ -1,0 +1,1 @@
+"""Stage `log`: the experiment on its MLflow parent run, the MLflow model, section `tracking`."""

@@ -1,0 +1,1 @@
+"""Stage `merge`: seed + rounds, deduplicated and decontaminated; the baselines (docs/merge.md)."""

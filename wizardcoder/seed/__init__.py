@@ -1,0 +1,1 @@
+"""Stage `seed`: the seed instructions, from the bundled tasks, a file or a Hugging Face dataset."""
