@@ -152,6 +152,15 @@ def completion_from_response(problem: dict, response: str) -> str:
     return cut_at_stop(code, problem["stop"])
 
 
+def solution_from_output(problem: dict, raw: str, prompt_format: str) -> str:
+    """What generation keeps as a sample's ``solution``: the prompt and its completion (a
+    base model's continuation cut at the stop tokens, or an instruction model's answer made
+    one by :func:`completion_from_response`); scoring appends the tests."""
+    completion = completion_from_response(problem, raw) if prompt_format == "instruction" \
+        else cut_at_stop(raw, problem["stop"])
+    return problem["prompt"] + completion
+
+
 def program(problem: dict, completion: str) -> str:
     """The file MultiPL-E runs: prompt + completion + tests."""
     return problem["prompt"] + completion + "\n" + problem["test"]

@@ -87,8 +87,11 @@ def _steps(tool: Toolchain, limits: ToolchainLimits) -> list[dict]:
                       "cpu_s": 4 * limits.compile_timeout_s,
                       "memory_mb": limits.compile_memory_mb, "nproc": limits.max_procs,
                       "memory_rlimit": tool.memory_rlimit, "seccomp": tool.seccomp})
-    steps.append({"argv": tool.argv(tool.run), "env": env, "timeout_s": limits.run_timeout_s,
-                  "cpu_s": 4 * limits.run_timeout_s, "memory_mb": limits.run_memory_mb,
+    # `go test` compiles and runs in one step: it gets both budgets.
+    timeout = limits.run_timeout_s + (limits.compile_timeout_s if tool.builds_in_run else 0)
+    memory = max(limits.run_memory_mb, limits.compile_memory_mb if tool.builds_in_run else 0)
+    steps.append({"argv": tool.argv(tool.run), "env": env, "timeout_s": timeout,
+                  "cpu_s": 4 * timeout, "memory_mb": memory,
                   "nproc": limits.max_procs, "memory_rlimit": tool.memory_rlimit,
                   "seccomp": tool.seccomp})
     return steps
@@ -153,7 +156,7 @@ def classify(language: str, steps: list[dict], compiled: bool, took: float) -> P
         status = "OK"
     elif language in ("js", "ts") and "SyntaxError" in out and "ERR_ASSERTION" not in out:
         status = "SyntaxError"
-    elif language == "php" and "PHP Parse error" in out:
+    elif language == "php" and "PHP Parse error" in step["stdout"]:
         status = "SyntaxError"
     elif language == "sh" and "syntax error" in out:
         status = "SyntaxError"

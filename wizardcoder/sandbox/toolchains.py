@@ -62,6 +62,7 @@ class Toolchain:
     memory_rlimit: str = "as"
     # seccomp.py's "toolchain" filter; off only where the runtime cannot start under it.
     seccomp: bool = True
+    builds_in_run: bool = False        # the run step compiles too (`go test`)
 
     def argv(self, step: tuple[str, ...]) -> list[str]:
         stem = os.path.splitext(self.source)[0]
@@ -90,23 +91,31 @@ TOOLCHAINS: dict[str, Toolchain] = {t.language: t for t in (
                        "--target", "esnext", "{src}"),
               run=("/usr/bin/node", "/tmp/main.js"), memory_rlimit="data"),
     Toolchain("php", "PHP", ("php-cli",), "main.php", run=("/usr/bin/php", "{src}"),
-              paths=("/usr/bin/php", "/usr/share/zoneinfo/UTC")),
+              paths=("/usr/bin/php", "/usr/share/zoneinfo/UTC", "/etc/php")),
     Toolchain("rs", "Rust", ("rustc",), "main.rs", run=("{bin}",),
               compile=("/usr/bin/rustc", "{src}", "-o", "{bin}"), paths=("/usr/bin/cc",)),
     Toolchain("go", "Go", ("golang-go",), "main_test.go",
               run=("/usr/bin/go", "test", "{src}"),
               env={"GOCACHE": "/tmp/.gocache", "GOPATH": "/tmp/.gopath", "GO111MODULE": "off",
                    "CGO_ENABLED": "0", "GOFLAGS": "-count=1", "GOTOOLCHAIN": "local"},
-              memory_rlimit="data"),
+              memory_rlimit="data", builds_in_run=True),
     Toolchain("sh", "Bash", ("bash", "coreutils", "sed", "grep", "mawk", "bc", "findutils"),
               "main.sh", run=("/usr/bin/bash", "{src}"), paths=("/usr/bin/awk",)),
-    Toolchain("lua", "Lua", ("lua5.4",), "main.lua", run=("/usr/bin/lua", "{src}"),
+    Toolchain("lua", "Lua", ("lua5.4", "lua-unit"), "main.lua", run=("/usr/bin/lua", "{src}"),
               paths=("/usr/bin/lua",)),
     Toolchain("rb", "Ruby", ("ruby",), "main.rb", run=("/usr/bin/ruby", "{src}"),
               paths=("/usr/bin/ruby",)),
 )}
 COMMON_PATHS = ("/usr/lib/locale/C.utf8",)  # the C.UTF-8 locale every step runs in
 INSTALL_HINT = "bash scripts/install.sh --languages {langs} (or: apt-get install {packages})"
+
+
+def packages_for(languages: str) -> list[str]:
+    """The Debian packages of a comma-separated list of languages (``all``: every one), for
+    ``scripts/install-languages.sh``."""
+    names = list(TOOLCHAINS) if languages.strip() == "all" else \
+        [n.strip() for n in languages.split(",") if n.strip()]
+    return list(dict.fromkeys(p for n in names for p in toolchain(n).packages))
 
 
 class ToolchainMissing(ExternalError):
