@@ -293,15 +293,13 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
 def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, monkeypatch):
     """A run the sandbox itself failed (a worker that cannot start) is no verdict on the
     answer: above score.max_sandbox_errors the round stops and writes nothing."""
-    import wizardcoder.sandbox as scoring
+    import wizardcoder.evolve.verify as verify
     from wizardcoder.errors import ExternalError
-    from wizardcoder.sandbox.harness import Verdict
 
-    def broken(problems, samples, limits, workers, progress):
-        return [Verdict(s["task_id"], 0, False, "sandbox_error", "spawn failed", 0.0)
-                for s in samples]
+    def broken(programs, limits, workers):
+        return [verify.RunResult("sandbox_error", "spawn failed", 0.0) for _ in programs]
 
-    monkeypatch.setattr(scoring, "evaluate_samples", broken)
+    monkeypatch.setattr(verify, "run_all", broken)
     rows = seed_rows(["[good]"], plain=0)
     with FaultServer(responder=Responder(tmp_path / "p", tmp_path / "o")) as server:
         with pytest.raises(ExternalError, match=r"failed to run 1 answer.*"

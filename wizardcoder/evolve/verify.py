@@ -7,12 +7,27 @@ the Python code with :mod:`ast` (nothing of it runs on the host): fenced blocks 
 as Python, or the parseable chunks of an unfenced answer (reusing
 :mod:`wizardcoder.sanitize`). Top-level asserts, ``test*`` functions,
 ``unittest.TestCase`` classes and the body of ``if __name__ == "__main__":`` are the tests;
-the rest is the solution. The program run is solution + tests + calls of the test functions
-+ a trivial entry point, loaded by the sandbox worker the way ``score`` loads a sample and
-under the `score` section's limits and isolation (:func:`run_programs`, via
-:func:`wizardcoder.sandbox.evaluate_samples`, as the merge stage's execution detector runs
-training rows): any exception while loading (a failed assert, an error, ``SystemExit``), a
-timeout or a crash fails it.
+the rest is the solution.
+
+The solution and its tests never share an interpreter (a wrong solution could otherwise
+disarm the tests: an always-equal return value, patched ``unittest`` assertions or
+``builtins``). :func:`run_isolated` starts two sandbox workers under the `score` section's
+limits and isolation: the *answer's* loads the solution, the *tests'* runs the tests (and the
+solution's imports) with stand-ins for the solution's top-level names, and every use of a
+stand-in is relayed by the trusted side to the answer's worker as plain values
+(:mod:`wizardcoder.evolve.verify_proxy` holds both sides' code; the relay reuses the
+scorer's :class:`~wizardcoder.sandbox.harness.Proxy`, so each value crosses the codec's
+checks twice). Any exception while loading the solution or running the tests (a failed
+assert, an error, ``SystemExit``), a timeout or a crash of either worker fails the attempt.
+
+What the stand-ins support, and what fails instead (docs/evolution.md): calls of the
+solution's functions and classes with plain arguments (or the solution's own objects),
+returning plain values; the solution's objects (methods, attributes, ``len``, indexing,
+iteration, ``str``, its arithmetic, ``==`` between two of its objects); its exceptions,
+raised as builtin exceptions or local classes of the same name and builtin base. An object
+of the solution is never equal to a plain value, subclasses of builtin types come back as
+their builtin value (a namedtuple as a tuple), and passing anything else to the solution (a
+lambda, a generator of the tests) raises TypeError in the tests, which fails them.
 
 An answer with no Python code (prose, another language) is the verdict ``no_python``; one
 with code but no test, or whose tests fail, is ``failed_tests``. Either is sampled again
@@ -27,18 +42,26 @@ from __future__ import annotations
 
 import ast
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+from wizardcoder.errors import DataError
+from wizardcoder.evolve import verify_proxy
 from wizardcoder.sandbox import SandboxSession
+from wizardcoder.sandbox.harness import Proxy, exception_text, load_program, short_detail
+from wizardcoder.sandbox.pool import SandboxFailure, SandboxLimits, Worker, drain_spares
 from wizardcoder.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
 
 VERIFY_MODES = ("none", "tests")
 TEST_MODES = ("inline", "separate")
-ENTRY = "__wizardcoder_verified__"
-# The trusted check: the program loaded (its tests ran at load time) and the entry answers.
-PROBLEM = {"task_id": "evolve/verify", "prompt": "", "entry_point": ENTRY,
-           "test": "def check(candidate):\n    assert candidate() is True\n"}
 _FENCE_LANG = "```"
+PROXY_SOURCE = Path(verify_proxy.__file__).read_text()
+ANSWER_ENTRY, TESTS_ENTRY = "_wc_answer", "_wc_tests"
+# The worker runs a program as module "__candidate__", which sys.modules lacks: dataclasses
+# (and anything else that looks its class's module up) would fail on an honest answer.
+_MODULE_ENTRY = ("import sys as _wc_sys, types as _wc_types\n"
+                 "_wc_sys.modules.setdefault(__name__, _wc_types.ModuleType(__name__))\n")
 
 
 @dataclass
@@ -170,23 +193,58 @@ def tests_only(answer: str) -> Split | None:
                  test_classes=split.test_classes)
 
 
-def build_program(solution: Split, tests: Split) -> str:
-    """What the sandbox loads: solution, tests, the test functions called, the TestCase
-    classes run (a failure raises), then the trivial entry point."""
-    parts = [solution.solution, tests.solution if tests is not solution else "", tests.tests]
-    parts += [f"{name}()" for name in tests.test_functions]
+def _imports(code: str) -> list[str]:
+    """The top-level imports of ``code`` (``from __future__`` aside: it only changes how its
+    own module compiles)."""
+    module = ast.parse(code) if code.strip() else ast.Module(body=[])
+    return [ast.unparse(n) for n in module.body if isinstance(n, ast.Import | ast.ImportFrom)
+            and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+
+
+def tests_program(solution: Split, tests: Split) -> str:
+    """What the tests' worker runs: the solution's imports (the tests may use them), the
+    tests with their own imports, the test functions called, the TestCase classes run (a
+    failure raises). The solution's names are stand-ins bound before it runs."""
+    parts = _imports(solution.solution)
+    if tests is not solution:
+        parts += _imports(tests.solution)
+    parts += [tests.tests, *(f"{name}()" for name in tests.test_functions)]
     if tests.test_classes:
         names = ", ".join(tests.test_classes)
+        # The sandbox refuses reading traceback frames, which unittest does to clear what
+        # assertRaises caught and to format a failure: neither is needed for a verdict.
         parts.append(
-            "import io as _wc_io, unittest as _wc_unittest\n"
+            "import io as _wc_io, traceback as _wc_traceback, unittest as _wc_unittest\n"
+            "_wc_traceback.clear_frames = lambda tb: None\n"
+            "_wc_unittest.TestResult._exc_info_to_string = "
+            "lambda self, err, test: f'{err[0].__name__}: {err[1]}'\n"
             f"for _wc_case in ({names},):\n"
             "    _wc_result = _wc_unittest.TextTestRunner(stream=_wc_io.StringIO(), "
             "verbosity=0).run(_wc_unittest.defaultTestLoader.loadTestsFromTestCase(_wc_case))\n"
             "    if not _wc_result.wasSuccessful():\n"
             "        raise AssertionError(f'{_wc_case.__name__}: '"
-            " f'{len(_wc_result.failures)} failure(s), {len(_wc_result.errors)} error(s)')")
-    parts.append(f"def {ENTRY}():\n    return True")
+            " f'{len(_wc_result.failures)} failure(s), {len(_wc_result.errors)} error(s): '"
+            " f'{(_wc_result.failures + _wc_result.errors)[0][1][:300]}')")
     return "\n\n".join(p for p in parts if p.strip()) + "\n"
+
+
+def answer_program(solution: str) -> str:
+    """What the answer's worker loads: the solution (its ``from __future__`` imports first),
+    registered as a module, then :data:`PROXY_SOURCE` (its entry point)."""
+    body = ast.parse(solution).body if solution.strip() else []
+    future = [n for n in body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    rest = [n for n in body if not any(n is f for f in future)]
+    return "\n".join([*(ast.unparse(n) for n in future), _MODULE_ENTRY,
+                      *(ast.unparse(n) for n in rest), "", PROXY_SOURCE])
+
+
+@dataclass(frozen=True)
+class Programs:
+    """The two programs of one attempt: the solution (the answer's worker loads it with
+    :data:`PROXY_SOURCE` appended) and the tests (run in the tests' worker)."""
+
+    solution: str
+    tests: str
 
 
 @dataclass
@@ -196,16 +254,65 @@ class RunResult:
     duration_s: float
 
 
-def run_programs(programs: list[str], limits, workers: int) -> list[RunResult]:
-    """Each program loaded in the scoring sandbox (in parallel); in program order."""
-    from wizardcoder.sandbox import evaluate_samples
+def _relay(answer: Worker, tests: Worker, programs: Programs) -> tuple[str, str]:
+    """Run the tests against the answer, relaying each call; (kind, detail)."""
+    error = load_program(answer, answer_program(programs.solution), ANSWER_ENTRY)
+    if error is not None:
+        return "error", "the solution failed to load: {}: {}".format(*error)
+    if load_program(tests, PROXY_SOURCE, TESTS_ENTRY) is not None:
+        raise tests.fail("sandbox_error", "the tests' driver failed to load")
+    call_answer, call_tests = Proxy(answer, ANSWER_ENTRY), Proxy(tests, TESTS_ENTRY)
+    names = call_answer("names")
+    if not (type(names) is list and len(names) == 2 and names[0] == "ok"):
+        return "error", "the solution's names could not be listed"
+    reply = call_tests("start", [names[1], programs.tests])
+    while type(reply) is list and len(reply) == 4 and reply[0] == "call" and \
+            type(reply[1]) is str and type(reply[2]) is list and type(reply[3]) is dict:
+        reply = call_tests("reply", call_answer(*reply[1:]))
+    if reply == ["done", True]:
+        return "passed", ""
+    if type(reply) is list and len(reply) == 4 and reply[:2] == ["done", False] and \
+            all(type(v) is str for v in reply[2:]):
+        return "error", f"the tests failed: {reply[2]}" + (f": {reply[3]}" if reply[3] else "")
+    raise tests.fail("crashed", "malformed reply from the tests' worker")
 
+
+def run_isolated(programs: Programs, limits: SandboxLimits) -> RunResult:
+    """The tests of ``programs`` run against its solution, each in a worker of its own
+    (started ahead: callers drain the spares). Never raises for an answer."""
+    start = time.perf_counter()
+    answer = tests = None
+    try:
+        with Worker.started(limits) as answer, Worker.started(limits) as tests:
+            try:
+                kind, detail = _relay(answer, tests, programs)
+            except SandboxFailure:
+                raise
+            except Exception as exc:  # an entry point of ours raised: a side broke it
+                kind, detail = "error", f"a worker's entry point raised {exception_text(exc)}"
+            for worker in (answer, tests):
+                if worker.failure is not None:
+                    raise worker.failure
+    except SandboxFailure as failure:
+        side = "the solution: " if answer is not None and answer.failure is failure else \
+            "the tests: " if tests is not None and tests.failure is failure else ""
+        kind, detail = failure.kind, side + failure.detail
+    except DataError:
+        raise
+    except Exception as exc:  # the sandbox itself broke (spawn failed, fds exhausted...)
+        kind, detail = "sandbox_error", exception_text(exc)
+    return RunResult(kind, short_detail(detail), time.perf_counter() - start)
+
+
+def run_all(programs: list[Programs], limits: SandboxLimits, workers: int) -> list[RunResult]:
+    """:func:`run_isolated` for each, ``workers`` at a time; in order."""
     if not programs:
         return []
-    samples = [{"task_id": PROBLEM["task_id"], "solution": p} for p in programs]
-    verdicts = evaluate_samples({PROBLEM["task_id"]: PROBLEM}, samples, limits,
-                                workers=workers, progress=False)
-    return [RunResult(v.kind, v.detail, v.duration_s) for v in verdicts]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, 32))) as pool:
+            return list(pool.map(lambda p: run_isolated(p, limits), programs))
+    finally:
+        drain_spares()
 
 
 @dataclass
@@ -221,8 +328,8 @@ class Attempt:
     run_s: float = 0.0
 
 
-def prepare(attempt: Attempt) -> str | None:
-    """The program to run for ``attempt``, or None when it is decided without running
+def prepare(attempt: Attempt) -> Programs | None:
+    """The programs to run for ``attempt``, or None when it is decided without running
     (``attempt.kind`` set: no_python or no_tests)."""
     solution = split_program(attempt.answer)
     if solution is None:
@@ -236,14 +343,14 @@ def prepare(attempt: Attempt) -> str | None:
     if not solution.solution.strip():
         attempt.kind, attempt.detail = "no_tests", "the answer holds tests but no solution"
         return None
-    return build_program(solution, tests)
+    return Programs(solution.solution, tests_program(solution, tests))
 
 
 def check_attempts(attempts: list[Attempt], limits, workers: int) -> float:
     """Decide every attempt (sandbox runs in parallel); returns the wall time spent."""
     start = time.perf_counter()
     todo = [(a, p) for a in attempts if not a.kind and (p := prepare(a)) is not None]
-    for (attempt, _), result in zip(todo, run_programs([p for _, p in todo], limits, workers),
+    for (attempt, _), result in zip(todo, run_all([p for _, p in todo], limits, workers),
                                     strict=True):
         attempt.kind, attempt.detail, attempt.run_s = result.kind, result.detail, \
             round(result.duration_s, 4)

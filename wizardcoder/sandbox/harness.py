@@ -146,9 +146,10 @@ def load_program(worker: Worker, program: str, entry_point: str) -> tuple[str, s
     raise worker.fail("crashed", "malformed reply while loading the program")
 
 
-class _Proxy:
+class Proxy:
     """What ``check`` receives as ``candidate``: each call goes to the worker; the reply is a
-    plain value, or a rebuilt exception that is raised here."""
+    plain value, or a rebuilt exception that is raised here. Evolve's isolated verification
+    relays calls between two workers through two of these."""
 
     def __init__(self, worker: Worker, name: str):
         self._worker = worker
@@ -244,7 +245,7 @@ def run_check(problem: dict, program: str, limits: SandboxLimits, sample_index: 
             check = namespace.get("check")
             if not callable(check):
                 raise DataError("<problems>", None, "test", f"{task_id}: no check() defined")
-            proxy = _Proxy(worker, entry_point)
+            proxy = Proxy(worker, entry_point)
             # Some checks call the function by name (HumanEval/33 compares against
             # sort_third(...)): like the reference harness, that name means the candidate.
             namespace[entry_point] = proxy

@@ -1,0 +1,377 @@
+"""The code both sandboxed sides of isolated verification run (see ``verify.py``): this file's
+text is appended to the answer's program and put before the tests' program, so it imports
+only the standard library and runs nothing when loaded.
+
+The answer worker serves ``_wc_answer(op, operands, kwargs)``: it applies ``op`` (a call, an
+attribute, an operator; :data:`_WC_OPS`) to objects of the answer and replies with plain data
+only: exact builtin values as they are, values of subclasses of builtin types (a namedtuple,
+a Counter, an IntEnum) as their builtin value, and any other object as a reference marker
+(``_WC_REF``, its number, its class's number, its class's name, whether it is a class) that
+the tests' side turns into a stand-in forwarding every use back here.
+
+The tests' worker serves ``_wc_tests(kind, payload)``: "start" binds the answer's top-level
+names (stand-ins for its functions and classes, local exception classes for its exception
+classes, its plain constants) in a fresh namespace and runs the tests in a thread of their
+own; every use of a stand-in becomes a ``["call", op, operands, kwargs]`` reply, and the next
+``_wc_tests("reply", ...)`` hands the answer's reply back to the waiting test. The last reply
+is ``["done", True]`` or ``["done", False, type name, message]``.
+
+What the answer can do to the tests: reply with plain values and stand-ins. A stand-in is
+never equal to, nor ordered against, a plain value (``==`` gives False, ``<`` a TypeError):
+only the answer's own objects are compared by the answer's own ``__eq__``; every other
+comparison, and every builtin the tests call, runs in the tests' interpreter.
+"""
+
+import builtins as _wc_builtins
+import operator as _wc_operator
+
+_WC_REF = "\x00wizardcoder-ref"
+_WC_DEPTH = 90  # below the codec's 100 levels
+_WC_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+_WC_BASES = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_WC_OPS = {
+    "call": lambda f, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr,
+    "delattr": delattr, "len": len, "bool": bool, "str": str, "repr": repr, "hash": hash,
+    "iter": iter, "next": next, "int": int, "float": float, "index": _wc_operator.index,
+    "getitem": _wc_operator.getitem, "setitem": _wc_operator.setitem,
+    "delitem": _wc_operator.delitem, "contains": _wc_operator.contains,
+    **{name: getattr(_wc_operator, name) for name in (
+        "eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod",
+        "pow", "matmul", "and_", "or_", "xor", "lshift", "rshift", "neg", "pos", "abs",
+        "invert")},
+}
+
+
+# ------------------------------------------------------------------ the answer's side
+
+_wc_objects = []  # reference number -> object (kept alive: numbers stay valid)
+_wc_numbers = {}  # id(object) -> reference number
+
+
+def _wc_number(obj):
+    number = _wc_numbers.get(id(obj))
+    if number is None:
+        number = _wc_numbers[id(obj)] = len(_wc_objects)
+        _wc_objects.append(obj)
+    return number
+
+
+def _wc_marker(obj):
+    cls, is_class = type(obj), isinstance(obj, type)
+    name = (obj if is_class else cls).__name__
+    return (_WC_REF, _wc_number(obj), _wc_number(cls), str(name)[:100], is_class)
+
+
+def _wc_out(value, depth=0):
+    """``value`` as plain data (see the module docstring)."""
+    t = type(value)
+    if t in _WC_PLAIN:
+        return value
+    if depth > _WC_DEPTH:
+        raise ValueError("a value nested too deeply to send")
+    if t is list or t is tuple or t is set or t is frozenset:
+        return t(_wc_out(v, depth + 1) for v in value)
+    if t is dict:
+        return {_wc_out(k, depth + 1): _wc_out(v, depth + 1) for k, v in value.items()}
+    if not isinstance(value, type):
+        for base in _WC_BASES:
+            if isinstance(value, base):
+                plain = base(value)
+                if type(plain) is base:
+                    return _wc_out(plain, depth + 1)
+    return _wc_marker(value)
+
+
+def _wc_in(value, depth=0):
+    """A value from the tests' side with its reference markers replaced by the objects."""
+    t = type(value)
+    if t in _WC_PLAIN or depth > _WC_DEPTH:
+        return value
+    if t is tuple and len(value) == 5 and value[0] == _WC_REF:
+        return _wc_objects[value[1]]
+    if t is list or t is tuple or t is set or t is frozenset:
+        return t(_wc_in(v, depth + 1) for v in value)
+    if t is dict:
+        return {_wc_in(k, depth + 1): _wc_in(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _wc_builtin_base(cls):
+    for base in cls.__mro__:
+        if getattr(_wc_builtins, base.__name__, None) is base:
+            return base.__name__
+    return "Exception"
+
+
+def _wc_names():
+    """The answer's top-level names: [name, kind, data] with kind function, class,
+    exception (data: [class number, builtin base name]) or value."""
+    names = []
+    for name, value in list(globals().items()):
+        if name.startswith(("_wc_", "_WC_", "__")) or type(value) is type(_wc_builtins):
+            continue
+        if isinstance(value, type) and issubclass(value, BaseException):
+            names.append([name, "exception", [_wc_number(value), _wc_builtin_base(value)]])
+        elif isinstance(value, type):
+            names.append([name, "class", _wc_marker(value)])
+        elif callable(value):
+            names.append([name, "function", _wc_marker(value)])
+        else:
+            names.append([name, "value", _wc_out(value)])
+    return names
+
+
+def _wc_answer(op, operands=(), kwargs=None):
+    """The answer worker's entry point: ``["ok", value]``, ``["stop"]`` (``next`` of an
+    exhausted iterator) or ``["exc", type name, message, builtin base, class number]``."""
+    try:
+        if op == "names":
+            return ["ok", _wc_names()]
+        return ["ok", _wc_out(_WC_OPS[op](*_wc_in(operands), **_wc_in(kwargs or {})))]
+    except StopIteration:
+        if op == "next":
+            return ["stop"]
+        return ["exc", "StopIteration", "raised outside of next()", "RuntimeError", -1]
+    except BaseException as exc:  # the tests see it raised
+        try:
+            cls = type(exc)
+            return ["exc", str(cls.__name__)[:100], str(exc)[:2000], _wc_builtin_base(cls),
+                    _wc_numbers.get(id(cls), -1)]
+        except BaseException:
+            return ["exc", "Exception", "<unprintable exception>", "Exception", -1]
+
+
+# ------------------------------------------------------------------- the tests' side
+
+class _WcRemoteClass(type):
+    """The class of a stand-in for one of the answer's classes: calling it, and reading its
+    attributes, go to the answer."""
+
+    def __call__(cls, *args, **kwargs):
+        return _wc_op("call", cls, *args, **kwargs)
+
+    def __getattr__(cls, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _wc_op("getattr", cls, name)
+
+
+def _wc_forward(op, reflected=False):
+    def method(self, *args):
+        return _wc_op(op, *((*args, self) if reflected else (self, *args)))
+    return method
+
+
+def _wc_compare(op):
+    def method(self, other):  # never against a plain value (see the module docstring)
+        if not isinstance(other, _WcRemote | _WcRemoteClass):
+            return NotImplemented
+        return _wc_op(op, self, other)
+    return method
+
+
+def _wc_typed(op, kind):
+    def method(self, *args):
+        value = _wc_op(op, self, *args)
+        if type(value) is not kind:
+            raise TypeError(f"{op}() of the answer's object returned {type(value).__name__}")
+        return value
+    return method
+
+
+class _WcRemote:
+    """A stand-in for one of the answer's objects: each use is forwarded to the answer."""
+
+    __slots__ = ("_wc_ref",)
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _wc_op("getattr", self, name)
+
+    def __setattr__(self, name, value):
+        _wc_op("setattr", self, name, value)
+
+    def __delattr__(self, name):
+        _wc_op("delattr", self, name)
+
+    def __call__(self, *args, **kwargs):
+        return _wc_op("call", self, *args, **kwargs)
+
+    def __iter__(self):
+        return _wc_op("iter", self)
+
+    def __next__(self):
+        return _wc_op("next", self)
+
+    __bool__ = _wc_typed("bool", bool)
+    __len__ = _wc_typed("len", int)
+    __hash__ = _wc_typed("hash", int)
+    __str__ = _wc_typed("str", str)
+    __repr__ = _wc_typed("repr", str)
+    __int__ = _wc_typed("int", int)
+    __index__ = _wc_typed("index", int)
+    __float__ = _wc_typed("float", float)
+    __contains__ = _wc_typed("contains", bool)
+    __getitem__, __setitem__ = _wc_forward("getitem"), _wc_forward("setitem")
+    __delitem__ = _wc_forward("delitem")
+    __eq__, __ne__ = _wc_compare("eq"), _wc_compare("ne")
+    __lt__, __le__ = _wc_compare("lt"), _wc_compare("le")
+    __gt__, __ge__ = _wc_compare("gt"), _wc_compare("ge")
+
+
+def _wc_arithmetic():  # the answer's own arithmetic (a Vector class's +, a Money's *...)
+    for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and",
+                 "or", "xor", "lshift", "rshift"):
+        op = name + ("_" if name in ("and", "or") else "")
+        setattr(_WcRemote, f"__{name}__", _wc_forward(op))
+        setattr(_WcRemote, f"__r{name}__", _wc_forward(op, reflected=True))
+    for name in ("neg", "pos", "abs", "invert"):
+        setattr(_WcRemote, f"__{name}__", _wc_forward(name))
+
+
+_wc_arithmetic()
+
+
+_wc_classes = {}      # class number -> stand-in class or local exception class
+_wc_class_refs = {}   # local exception class -> class number
+_wc_exceptions = {}   # (name, builtin base) -> local exception class
+_WC_NOT_REBUILT = ("StopIteration", "StopAsyncIteration")  # control flow in the tests
+
+
+def _wc_class(number, name):
+    cls = _wc_classes.get(number)
+    if cls is None:
+        cls = _wc_classes[number] = _WcRemoteClass(name, (_WcRemote,), {
+            "__slots__": (), "_wc_class_ref": number, "__module__": "answer"})
+    return cls
+
+
+def _wc_recv(value, depth=0):
+    t = type(value)
+    if t in _WC_PLAIN or depth > _WC_DEPTH:
+        return value
+    if t is tuple and len(value) == 5 and value[0] == _WC_REF:
+        _, number, class_number, name, is_class = value
+        if is_class:
+            return _wc_classes.get(number) or _wc_class(number, name)
+        obj = object.__new__(_wc_class(class_number, name))
+        object.__setattr__(obj, "_wc_ref", number)
+        return obj
+    if t is list or t is tuple or t is set or t is frozenset:
+        return t(_wc_recv(v, depth + 1) for v in value)
+    if t is dict:
+        return {_wc_recv(k, depth + 1): _wc_recv(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _wc_send(value, depth=0):
+    t = type(value)
+    if t in _WC_PLAIN:
+        return value
+    if depth > _WC_DEPTH:
+        raise ValueError("a value nested too deeply to send to the answer")
+    if isinstance(value, _WcRemote):
+        cls = type(value)
+        return (_WC_REF, value._wc_ref, cls._wc_class_ref, cls.__name__, False)
+    if isinstance(value, _WcRemoteClass):
+        return (_WC_REF, value._wc_class_ref, -1, value.__name__, True)
+    if isinstance(value, type) and value in _wc_class_refs:  # one of its exception classes
+        return (_WC_REF, _wc_class_refs[value], -1, value.__name__, True)
+    if t is list or t is tuple or t is set or t is frozenset:
+        return t(_wc_send(v, depth + 1) for v in value)
+    if t is dict:
+        return {_wc_send(k, depth + 1): _wc_send(v, depth + 1) for k, v in value.items()}
+    for base in _WC_BASES:
+        if isinstance(value, base) and not isinstance(value, type):
+            return _wc_send(base(value), depth + 1)
+    raise TypeError("isolated verification passes only plain values and the answer's own "
+                    f"objects to the answer, not {t.__name__}")
+
+
+def _wc_exception_class(name, base):
+    """The builtin exception ``name``, else a local class of that name deriving from the
+    builtin ``base`` (StopIteration is never rebuilt: it would end a loop of the tests)."""
+    builtin = getattr(_wc_builtins, base, None)
+    if not (isinstance(builtin, type) and issubclass(builtin, BaseException)) or \
+            base in _WC_NOT_REBUILT:
+        builtin = RuntimeError
+    if name == base and builtin.__name__ == name:
+        return builtin
+    cls = _wc_exceptions.get((name, base))
+    if cls is None:
+        cls = _wc_exceptions[name, base] = type(name, (builtin,), {"__module__": "answer"})
+    return cls
+
+
+def _wc_exception(name, message, base, class_number):
+    cls = _wc_classes.get(class_number)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = _wc_exception_class(name, base)
+    try:
+        return cls(message)
+    except Exception:  # a builtin that needs more arguments (UnicodeDecodeError...)
+        return _wc_exception_class(name, "Exception")(message)
+
+
+def _wc_start_channel():
+    import queue
+    import threading
+
+    return queue.SimpleQueue(), queue.SimpleQueue(), threading.Lock()
+
+
+_wc_to_host = _wc_from_host = _wc_lock = None
+
+
+def _wc_op(op, *operands, **kwargs):
+    """Apply ``op`` in the answer's worker (through the trusted side); its reply here."""
+    request = ["call", op, _wc_send(list(operands)), _wc_send(kwargs)]
+    with _wc_lock:
+        _wc_to_host.put(request)
+        reply = _wc_from_host.get()
+    if reply[0] == "ok":
+        return _wc_recv(reply[1])
+    if reply[0] == "stop" and op == "next":
+        raise StopIteration
+    if reply[0] == "exc" and len(reply) == 5:
+        raise _wc_exception(*reply[1:])
+    raise RuntimeError("isolated verification: malformed reply from the answer")
+
+
+def _wc_bind(names):
+    namespace = {"__name__": "__main__", "__builtins__": _wc_builtins}
+    for name, kind, data in names:
+        if kind == "exception":  # a local class: raised, caught and checked by the tests
+            number, base = data
+            cls = _wc_exception_class(name, base)
+            _wc_classes[number], _wc_class_refs[cls] = cls, number
+            namespace[name] = cls
+        else:
+            namespace[name] = _wc_recv(data)
+    return namespace
+
+
+def _wc_run(namespace, source):
+    try:
+        exec(compile(source, "<tests>", "exec"), namespace)
+        _wc_to_host.put(["done", True])
+    except BaseException as exc:
+        try:
+            _wc_to_host.put(["done", False, str(type(exc).__name__)[:100], str(exc)[:2000]])
+        except BaseException:
+            _wc_to_host.put(["done", False, "Exception", "<unprintable exception>"])
+
+
+def _wc_tests(kind, payload):
+    """The tests' worker's entry point (see the module docstring)."""
+    global _wc_to_host, _wc_from_host, _wc_lock
+    import threading
+
+    if kind == "start":
+        _wc_to_host, _wc_from_host, _wc_lock = _wc_start_channel()
+        names, source = payload
+        threading.Thread(target=_wc_run, args=(_wc_bind(names), source), daemon=True).start()
+    else:
+        _wc_from_host.put(payload)
+    return _wc_to_host.get()
