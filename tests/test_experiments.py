@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,16 +40,20 @@ import json, os, yaml
 p = yaml.safe_load(open("params.yaml"))
 n, base = len(p["rounds"]), p["merge"]["baseline"]
 dev = {1: 0.25, 2: 0.5, 3: 0.5}[n] if base == "none" else 0.75
-os.makedirs("metrics", exist_ok=True)
-json.dump({"benchmark": "humaneval", "pass@1": n / 10, "tasks": 4},
-          open("metrics/score.json", "w"))
-json.dump({"benchmark": "seed_dev", "pass@1": dev, "tasks": 12},
-          open("metrics/dev_score.json", "w"))
+os.makedirs("metrics/details", exist_ok=True)
+# The pipeline's shapes: headline metrics, and details that are outputs, not metrics.
+json.dump({"benchmark": "humaneval", "pass@1": n / 10, "pass@1_low": 0.0,
+           "pass@1_high": n / 5}, open("metrics/score.json", "w"))
+json.dump({"dev_benchmark": "seed_dev", "dev_pass@1": dev}, open("metrics/dev_score.json", "w"))
+json.dump({"train_loss": 1.5 - n / 10}, open("metrics/train.json", "w"))
+json.dump({"rows": 8 * n, "tokens_est": 1000 * n}, open("metrics/merge.json", "w"))
+json.dump({"rows": 8 * n, "removed_near_duplicate": n}, open("metrics/details/merge.json", "w"))
 """
 TOY_DVC = {"stages": {"toy": {
     "cmd": "python toy.py", "deps": ["toy.py"], "params": ["rounds", "merge", "evolve"],
-    "metrics": [{"metrics/score.json": {"cache": False}},
-                {"metrics/dev_score.json": {"cache": False}}]}}}
+    "outs": [{"metrics/details/merge.json": {"cache": False}}],
+    "metrics": [{f"metrics/{name}.json": {"cache": False}}
+                for name in ("score", "dev_score", "train", "merge")]}}}
 
 
 def sh(cmd, cwd, check=True, timeout=300):
@@ -127,17 +130,6 @@ def test_grid_verify_adds_a_verified_twin_per_round_count(tmp_path):
                                        verify=True)
     assert {e.name: e.overrides for e in entries} == {
         "rounds-2": ["evolve.verify=none"], "verified-rounds-2": []}
-    assert re.match(experiments.compare_args()[-1], "evolve.verify")
-
-
-def test_compare_keeps_the_useful_columns():
-    args = experiments.compare_args(["--md"])
-    assert args[:5] == ["exp", "show", "--no-pager", "--drop", ".*"] and args[-1] == "--md"
-    keep = args[args.index("--keep") + 1]
-    for column in ("metrics/score.json:pass@1", "metrics/dev_score.json:pass@1", "rounds.r3",
-                   "merge.baseline", "metrics/merge.json:tokens_est"):
-        assert re.match(keep, column), column
-    assert not re.match(keep, "metrics/train.json:train_runtime")
 
 
 # --- the dev set ---------------------------------------------------------------------------
@@ -294,7 +286,8 @@ def test_exp_rounds_prints_and_runs_the_dvc_commands(toy):
     names = {e["name"]: e["revs"][0]["data"] for e in show[1]["experiments"]}
     assert set(names) == {"rounds-1", "rounds-2", "rounds-3", "seed-only"}
     assert len(names["rounds-3"]["params"]["params.yaml"]["data"]["rounds"]) == 3
-    assert names["seed-only"]["metrics"]["metrics/dev_score.json"]["data"]["pass@1"] == 0.75
+    dev = names["seed-only"]["metrics"]["metrics/dev_score.json"]["data"]
+    assert dev["dev_pass@1"] == 0.75
 
 
 def test_select_rounds_uses_the_dev_set_and_prefers_fewer_rounds(toy):
@@ -321,24 +314,48 @@ def test_selection_rules_on_real_exp_show_output(toy):
     exps = {e["name"]: e for e in edited[1]["experiments"]}
     exps["rounds-2"]["executor"] = {"state": "failed"}
     exps["rounds-3"]["revs"][0]["data"]["metrics"]["metrics/dev_score.json"]["data"][
-        "benchmark"] = "mbpp+"
+        "dev_benchmark"] = "mbpp+"
     record = select_rounds(edited, SelectConfig())
     assert record["chosen_rounds"] == 1 and [c["rounds"] for c in record["candidates"]] == [1]
     reasons = {e["experiment"]: e["reason"] for e in record["excluded"]}
     assert "state failed" in reasons["rounds-2"] and "'mbpp+'" in reasons["rounds-3"]
     exps["rounds-1"]["revs"][0]["data"]["metrics"]["metrics/dev_score.json"]["data"][
-        "benchmark"] = "humaneval"   # dev == the reported benchmark: not held out
+        "dev_benchmark"] = "humaneval"   # dev == the reported benchmark: not held out
     with pytest.raises(DataError, match="no finished experiment"):
         select_rounds(edited, SelectConfig())
     assert "rounds-1" in format_selection(select_rounds(show, SelectConfig()))
 
 
+def test_compare_table_holds_every_headline_number_and_the_params_that_differ(toy):
+    header, rows = experiments.compare_table(toy[2])
+    # Every key of every metrics file, unprefixed as `dvc exp show` prints them (train_loss
+    # and tokens_est included), then only the params that differ between the rows.
+    assert header[:10] == ["experiment", "benchmark", "pass@1", "pass@1_low", "pass@1_high",
+                           "dev_benchmark", "dev_pass@1", "train_loss", "rows", "tokens_est"]
+    assert sorted(header[10:]) == ["merge.baseline", "rounds.r2", "rounds.r3"]
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert set(table) >= {"workspace", "rounds-1", "rounds-2", "rounds-3", "seed-only"}
+    assert table["rounds-3"]["pass@1"] == pytest.approx(0.3)
+    assert table["rounds-3"]["tokens_est"] == 3000 and table["rounds-1"]["rounds.r2"] is None
+    assert table["seed-only"]["merge.baseline"] == "seed_only"
+    header, rows = experiments.compare_table(toy[2], ["rounds-1"])
+    assert [r[0] for r in rows] == ["rounds-1"] and "rounds.r2" not in header
+
+
 def test_compare_and_rounds_commands_on_the_toy_repo(toy):
     repo = toy[0]
-    log = sh("COLUMNS=250 python -m wizardcoder exp compare rounds-1 rounds-3", repo)
-    assert "$ dvc exp show --no-pager --drop '.*' --keep" in log
+    log = sh("python -m wizardcoder exp compare", repo)
+    assert "$ dvc exp show --json --no-pager" in log
+    lines = log.splitlines()
+    head = next(line for line in lines if line.startswith("experiment"))
+    for column in ("pass@1", "dev_pass@1", "train_loss", "tokens_est", "rounds.r3"):
+        assert column in head.split(), (column, head)
+    assert "removed_near_duplicate" not in log and "dvc metrics diff" not in log
+    assert any(line.startswith("rounds-3 ") and " 0.3 " in line for line in lines), log
+    log = sh("python -m wizardcoder exp compare --diff rounds-1 rounds-3", repo)
     assert "$ dvc metrics diff rounds-1 rounds-3" in log
-    assert "rounds-3" in log and "0.1" in log and "0.3" in log
+    assert "$ dvc metrics diff rounds-1 rounds-3 --targets metrics/details" in log
+    assert "removed_near_duplicate" in log   # the details: asked for
     log = sh("python -m wizardcoder exp rounds 4 --queue --name four", repo)
     assert ("$ dvc exp run --queue --name four -S +rounds.r3=data/evolved/r2.jsonl "
             "-S +rounds.r4=data/evolved/r3.jsonl") in log

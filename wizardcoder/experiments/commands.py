@@ -6,8 +6,8 @@ and used directly:
     wizardcoder exp rounds 3 [--queue] [--name NAME]   # dvc exp run -S '+rounds.r3=...'
     wizardcoder exp grid --rounds 1 2 3 [--baselines] [--ablate-methods] [--verify]
                          [--run] [-j N]
-    wizardcoder exp compare [EXP [EXP]]                 # dvc exp show (useful columns) +
-                                                        # dvc metrics diff
+    wizardcoder exp compare [EXP ...] [--diff]          # headline metrics of each
+                                                        # experiment (dvc exp show --json)
     wizardcoder exp select-rounds                       # evol-stop on the dev set
 """
 
@@ -28,13 +28,7 @@ from wizardcoder.errors import ConfigError, ExternalError
 from wizardcoder.rounds import load_rounds, set_rounds_overrides
 
 BASELINE_KINDS = ("seed_only", "equal_size")
-# `dvc exp show --keep` patterns (matched at the start of each column name).
-COMPARE_COLUMNS = (
-    "Experiment", "State", r"metrics/score\.json:(plus_)?pass@",
-    r"metrics/dev_score\.json:(plus_)?pass@",
-    r"metrics/merge\.json:(rows|tokens_est|target_rows|shortfall_rows)$",
-    r"metrics/train\.json:train_loss$", r"rounds\.", r"merge\.baseline",
-    r"evolve\.verify$")
+DETAILS_DIR = "metrics/details"  # wizardcoder.headline: what `compare --diff` adds
 PENDING = ("Queued", "Running")
 POLL_S = 5.0
 
@@ -166,23 +160,90 @@ def wait_for(names: list[str], poll_s: float = POLL_S, timeout_s: float | None =
         time.sleep(poll_s)
 
 
-def compare_args(extra: list[str] | None = None) -> list[str]:
-    return ["exp", "show", "--no-pager", "--drop", ".*", "--keep",
-            "|".join(COMPARE_COLUMNS), *(extra or [])]
+SHOW_ARGS = ["exp", "show", "--json", "--no-pager"]
 
 
-def compare(revs: list[str], extra: list[str] | None = None) -> None:
-    """The experiments table (useful columns), then the metrics that changed between two
-    revisions: HEAD and the workspace, HEAD and one experiment, or two experiments."""
-    if len(revs) > 2:
-        raise ConfigError("exp compare: give at most two experiments (or revisions)")
-    run_dvc(compare_args(extra))
-    base = ["HEAD"] if len(revs) == 1 else []
-    run_dvc(["metrics", "diff", *base, *revs])
+def exp_show_json(cwd: str | Path | None = None) -> list:
+    """What ``dvc exp show --json`` prints (the command is echoed first)."""
+    out = run_dvc(SHOW_ARGS, capture=True, cwd=cwd).stdout
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise ExternalError(f"`{dvc_command(SHOW_ARGS)}` printed no JSON: {exc}") from None
+
+
+def compare_table(show: list, names: list[str] | None = None) -> tuple[list[str], list[list]]:
+    """(header, rows): one row per experiment of ``dvc exp show --json`` (the workspace, the
+    baseline commit, its experiments; only ``names`` when given), with every headline
+    metric (each metrics file's keys, named without the file as `dvc exp show` does unless
+    two files share a key) and the params that differ between the rows shown."""
+    from wizardcoder.config import flatten
+    from wizardcoder.experiments.selection import parse_exp_show, workspace_entry
+
+    baseline, experiments = parse_exp_show(show)
+    entries = [e for e in (workspace_entry(show), baseline, *experiments) if e is not None]
+    if names:
+        entries = [e for e in entries if e.name in names or e.rev.startswith(tuple(names))]
+    keys: dict[str, list[str]] = {}  # metric key -> files holding it
+    for entry in entries:
+        for path, data in entry.metrics.items():
+            for key in flatten(data, keep_empty=False):
+                files = keys.setdefault(key, [])
+                if path not in files:
+                    files.append(path)
+    columns = [(path, key) for key, files in keys.items() for path in files]
+    params = [flatten(e.params, keep_empty=False) for e in entries]
+    changed = [k for k in dict.fromkeys(k for p in params for k in p)
+               if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
+    header = ["experiment", *(key if len(keys[key]) == 1 else f"{path}:{key}"
+                              for path, key in columns), *changed]
+    rows = []
+    for entry, flat in zip(entries, params, strict=True):
+        values = [flatten(entry.metrics.get(path) or {}, keep_empty=False).get(key)
+                  for path, key in columns]
+        rows.append([entry.name, *values, *(flat.get(k) for k in changed)])
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list], markdown: bool = False) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    cells = [header, *([cell(v) for v in row] for row in rows)]
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in header) + "|")
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+
+
+def compare(revs: list[str], markdown: bool = False, diff: bool = False) -> str:
+    """The headline metrics of every experiment (the workspace, the baseline commit and its
+    experiments; ``revs``: only those) beside the params that differ. ``diff``: then the
+    full difference between two revisions (HEAD and the workspace, HEAD and one experiment,
+    or two experiments): params, headline metrics, and every figure of the details files."""
+    if diff and len(revs) > 2:
+        raise ConfigError("exp compare --diff: give at most two experiments (or revisions)")
+    header, rows = compare_table(exp_show_json(), revs if not diff else None)
+    text = format_table(header, rows, markdown)
+    print(text, flush=True)
+    if diff:
+        base = ["HEAD"] if len(revs) < 2 else []
+        md = ["--md"] if markdown else []
+        run_dvc(["params", "diff", *base, *revs, *md])
+        run_dvc(["metrics", "diff", *base, *revs, *md])
+        run_dvc(["metrics", "diff", *base, *revs, "--targets", DETAILS_DIR, *md])
+    return text
 
 
 def cmd_compare(args) -> None:
-    compare(args.revs, ["--md"] if args.md else None)
+    compare(args.revs, args.md, getattr(args, "diff", False))
 
 
 def cmd_rounds(args) -> None:
@@ -203,7 +264,7 @@ def cmd_grid(args) -> None:
         return
     run_dvc(["queue", "start", "-j", str(args.jobs)])
     status = wait_for(names, poll_s=args.poll, timeout_s=args.timeout)
-    run_dvc(compare_args())
+    compare(names)
     failed = [n for n in names if status.get(n) != "Success"]
     if failed:
         hints = "; ".join(dvc_command(["queue", "logs", n]) for n in failed)
@@ -217,13 +278,7 @@ def cmd_select_rounds(args) -> dict:
     from wizardcoder.jsonl import write_json
 
     select = load_section(args.params, "select", SelectConfig)
-    show_args = ["exp", "show", "--json", "--no-pager"]
-    out = run_dvc(show_args, capture=True).stdout
-    try:
-        show = json.loads(out)
-    except json.JSONDecodeError as exc:
-        raise ExternalError(f"`{dvc_command(show_args)}` printed no JSON: {exc}") from None
-    record = select_rounds(show, select)
+    record = select_rounds(exp_show_json(), select)
     write_json(args.out, record)
     print(format_selection(record))
     if record["chosen_rev"] == record["baseline_rev"]:

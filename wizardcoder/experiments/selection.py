@@ -42,14 +42,27 @@ def _entry(rev_info: dict, state: str) -> Entry:
     params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
     metrics = {path: (m or {}).get("data") or {} for path, m in
                (data.get("metrics") or {}).items()}
-    # The dev headline's keys carry "dev_" (dev_pass@1) so `dvc exp show` needs no file prefix.
-    if DEV_METRICS in metrics:
-        metrics[DEV_METRICS] = {k.removeprefix("dev_"): v for k, v in metrics[DEV_METRICS].items()}
     error = rev_info.get("error")
     return Entry(name=rev_info.get("name") or rev_info.get("rev", "")[:7],
                  rev=rev_info.get("rev", ""), timestamp=data.get("timestamp") or "",
                  state=state, params=params, metrics=metrics,
                  error=(error.get("msg") or str(error)) if isinstance(error, dict) else error)
+
+
+def workspace_entry(show: list) -> Entry | None:
+    """The workspace row of ``dvc exp show --json``, if it has one."""
+    for commit in show if isinstance(show, list) else []:
+        if commit.get("rev") == "workspace":
+            entry = _entry(commit, "workspace")
+            entry.name = "workspace"
+            return entry
+    return None
+
+
+def _dev(entry: Entry) -> dict:
+    """The dev score of an entry by its score keys: the headline's keys carry ``dev_``
+    (``dev_pass@1``, so `dvc exp show` needs no file prefix)."""
+    return {k.removeprefix("dev_"): v for k, v in (entry.metrics.get(DEV_METRICS) or {}).items()}
 
 
 def parse_exp_show(show: list) -> tuple[Entry, list[Entry]]:
@@ -84,7 +97,7 @@ def _exclusion(entry: Entry, baseline: Entry, select: SelectConfig) -> str | Non
         return "differs from the baseline commit in more than rounds: " + ", ".join(differs)
     if (entry.params.get("merge") or {}).get("baseline", "none") != "none":
         return "merge.baseline is not 'none' (a baseline, not an evolved set)"
-    dev = entry.metrics.get(DEV_METRICS) or {}
+    dev = _dev(entry)
     if select.metric not in dev:
         return f"no {DEV_METRICS}:{select.metric}"
     if dev.get("benchmark") != select.dev_benchmark:
@@ -110,7 +123,7 @@ def select_rounds(show: list, select: SelectConfig) -> dict:
         if reason:
             excluded.append({"experiment": entry.name, "rev": entry.rev, "reason": reason})
             continue
-        dev = entry.metrics[DEV_METRICS]
+        dev = _dev(entry)
         test = entry.metrics.get(TEST_METRICS) or {}
         candidates.append({
             "rounds": len(entry.params.get("rounds") or {}), "experiment": entry.name,
