@@ -1,17 +1,19 @@
-"""Cost of evolve.verify: tests: sandbox verification rows/s vs running the same programs
-unsandboxed in one process.
+"""Cost of evolve.verify: tests: the two-worker verification (solution and tests apart, calls
+relayed) per row, against the one-interpreter way it replaced and an unsandboxed exec.
 
     python bench/verify.py [--rows 200] [--workers 2]
 
 Rows: the 164 HumanEval canonical solutions written as an answer with its tests (the
-benchmark's own asserts on ``candidate``, turned into asserts on the function), half of them
-with a wrong solution (``return None``) so that both verdicts occur, cycled up to ``--rows``.
-Each is verified the way the evolve stage verifies an answer
-(:func:`wizardcoder.evolve.verify.check_attempts`: code extraction, the program, one sandboxed
-run under the `score` section's default limits and strict isolation). The baseline ``exec``s
-the same programs in this process, unsandboxed (what a pipeline without a sandbox would pay;
-never do this with model output). Printed: rows/s of each, the ratio, and the verdict counts
-(they must agree between the two).
+benchmark's own asserts on ``candidate``, turned into a test function on the function), half
+of them with a wrong solution (``return None``) so that both verdicts occur, cycled up to
+``--rows``. Each is verified the way the evolve stage verifies an answer
+(:func:`wizardcoder.evolve.verify.check_attempts`: code extraction, the solution in one
+sandbox worker, its tests in another, every call relayed as plain values, under the `score`
+section's default limits and strict isolation). Baselines on the same rows: the
+one-interpreter way (solution + tests loaded by one sandbox worker, as verification ran
+before issue 20, when a wrong solution could disarm its tests) and an ``exec`` of that program
+in this process, unsandboxed (never do this with model output). Printed: rows/s and
+milliseconds per row of each, the ratios, the relayed calls, and whether the verdicts agree.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from __future__ import annotations
 import argparse
 import re
 import time
+
+ENTRY = "__wizardcoder_verified__"  # the one-interpreter way's trivial entry point
+ONE_PROCESS = {"task_id": "evolve/verify", "prompt": "", "entry_point": ENTRY,
+               "test": "def check(candidate):\n    assert candidate() is True\n"}
 
 
 def answers(rows: int) -> list[str]:
@@ -41,15 +47,49 @@ def answers(rows: int) -> list[str]:
     return [out[i % len(out)] for i in range(rows)]
 
 
-def unsandboxed(programs: list[str]) -> list[str]:
+def one_interpreter(programs, limits, workers: int) -> list[str]:
+    """The way before issue 20: solution and tests loaded by one sandbox worker."""
+    from wizardcoder.sandbox import evaluate_samples
+
+    samples = [{"task_id": ONE_PROCESS["task_id"],
+                "solution": f"{p.solution}\n\n{p.tests}\ndef {ENTRY}():\n    return True\n"}
+               for p in programs]
+    verdicts = evaluate_samples({ONE_PROCESS["task_id"]: ONE_PROCESS}, samples, limits,
+                                workers=workers, progress=False)
+    return [v.kind for v in verdicts]
+
+
+def unsandboxed(programs) -> list[str]:
     kinds = []
-    for program in programs:
+    for p in programs:
         try:
-            exec(compile(program, "<bench>", "exec"), {"__name__": "__bench__"})
+            exec(compile(f"{p.solution}\n\n{p.tests}", "<bench>", "exec"),
+                 {"__name__": "__bench__"})
             kinds.append("passed")
         except BaseException:  # noqa: BLE001 -- a failed test of any kind
             kinds.append("error")
     return kinds
+
+
+def count_calls(programs) -> int:
+    """Calls the tests make of the solution (each one relay round trip), counted by running
+    the programs unsandboxed with the entry point wrapped."""
+    total = 0
+    for p in programs:
+        namespace: dict = {"__name__": "__bench__"}
+        exec(compile(p.solution, "<bench>", "exec"), namespace)
+        for name, value in list(namespace.items()):
+            if callable(value) and not name.startswith("__"):
+                def counted(*a, _f=value, **k):
+                    nonlocal total
+                    total += 1
+                    return _f(*a, **k)
+                namespace[name] = counted
+        try:
+            exec(compile(p.tests, "<bench>", "exec"), namespace)
+        except BaseException:  # noqa: BLE001 -- the wrong half stops at its first failure
+            pass
+    return total
 
 
 def main() -> None:
@@ -63,27 +103,45 @@ def main() -> None:
     texts = answers(args.rows)
     sandbox = Sandbox.from_config(SandboxConfig(workers=args.workers))
     sandbox.check([Attempt("```python\ndef f():\n    return 1\n\nassert f() == 1\n```")])
+    programs = [prepare(Attempt(t)) for t in texts]
+    assert all(programs), "every row has a solution and tests"
+
     attempts = [Attempt(t) for t in texts]
     start = time.perf_counter()
     check_attempts(attempts, sandbox.limits, args.workers)
-    sandboxed_s = time.perf_counter() - start
-    programs = [prepare(Attempt(t)) or "raise SystemExit('no program')" for t in texts]
+    isolated_s = time.perf_counter() - start
+    start = time.perf_counter()
+    single = one_interpreter(programs, sandbox.limits, args.workers)
+    single_s = time.perf_counter() - start
     start = time.perf_counter()
     plain = unsandboxed(programs)
     plain_s = time.perf_counter() - start
-    kinds = {}
+    calls = count_calls(programs)
+
+    kinds: dict[str, int] = {}
     for a in attempts:
         kinds[a.kind] = kinds.get(a.kind, 0) + 1
-    agree = sum((a.kind == "passed") == (k == "passed") for a, k in zip(attempts, plain,
-                                                                       strict=True))
-    print(f"rows {len(texts)}, workers {args.workers}, isolation "
+    n = len(texts)
+
+    def agree(other: list[str]) -> int:
+        return sum((a.kind == "passed") == (k == "passed")
+                   for a, k in zip(attempts, other, strict=True))
+
+    def line(name: str, seconds: float) -> str:
+        return (f"{name:34s} {seconds:7.2f} s  {n / seconds:7.1f} rows/s  "
+                f"{1000 * seconds / n * args.workers:6.1f} ms/row per worker")
+
+    print(f"rows {n}, workers {args.workers}, {calls} calls of the solutions by their tests "
+          f"({calls / n:.1f}/row), isolation "
           f"{ {k: v for k, v in (sandbox.isolation or {}).items() if v is not True} }")
-    print(f"sandboxed verification  {sandboxed_s:7.2f} s  {len(texts) / sandboxed_s:8.1f} rows/s"
-          f"  verdicts {kinds}")
-    print(f"unsandboxed exec        {plain_s:7.2f} s  {len(texts) / plain_s:8.1f} rows/s"
-          f"  passed {plain.count('passed')}")
-    print(f"ratio (sandboxed / unsandboxed rows/s): {plain_s / sandboxed_s:.3f}; "
-          f"verdicts agree on {agree}/{len(texts)} rows")
+    print(line("two workers, calls relayed", isolated_s) + f"  verdicts {kinds}")
+    print(line("one interpreter, sandboxed (old)", single_s) +
+          f"  passed {single.count('passed')}")
+    print(line("unsandboxed exec", plain_s) + f"  passed {plain.count('passed')}")
+    print(f"per row: two workers cost {1000 * (isolated_s - single_s) / n * args.workers:+.1f} "
+          f"ms per worker over one interpreter ({isolated_s / single_s:.2f}x the time); "
+          f"verdicts agree with the old way on {agree(single)}/{n} rows and with the "
+          f"unsandboxed exec on {agree(plain)}/{n}")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,14 @@ own; every use of a stand-in becomes a ``["call", op, operands, kwargs]`` reply,
 ``_wc_tests("reply", ...)`` hands the answer's reply back to the waiting test. The last reply
 is ``["done", True]`` or ``["done", False, type name, message]``.
 
-What the answer can do to the tests: reply with plain values and stand-ins. A stand-in is
-never equal to, nor ordered against, a plain value (``==`` gives False, ``<`` a TypeError):
-only the answer's own objects are compared by the answer's own ``__eq__``; every other
-comparison, and every builtin the tests call, runs in the tests' interpreter.
+What the answer can do to the tests: reply with plain values and stand-ins. No operator of
+the answer's code ever receives a plain value of the tests (an expected value, in a test),
+so none can answer "equal" or "close" to whatever it is given: a stand-in is never equal to
+a plain value (``==`` gives False), and ``<``, ``-``, ``*``... between a stand-in and a plain
+value raise TypeError; ``x in stand_in`` iterates the stand-in and compares here. Plain
+values reach the answer only as the arguments of calls (the inputs). Between two of the
+answer's objects, operators are the answer's own (``Point(1, 2) + Point(3, 4) ==
+Point(4, 6)``): a test that builds its expected value with the answer's class trusts it.
 """
 
 import builtins as _wc_builtins
@@ -156,17 +160,17 @@ class _WcRemoteClass(type):
         return _wc_op("getattr", cls, name)
 
 
-def _wc_forward(op, reflected=False):
+def _wc_forward(op):
     def method(self, *args):
-        return _wc_op(op, *((*args, self) if reflected else (self, *args)))
+        return _wc_op(op, self, *args)
     return method
 
 
-def _wc_compare(op):
-    def method(self, other):  # never against a plain value (see the module docstring)
+def _wc_binary(op, reflected=False):
+    def method(self, other):  # never with a plain value (see the module docstring)
         if not isinstance(other, _WcRemote | _WcRemoteClass):
             return NotImplemented
-        return _wc_op(op, self, other)
+        return _wc_op(op, *((other, self) if reflected else (self, other)))
     return method
 
 
@@ -212,20 +216,22 @@ class _WcRemote:
     __int__ = _wc_typed("int", int)
     __index__ = _wc_typed("index", int)
     __float__ = _wc_typed("float", float)
-    __contains__ = _wc_typed("contains", bool)
     __getitem__, __setitem__ = _wc_forward("getitem"), _wc_forward("setitem")
     __delitem__ = _wc_forward("delitem")
-    __eq__, __ne__ = _wc_compare("eq"), _wc_compare("ne")
-    __lt__, __le__ = _wc_compare("lt"), _wc_compare("le")
-    __gt__, __ge__ = _wc_compare("gt"), _wc_compare("ge")
+    __eq__, __ne__ = _wc_binary("eq"), _wc_binary("ne")
+    __lt__, __le__ = _wc_binary("lt"), _wc_binary("le")
+    __gt__, __ge__ = _wc_binary("gt"), _wc_binary("ge")
+
+    def __contains__(self, value):  # compared here, item by item
+        return any(item is value or item == value for item in self)
 
 
-def _wc_arithmetic():  # the answer's own arithmetic (a Vector class's +, a Money's *...)
+def _wc_arithmetic():  # the answer's own arithmetic between its objects (Vector + Vector)
     for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and",
                  "or", "xor", "lshift", "rshift"):
         op = name + ("_" if name in ("and", "or") else "")
-        setattr(_WcRemote, f"__{name}__", _wc_forward(op))
-        setattr(_WcRemote, f"__r{name}__", _wc_forward(op, reflected=True))
+        setattr(_WcRemote, f"__{name}__", _wc_binary(op))
+        setattr(_WcRemote, f"__r{name}__", _wc_binary(op, reflected=True))
     for name in ("neg", "pos", "abs", "invert"):
         setattr(_WcRemote, f"__{name}__", _wc_forward(name))
 
@@ -233,7 +239,8 @@ def _wc_arithmetic():  # the answer's own arithmetic (a Vector class's +, a Mone
 _wc_arithmetic()
 
 
-_wc_classes = {}      # class number -> stand-in class or local exception class
+_wc_classes = {}      # class number -> stand-in class
+_wc_raised = {}       # class number -> local class of one of the answer's exceptions
 _wc_class_refs = {}   # local exception class -> class number
 _wc_exceptions = {}   # (name, builtin base) -> local exception class
 _WC_NOT_REBUILT = ("StopIteration", "StopAsyncIteration")  # control flow in the tests
@@ -254,7 +261,7 @@ def _wc_recv(value, depth=0):
     if t is tuple and len(value) == 5 and value[0] == _WC_REF:
         _, number, class_number, name, is_class = value
         if is_class:
-            return _wc_classes.get(number) or _wc_class(number, name)
+            return _wc_raised.get(number) or _wc_class(number, name)
         obj = object.__new__(_wc_class(class_number, name))
         object.__setattr__(obj, "_wc_ref", number)
         return obj
@@ -305,9 +312,7 @@ def _wc_exception_class(name, base):
 
 
 def _wc_exception(name, message, base, class_number):
-    cls = _wc_classes.get(class_number)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        cls = _wc_exception_class(name, base)
+    cls = _wc_raised.get(class_number) or _wc_exception_class(name, base)
     try:
         return cls(message)
     except Exception:  # a builtin that needs more arguments (UnicodeDecodeError...)
@@ -340,12 +345,18 @@ def _wc_op(op, *operands, **kwargs):
 
 
 def _wc_bind(names):
+    """The tests' namespace: the answer's names, never one that would shadow a builtin
+    (an answer's ``abs`` returning 0 would pass ``abs(x - expected) < 1e-9``), a dunder
+    (``__builtins__``) or a name of this driver."""
     namespace = {"__name__": "__main__", "__builtins__": _wc_builtins}
     for name, kind, data in names:
+        if type(name) is not str or not name.isidentifier() or name.startswith("__") or \
+                name.startswith(("_wc_", "_WC_")) or hasattr(_wc_builtins, name):
+            continue
         if kind == "exception":  # a local class: raised, caught and checked by the tests
             number, base = data
             cls = _wc_exception_class(name, base)
-            _wc_classes[number], _wc_class_refs[cls] = cls, number
+            _wc_raised[number], _wc_class_refs[cls] = cls, number
             namespace[name] = cls
         else:
             namespace[name] = _wc_recv(data)
