@@ -3,12 +3,15 @@
     python scripts/screenshot_mlflow.py --db mlflow.db --out-dir docs
         starts `mlflow server` on the sqlite store (127.0.0.1, a free port, one worker, no job
         runner), waits for /health, saves the runs table (parent run per experiment, stage
-        runs nested) as mlflow_runs.png and the training-loss chart of the newest train run
-        as mlflow_metric.png, then stops the server.
+        runs nested) as mlflow_runs.png, the training-loss chart of the newest train run as
+        mlflow_metric.png, the two newest experiments side by side (params that differ) as
+        mlflow_compare.png, the newest experiment's parent run (its stage runs, metrics,
+        registered model) as mlflow_parent.png and the registered model's versions as
+        mlflow_model.png (the last three when the store has them), then stops the server.
     python scripts/screenshot_mlflow.py --page dvc_plots/index.html --out plots.png
         one page (a file or URL), e.g. the output of `dvc plots show`.
 
-Needs Chromium and ChromeDriver (scripts/install-browser.sh: Debian's chromium and
+Needs Chromium and ChromeDriver (`bash scripts/install.sh --browser`: Debian's chromium and
 chromium-driver), driven over WebDriver's HTTP API with the standard library only. Nothing
 leaves loopback: Chromium runs with background networking off and a fresh profile.
 """
@@ -43,9 +46,9 @@ def find_chromium() -> str | None:
 def missing_browser() -> str | None:
     """Why the browser cannot run here (None when chromium and chromedriver are present)."""
     if not find_chromium():
-        return "chromium not installed (optional: bash scripts/install-browser.sh)"
+        return "chromium not installed (bash scripts/install.sh --browser installs it)"
     if not shutil.which("chromedriver"):
-        return "chromedriver not installed (optional: bash scripts/install-browser.sh)"
+        return "chromedriver not installed (bash scripts/install.sh --browser installs it)"
     return None
 
 
@@ -204,21 +207,39 @@ class MlflowServer:
             return json.loads(resp.read())
 
 
-HEADLINE_COLUMNS = ("pass_at_1", "train.train_loss", "merge.rows", "evolve_r1.keep_rate")
+HEADLINE_COLUMNS = ("benchmark/pass_at_1", "train/train_loss", "merge/rows", "evolve/r1/kept")
 HIDDEN_COLUMNS = ("Dataset", "Models")
+# wizardcoder.tracking's names (this script runs without the package too)
+ROLE_TAG, PARENT_ROLE = "pipeline_role", "pipeline"
 
 
-def mlflow_pages(server: MlflowServer, experiment: str = "wizardcoder") -> dict[str, str]:
-    """UI addresses: the runs table and the metric charts of the newest train run."""
+def mlflow_pages(server: MlflowServer, experiment: str = "wizardcoder",
+                 parent_filter: str = f"tags.{ROLE_TAG} = '{PARENT_ROLE}'") -> dict[str, str]:
+    """UI addresses: the runs table; the metric charts of the newest train run; the newest
+    parent run (``parent``) and the two newest side by side (``compare``); the first
+    registered model (``model``). A page the store has nothing for is left out."""
     exp = server.api(f"experiments/get-by-name?experiment_name={experiment}")["experiment"]
     exp_id = exp["experiment_id"]
-    runs = server.api("runs/search", {"experiment_ids": [exp_id], "max_results": 1,
-                                      "filter": "tags.stage = 'train'",
-                                      "order_by": ["attributes.start_time DESC"]})
+
+    def newest(filter_string: str, n: int) -> list[str]:
+        found = server.api("runs/search", {"experiment_ids": [exp_id], "max_results": n,
+                                           "filter": filter_string,
+                                           "order_by": ["attributes.start_time DESC"]})
+        return [r["info"]["run_id"] for r in found.get("runs", [])]
+
     pages = {"runs": f"{server.url}/#/experiments/{exp_id}/runs"}
-    if runs.get("runs"):
-        run_id = runs["runs"][0]["info"]["run_id"]
-        pages["metric"] = f"{server.url}/#/experiments/{exp_id}/runs/{run_id}/model-metrics"
+    if train := newest("tags.stage = 'train'", 1):
+        pages["metric"] = f"{server.url}/#/experiments/{exp_id}/runs/{train[0]}/model-metrics"
+    parents = newest(parent_filter, 2)
+    if parents:
+        pages["parent"] = f"{server.url}/#/experiments/{exp_id}/runs/{parents[0]}"
+    if len(parents) == 2:
+        runs = json.dumps(parents[::-1], separators=(",", ":"))
+        pages["compare"] = (f"{server.url}/#/compare-runs?runs={runs}"
+                            f"&experiments={json.dumps([exp_id], separators=(',', ':'))}")
+    models = server.api("registered-models/search?max_results=1").get("registered_models")
+    if models:
+        pages["model"] = f"{server.url}/#/models/{models[0]['name']}"
     return pages
 
 
@@ -271,6 +292,66 @@ def shoot_metric(b: Browser, url: str, out: str | Path, search: str = "loss") ->
     return b.text()
 
 
+COMPARED_TABLES = r"""
+    const after = (el, selector) => Array.from(document.querySelectorAll(selector))
+        .filter(e => el.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING);
+    const cells = root => Array.from(root.querySelectorAll('[role=rowgroup] > *'))
+        .map(c => c.innerText.trim());
+    const out = {};
+    const params = document.querySelector('[aria-label="Parameters - Show diff only"]');
+    if (params) {
+      const table = after(params, 'table')[0];
+      out.Parameters = table ? Array.from(table.querySelectorAll('tr')).map(r =>
+          Array.from(r.querySelectorAll('th, td')).map(c => c.innerText.trim())) : [];
+    }
+    const metrics = document.querySelector('[aria-label="Metrics - Show diff only"]');
+    if (metrics) {  // two virtualized grids: the names, then every run's value row by row
+      const [names, values] = after(metrics, '[role=grid]').slice(0, 2).map(cells);
+      const per = names.length ? values.length / names.length : 0;
+      out.Metrics = names.map((n, i) => [n, ...values.slice(i * per, (i + 1) * per)]);
+    }
+    return out;"""
+
+
+def shoot_compare(b: Browser, url: str, out: str | Path) -> dict[str, list[list[str]]]:
+    """The compare view of two runs with "Show diff only" on for every table, scrolled to
+    the params and metrics; returns those tables: ``{"Parameters": [[name, value of run 1,
+    value of run 2], ...], "Metrics": [...]}`` in the order the page shows them."""
+    b.get(url)
+    b.wait("document.querySelectorAll('[aria-label$=\"Show diff only\"]').length", 90,
+           "the compared tables")
+    _close_assistant(b)
+    b.js("document.querySelectorAll('[role=switch][aria-label$=\"Show diff only\"]').forEach("
+         "s => { if (s.getAttribute('aria-checked') !== 'true') s.click(); });")
+    time.sleep(1)
+    b.js("document.querySelector('[aria-label=\"Parameters - Show diff only\"]')"
+         ".scrollIntoView({block: 'start'}); window.scrollBy(0, -80);")
+    time.sleep(1)
+    b.screenshot(out)
+    return b.js(COMPARED_TABLES)
+
+
+def shoot_run(b: Browser, url: str, out: str | Path, wait_for: str = "Child runs") -> str:
+    """A run's overview page (a parent lists its child runs, metrics, params, registered
+    model versions); returns the page's text."""
+    b.get(url)
+    b.wait(f"document.body.innerText.includes({json.dumps(wait_for)})", 90, wait_for)
+    _close_assistant(b)
+    time.sleep(1)
+    b.screenshot(out)
+    return b.text()
+
+
+def shoot_model(b: Browser, url: str, out: str | Path) -> str:
+    """A registered model's page: its versions with their tags; returns the page's text."""
+    b.get(url)
+    b.wait("document.body.innerText.includes('Version 1')", 90, "a model version")
+    _close_assistant(b)
+    time.sleep(1)
+    b.screenshot(out)
+    return b.text()
+
+
 def shoot_page(b: Browser, url: str, out: str | Path, charts: int = 1) -> int:
     """A page with vega charts (e.g. `dvc plots show`): waits for ``charts`` drawn charts
     (larger than 50 x 50 px: a plot whose data failed is an empty, tiny canvas)."""
@@ -307,9 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         pages = mlflow_pages(server, args.experiment)
         shoot_runs_table(b, pages["runs"], out_dir / "mlflow_runs.png")
         print(f"runs table: {pages['runs']} -> {out_dir / 'mlflow_runs.png'}")
-        if "metric" in pages:
-            shoot_metric(b, pages["metric"], out_dir / "mlflow_metric.png")
-            print(f"metric charts: {pages['metric']} -> {out_dir / 'mlflow_metric.png'}")
+        shots = {"metric": shoot_metric, "compare": shoot_compare, "parent": shoot_run,
+                 "model": shoot_model}
+        for name, shoot in shots.items():
+            if name in pages:
+                shoot(b, pages[name], out_dir / f"mlflow_{name}.png")
+                print(f"{name}: {pages[name]} -> {out_dir / f'mlflow_{name}.png'}")
     return 0
 
 
