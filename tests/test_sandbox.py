@@ -113,7 +113,7 @@ def test_isolation_layers_active_when_root(layers):
     active = sandbox_mod.require_isolation("strict", FAST)
     assert active["started"] and active["errors"] == [], active
     assert all(active[k] for k in ("mount_ns", "pid_ns", "net_ns", "ipc_ns", "minimal_root",
-                                   "uid_separation")), active
+                                   "uid_separation", "seccomp", "memory_bound")), active
     assert active["user_ns"] is (None if os.geteuid() == 0 else True), active
 
 

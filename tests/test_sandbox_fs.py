@@ -186,7 +186,7 @@ def test_nothing_to_steal_as_unprivileged_user(planted, user):
     layers = json.loads(as_user(user, "isolation", "strict").stdout)["layers"]
     assert layers["user_ns"] is True and layers["uid"].startswith("own uid in a user namespace")
     assert all(layers[k] for k in ("mount_ns", "pid_ns", "net_ns", "ipc_ns", "minimal_root",
-                                   "uid_separation")), layers
+                                   "uid_separation", "seccomp", "memory_bound")), layers
 
 
 # A real machine without unprivileged user namespaces: the limit is per user namespace, so a
@@ -280,7 +280,8 @@ def test_score_cli_strict_records_every_layer(cli_dir):
     iso = json.loads((cli_dir / "m.json").read_text())["isolation"]
     assert iso["mode"] == "strict" and iso["started"], iso
     assert all(iso[k] for k in ("mount_ns", "pid_ns", "net_ns", "ipc_ns", "minimal_root",
-                                "uid_separation")), iso
+                                "uid_separation", "seccomp", "memory_bound")), iso
+    assert iso["cgroup"] in ("v1", "v2", None), iso
 
 
 # ------------------------------------------------------------------ what solutions need still works

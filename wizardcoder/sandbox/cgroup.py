@@ -208,7 +208,7 @@ class SampleCgroup:
             os.close(fd)
         self.fds = []
         used = self.usage() if self.dirs else {}
-        end = time.monotonic() + patience_s
+        end, killed = time.monotonic() + patience_s, False
         for d in reversed(self.dirs):
             while True:
                 try:
@@ -217,13 +217,13 @@ class SampleCgroup:
                 except FileNotFoundError:
                     break
                 except OSError:
-                    if time.monotonic() > end:
-                        if self.version == "v2" and os.path.exists(f"{d}/cgroup.kill"):
-                            _write(f"{d}/cgroup.kill", "1")
-                            end += 1.0
-                            continue
+                    if time.monotonic() < end:
+                        time.sleep(0.01)
+                    elif not killed and os.path.exists(f"{d}/cgroup.kill"):  # v2, >= 5.14
+                        _write(f"{d}/cgroup.kill", "1")
+                        end, killed = time.monotonic() + 1.0, True
+                    else:
                         raise
-                    time.sleep(0.01)
         self.dirs = []
         return used
 
