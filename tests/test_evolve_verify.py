@@ -6,7 +6,9 @@ The fault server answers by content. Markers in a seed instruction choose the an
 right on the second, [prose] an explanation only, [js] JavaScript, and hostile code that
 passes its tests only if it does harm: [passwd] reads the host's /etc/passwd and a planted
 file, [plant] overwrites the planted file, [escape] writes outside its tmp, [fork] a fork
-bomb, [loop] an infinite loop. The kept rows must be exactly [good] and [retry]; the
+bomb, [loop] an infinite loop, [disarm] a wrong solution that would pass by disarming the
+tests (an always-equal return value, unittest's assertEqual patched: it passed while solution
+and tests shared one interpreter). The kept rows must be exactly [good] and [retry]; the
 planted file must be unchanged and nothing written outside.
 """
 
@@ -36,7 +38,7 @@ GOOD = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(0, 0) == 0\n"
 BAD_TESTS = "assert add(1, 2) == 4\n"
-HOSTILE_MARKERS = ["[passwd]", "[plant]", "[escape]", "[fork]", "[loop]"]
+HOSTILE_MARKERS = ["[passwd]", "[plant]", "[escape]", "[fork]", "[loop]", "[disarm]"]
 MARKERS = ["[good]", "[wrong]", "[badtests]", "[retry]", "[prose]", "[js]", *HOSTILE_MARKERS]
 KEPT = {"[good]", "[retry]"}
 NO_PYTHON = {"[prose]", "[js]"}
@@ -59,6 +61,10 @@ def hostile(marker: str, planted: Path, outside: Path) -> str:
                 f"assert add(1, 2) == 3\n")
     if marker == "[fork]":
         return "import os\ndef add(a, b):\n    return a + b\n\nwhile True:\n    os.fork()\n"
+    if marker == "[disarm]":
+        return ("import unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\n\n"
+                "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n"
+                "def add(a, b):\n    return AlwaysEqual()\n\nassert add(1, 2) == 3\n")
     return "def add(a, b):\n    return a + b\n\nwhile True:\n    pass\nassert add(1, 2) == 3\n"
 
 

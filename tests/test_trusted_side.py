@@ -157,3 +157,166 @@ def test_numeric_shape_refuses_what_numpy_would_widen():
     assert numeric_shape([0.0] * 10, max_items=5) is None
     text = textwrap.dedent("""no numpy array is built for strings""")
     assert numeric_shape([text] * 3) is None
+
+
+# ------------------------------------------------------------------ verification
+
+def _fenced(code: str) -> str:
+    return f"```python\n{code}```"
+
+
+ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
+# Wrong answers that pass their (independently written) tests only by changing what the tests
+# see: each passed when solution and tests shared one interpreter.
+DISARMING = {
+    "always-equal return value": (
+        "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n"
+        "    def __ne__(self, other):\n        return False\n"
+        "def add(a, b):\n    return AlwaysEqual()\n" + ADD_TESTS),
+    "unittest's assertions patched": (
+        "import unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\n"
+        "def add(a, b):\n    return 0\n"
+        "class TestAdd(unittest.TestCase):\n    def test_add(self):\n"
+        "        self.assertEqual(add(1, 2), 3)\n"),
+    "builtins.abs and sorted patched": (
+        "import builtins\nbuiltins.abs = lambda x: 0\n"
+        "builtins.sorted = lambda xs, **k: [1, 2, 3]\n"
+        "def mean(xs):\n    return 99.0\ndef order(xs):\n    return xs\n"
+        "assert abs(mean([1.0, 2.0]) - 1.5) < 1e-9\n"
+        "assert sorted(order([3, 1, 2])) == [1, 2, 3]\n"),
+    # invented here: the answer's own abs/sorted, which the tests would call by name
+    "builtins shadowed by top-level names": (
+        "def abs(x):\n    return 0\ndef sorted(xs, **k):\n    return [1, 2, 3]\n"
+        "def mean(xs):\n    return 99.0\ndef order(xs):\n    return xs\n"
+        "assert abs(mean([1.0, 2.0]) - 1.5) < 1e-9\n"
+        "assert sorted(order([3, 1, 2])) == [1, 2, 3]\n"),
+    # invented here: StopIteration from the answer ends the tests' loop before any assert
+    "StopIteration ends the tests' loop": (
+        "def is_even(n):\n    raise StopIteration\n"
+        "def test_is_even():\n    for got, want in zip(map(is_even, [2, 3]), [True, False]):\n"
+        "        assert got == want\n"),
+    # invented here: unittest.SkipTest from the answer makes the runner skip, not fail
+    "unittest.SkipTest raised by the answer": (
+        "import unittest\ndef add(a, b):\n    raise unittest.SkipTest('later')\n"
+        "class TestAdd(unittest.TestCase):\n    def test_add(self):\n"
+        "        self.assertEqual(add(1, 2), 3)\n"),
+    # invented here: a result whose arithmetic answers "close" to any expected value
+    "a result whose difference is always 0": (
+        "class Zero:\n    def __sub__(self, other):\n        return 0.0\n"
+        "    __rsub__ = __sub__\n    def __abs__(self):\n        return 0.0\n"
+        "    def __contains__(self, item):\n        return True\n"
+        "def mean(xs):\n    return Zero()\ndef primes(n):\n    return Zero()\n"
+        "assert abs(mean([1.0, 2.0]) - 1.5) < 1e-9\nassert 3 in primes(10)\n"),
+}
+# Honest answers: (answer, verdict kind); the verdict the one-interpreter way gave is the same
+# unless listed in HONEST_BEFORE.
+HONEST = {
+    "correct": ("def add(a, b):\n    return a + b\n" + ADD_TESTS, "passed"),
+    "honestly wrong": ("def add(a, b):\n    return a - b\n" + ADD_TESTS, "error"),
+    "several functions and a constant": (
+        "import math\nLIMIT = 7\ndef area(r):\n    return math.pi * r * r\n"
+        "def double(x):\n    return 2 * x\n"
+        "def test_area():\n    assert math.isclose(area(1), math.pi)\n"
+        "    assert double(LIMIT) == 14 and double(area(0)) == 0\n", "passed"),
+    "a class the tests use": (
+        "class Stack:\n    def __init__(self):\n        self.items = []\n"
+        "    def push(self, x):\n        self.items.append(x)\n"
+        "    def pop(self):\n        return self.items.pop()\n"
+        "    def __len__(self):\n        return len(self.items)\n"
+        "    def __iter__(self):\n        return iter(self.items)\n"
+        "s = Stack()\ns.push(1)\ns.push(2)\nassert len(s) == 2 and list(s) == [1, 2]\n"
+        "assert 2 in s and 5 not in s\nassert s.pop() == 2 and s.items == [1]\n"
+        "assert isinstance(s, Stack) and str(s).startswith('<')\n", "passed"),
+    "a class with a wrong method": (
+        "class Counter2:\n    def __init__(self):\n        self.n = 0\n"
+        "    def bump(self):\n        self.n += 2\n"
+        "c = Counter2()\nc.bump()\nassert c.n == 1\n", "error"),
+    "its own exceptions, in unittest": (
+        "import unittest\nclass Insufficient(ValueError):\n    pass\n"
+        "def withdraw(balance, amount):\n    if amount < 0:\n        raise ValueError('negative')\n"
+        "    if amount > balance:\n        raise Insufficient('too much')\n"
+        "    return balance - amount\n"
+        "class TestWithdraw(unittest.TestCase):\n    def test_withdraw(self):\n"
+        "        self.assertEqual(withdraw(5, 2), 3)\n"
+        "        with self.assertRaises(Insufficient):\n            withdraw(1, 2)\n"
+        "        with self.assertRaises(ValueError):\n            withdraw(1, -1)\n"
+        "        self.assertRaises(KeyError, {}.__getitem__, 1)\n", "passed"),
+    "a generator": (
+        "import itertools\ndef fib():\n    a, b = 0, 1\n    while True:\n        yield a\n"
+        "        a, b = b, a + b\n"
+        "assert list(itertools.islice(fib(), 6)) == [0, 1, 1, 2, 3, 5]\n", "passed"),
+    "a namedtuple and a Counter": (
+        "from collections import Counter, namedtuple\nPoint = namedtuple('Point', 'x y')\n"
+        "def origin():\n    return Point(0, 0)\ndef letters(s):\n    return Counter(s)\n"
+        "assert origin() == (0, 0) and origin().x == 0\n"
+        "assert letters('aab') == {'a': 2, 'b': 1}\n", "passed"),
+    "a dataclass with its own arithmetic": (
+        "from dataclasses import dataclass\n@dataclass\nclass Vec:\n    x: int\n    y: int\n"
+        "    def __add__(self, other):\n        return Vec(self.x + other.x, self.y + other.y)\n"
+        "assert Vec(1, 2) + Vec(3, 4) == Vec(4, 6)\nassert Vec(1, 2) != Vec(2, 1)\n", "passed"),
+    "an answer that times out": ("def add(a, b):\n    while True:\n        pass\n" + ADD_TESTS,
+                                 "timeout"),
+}
+# The one-interpreter way failed these honest answers (its program ran as a module missing
+# from sys.modules, which dataclasses look up).
+HONEST_BEFORE = {"a dataclass with its own arithmetic": "error"}
+# Shapes the stand-ins do not support: the tests fail, naming why.
+UNSUPPORTED = {
+    "a lambda passed to the answer": (
+        "def apply(f, x):\n    return f(x)\nassert apply(lambda v: v + 1, 1) == 2\n",
+        "passes only plain values"),
+    "the answer's object times a plain number": (
+        "class Vec:\n    def __init__(self, x):\n        self.x = x\n"
+        "    def __mul__(self, k):\n        return Vec(self.x * k)\n"
+        "assert (Vec(2) * 3).x == 6\n", "unsupported operand"),
+}
+VERIFY_LIMITS = SandboxLimits(timeout_s=5, cpu_s=5, memory_mb=512)
+
+
+def _verify(texts: list[str]):
+    from wizardcoder.evolve.verify import Attempt, check_attempts
+
+    attempts = [Attempt(_fenced(t)) for t in texts]
+    check_attempts(attempts, VERIFY_LIMITS, workers=2)
+    return attempts
+
+
+def _one_interpreter(texts: list[str]) -> list[str]:
+    """The verdicts of the way before: solution and tests loaded by one sandbox worker (as
+    bench/verify.py runs it)."""
+    from bench.verify import ENTRY, ONE_PROCESS
+    from wizardcoder.evolve.verify import Attempt, prepare
+    from wizardcoder.sandbox import evaluate_samples
+
+    programs = [prepare(Attempt(_fenced(t))) for t in texts]
+    samples = [{"task_id": ONE_PROCESS["task_id"],
+                "solution": f"{p.solution}\n\n{p.tests}\ndef {ENTRY}():\n    return True\n"}
+               for p in programs]
+    return [v.kind for v in evaluate_samples({ONE_PROCESS["task_id"]: ONE_PROCESS}, samples,
+                                             VERIFY_LIMITS, workers=2, progress=False)]
+
+
+def test_answers_that_disarm_their_tests_fail_verification():
+    names = sorted(DISARMING)
+    texts = [DISARMING[n] for n in names]
+    assert _one_interpreter(texts) == ["passed"] * len(names)  # the attacks are real
+    got = {n: (a.kind, a.detail) for n, a in zip(names, _verify(texts), strict=True)}
+    assert {n: kind for n, (kind, _) in got.items()} == {n: "error" for n in names}, got
+    assert all(detail.startswith("the tests failed") for _, detail in got.values()), got
+
+
+def test_honest_answers_keep_their_verdicts():
+    names = sorted(HONEST)
+    texts = [HONEST[n][0] for n in names]
+    got = {n: a.kind for n, a in zip(names, _verify(texts), strict=True)}
+    assert got == {n: HONEST[n][1] for n in names}
+    before = dict(zip(names, _one_interpreter(texts), strict=True))
+    assert before == {n: HONEST_BEFORE.get(n, HONEST[n][1]) for n in names}
+
+
+def test_unsupported_shapes_fail_naming_why():
+    names = sorted(UNSUPPORTED)
+    attempts = _verify([UNSUPPORTED[n][0] for n in names])
+    for name, attempt in zip(names, attempts, strict=True):
+        assert attempt.kind == "error" and UNSUPPORTED[name][1] in attempt.detail, \
+            (name, attempt.detail)

@@ -4,10 +4,12 @@ only the standard library and runs nothing when loaded.
 
 The answer worker serves ``_wc_answer(op, operands, kwargs)``: it applies ``op`` (a call, an
 attribute, an operator; :data:`_WC_OPS`) to objects of the answer and replies with plain data
-only: exact builtin values as they are, values of subclasses of builtin types (a namedtuple,
-a Counter, an IntEnum) as their builtin value, and any other object as a reference marker
-(``_WC_REF``, its number, its class's number, its class's name, whether it is a class) that
-the tests' side turns into a stand-in forwarding every use back here.
+only: exact builtin values as they are, and any other object as a reference marker
+(``_WC_REF``, its number, its class's number, its class's name, whether it is a class, the
+builtin type it derives from or "") that the tests' side turns into a stand-in forwarding
+every use back here. A stand-in of a value of a subclass of a builtin type (a namedtuple, a
+Counter, an IntEnum) compares with plain values as that builtin value (``op "plain"``,
+fetched at each comparison, compared on the tests' side).
 
 The tests' worker serves ``_wc_tests(kind, payload)``: "start" binds the answer's top-level
 names (stand-ins for its functions and classes, local exception classes for its exception
@@ -34,8 +36,9 @@ _WC_DEPTH = 90  # below the codec's 100 levels
 _WC_PLAIN = (int, float, complex, str, bytes, bool, type(None))
 _WC_BASES = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
 _WC_OPS = {
-    "call": lambda f, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr,
-    "delattr": delattr, "len": len, "bool": bool, "str": str, "repr": repr, "hash": hash,
+    "call": lambda f, *a, **k: f(*a, **k), "plain": lambda obj: _wc_plain(obj),
+    "getattr": getattr, "setattr": setattr, "delattr": delattr, "len": len, "bool": bool,
+    "str": str, "repr": repr, "hash": hash,
     "iter": iter, "next": next, "int": int, "float": float, "index": _wc_operator.index,
     "getitem": _wc_operator.getitem, "setitem": _wc_operator.setitem,
     "delitem": _wc_operator.delitem, "contains": _wc_operator.contains,
@@ -60,10 +63,31 @@ def _wc_number(obj):
     return number
 
 
+def _wc_base(obj):
+    """The builtin type ``obj``'s class derives from (a namedtuple: tuple), else None."""
+    if not isinstance(obj, type):
+        for base in _WC_BASES:
+            if isinstance(obj, base):
+                return base
+    return None
+
+
+def _wc_plain(obj):
+    base = _wc_base(obj)
+    if base is None:
+        raise TypeError(f"{type(obj).__name__} has no builtin value")
+    plain = base(obj)
+    if type(plain) is not base:
+        raise TypeError(f"{type(obj).__name__} has no builtin value")
+    return plain
+
+
 def _wc_marker(obj):
     cls, is_class = type(obj), isinstance(obj, type)
     name = (obj if is_class else cls).__name__
-    return (_WC_REF, _wc_number(obj), _wc_number(cls), str(name)[:100], is_class)
+    base = _wc_base(obj)
+    return (_WC_REF, _wc_number(obj), _wc_number(cls), str(name)[:100], is_class,
+            "" if base is None else base.__name__)
 
 
 def _wc_out(value, depth=0):
@@ -77,12 +101,6 @@ def _wc_out(value, depth=0):
         return t(_wc_out(v, depth + 1) for v in value)
     if t is dict:
         return {_wc_out(k, depth + 1): _wc_out(v, depth + 1) for k, v in value.items()}
-    if not isinstance(value, type):
-        for base in _WC_BASES:
-            if isinstance(value, base):
-                plain = base(value)
-                if type(plain) is base:
-                    return _wc_out(plain, depth + 1)
     return _wc_marker(value)
 
 
@@ -91,7 +109,7 @@ def _wc_in(value, depth=0):
     t = type(value)
     if t in _WC_PLAIN or depth > _WC_DEPTH:
         return value
-    if t is tuple and len(value) == 5 and value[0] == _WC_REF:
+    if t is tuple and len(value) == 6 and value[0] == _WC_REF:
         return _wc_objects[value[1]]
     if t is list or t is tuple or t is set or t is frozenset:
         return t(_wc_in(v, depth + 1) for v in value)
@@ -169,7 +187,10 @@ def _wc_forward(op):
 def _wc_binary(op, reflected=False):
     def method(self, other):  # never with a plain value (see the module docstring)
         if not isinstance(other, _WcRemote | _WcRemoteClass):
-            return NotImplemented
+            if not getattr(type(self), "_wc_base", ""):
+                return NotImplemented
+            plain = _wc_op("plain", self)  # its builtin value, compared here
+            return getattr(_wc_operator, op)(*((other, plain) if reflected else (plain, other)))
         return _wc_op(op, *((other, self) if reflected else (self, other)))
     return method
 
@@ -246,11 +267,14 @@ _wc_exceptions = {}   # (name, builtin base) -> local exception class
 _WC_NOT_REBUILT = ("StopIteration", "StopAsyncIteration")  # control flow in the tests
 
 
-def _wc_class(number, name):
+def _wc_class(number, name, base=""):
     cls = _wc_classes.get(number)
     if cls is None:
         cls = _wc_classes[number] = _WcRemoteClass(name, (_WcRemote,), {
-            "__slots__": (), "_wc_class_ref": number, "__module__": "answer"})
+            "__slots__": (), "_wc_class_ref": number, "_wc_base": "",
+            "__module__": "answer"})
+    if base and not cls._wc_base:  # first seen as a class (a top-level name), not a value
+        cls._wc_base = str(base)
     return cls
 
 
@@ -258,11 +282,11 @@ def _wc_recv(value, depth=0):
     t = type(value)
     if t in _WC_PLAIN or depth > _WC_DEPTH:
         return value
-    if t is tuple and len(value) == 5 and value[0] == _WC_REF:
-        _, number, class_number, name, is_class = value
+    if t is tuple and len(value) == 6 and value[0] == _WC_REF:
+        _, number, class_number, name, is_class, base = value
         if is_class:
             return _wc_raised.get(number) or _wc_class(number, name)
-        obj = object.__new__(_wc_class(class_number, name))
+        obj = object.__new__(_wc_class(class_number, name, base))
         object.__setattr__(obj, "_wc_ref", number)
         return obj
     if t is list or t is tuple or t is set or t is frozenset:
@@ -280,11 +304,11 @@ def _wc_send(value, depth=0):
         raise ValueError("a value nested too deeply to send to the answer")
     if isinstance(value, _WcRemote):
         cls = type(value)
-        return (_WC_REF, value._wc_ref, cls._wc_class_ref, cls.__name__, False)
+        return (_WC_REF, value._wc_ref, cls._wc_class_ref, cls.__name__, False, "")
     if isinstance(value, _WcRemoteClass):
-        return (_WC_REF, value._wc_class_ref, -1, value.__name__, True)
+        return (_WC_REF, value._wc_class_ref, -1, value.__name__, True, "")
     if isinstance(value, type) and value in _wc_class_refs:  # one of its exception classes
-        return (_WC_REF, _wc_class_refs[value], -1, value.__name__, True)
+        return (_WC_REF, _wc_class_refs[value], -1, value.__name__, True, "")
     if t is list or t is tuple or t is set or t is frozenset:
         return t(_wc_send(v, depth + 1) for v in value)
     if t is dict:
