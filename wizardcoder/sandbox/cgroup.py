@@ -79,6 +79,30 @@ def _read(path: str) -> str:
         return ""
 
 
+def _remove_stale(parent: str) -> None:
+    """``wizardcoder-<pid>`` trees left by scorers that died (their samples are gone); only
+    those untouched for an hour, as a live scorer in another PID namespace looks dead here."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid, tree = name.rpartition("-")[2], os.path.join(parent, name)
+        try:
+            if not name.startswith("wizardcoder-") or not pid.isdigit() or \
+                    os.path.exists(f"/proc/{pid}") or \
+                    time.time() - os.stat(tree).st_mtime < 3600:
+                continue
+            children = [os.path.join(tree, c) for c in os.listdir(tree)]
+        except OSError:
+            continue
+        for child in [c for c in children if os.path.isdir(c)] + [tree]:
+            try:
+                os.rmdir(child)
+            except OSError:
+                pass
+
+
 def _v2(mount: str, own: str) -> tuple[str | None, str]:
     """A directory whose children get memory and pids controllers, or (None, why)."""
     here = os.path.normpath(mount + own)
@@ -97,6 +121,7 @@ def _v2(mount: str, own: str) -> tuple[str | None, str]:
                 os.makedirs(leaf, exist_ok=True)
                 _write(f"{leaf}/cgroup.procs", "0")
                 _write(f"{here}/cgroup.subtree_control", "+memory +pids")
+        _remove_stale(here)
         os.makedirs(base, exist_ok=True)
         _write(f"{base}/cgroup.subtree_control", "+memory +pids")
     except OSError as exc:
@@ -111,6 +136,7 @@ def _v1(mounts, own) -> tuple[tuple[str, str] | None, str]:
         if mount is None or controller not in own:
             return None, f"cgroup v1: no {controller} hierarchy mounted"
         base = os.path.normpath(f"{mount}{own[controller]}/wizardcoder-{os.getpid()}")
+        _remove_stale(os.path.dirname(base))
         try:
             os.makedirs(base, exist_ok=True)
         except OSError as exc:

@@ -238,11 +238,11 @@ class Worker:
 
     def _spawn(self, h: Host) -> None:
         lim = self.limits
+        support = cgroup_mod.support()  # first: cgroup v2 may move this process to a leaf
         try:
             zygote = zygote_for(lim.isolate_network)  # started once per process, not timed
         except ZygoteError as exc:
             raise SandboxFailure("sandbox_error", str(exc)) from None
-        support = cgroup_mod.support()
         if lim.isolation == "strict":
             missing = missing_layers(
                 layers_of(dict(zygote.layers, cgroup=support.version), h, lim.isolate_network,
