@@ -208,35 +208,6 @@ def test_report_without_any_run_says_so(tmp_path):
         report.build_report(tmp_path, tmp_path / "out", workspace_only=True)
 
 
-@pytest.mark.slow
-def test_dvc_plots_show_renders_offline_in_chromium(dvc_repo, tmp_path):
-    """`dvc plots show` with the committed template: every plot of dvc.yaml is drawn with
-    no network (the vega libraries are inlined; the page loads nothing)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import screenshot_mlflow as shots
-
-    if shots.missing_browser():
-        pytest.skip(shots.missing_browser())
-    repo, env = dvc_repo
-    shown = json.loads(sh(f"{sys.executable} -m dvc plots show --json", repo, env))
-    assert not shown.get("errors") and all(shown["data"].values())  # every plot has data
-    out = tmp_path / "plots"
-    sh(f"{sys.executable} -m dvc plots show -o {out}", repo, env)  # .dvc/config's template
-    page = (out / "index.html").read_text()
-    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
-    n_plots = page.count("vegaEmbed(")  # the top-level plots and the stages' plot files
-    assert n_plots >= len(yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"])
-    with shots.Browser((1400, 1000)) as browser:
-        drawn = shots.shoot_page(browser, (out / "index.html").as_uri(), tmp_path / "p.png",
-                                 charts=n_plots)
-        errors = browser.js("return document.body.innerText;")
-    assert drawn == n_plots
-    assert "Error" not in errors
-    from tests.test_tracking import colourful_pixels
-
-    assert colourful_pixels(tmp_path / "p.png") > 2000
-
-
 def test_plots_template_is_configured_and_self_contained():
     config = (REPO / ".dvc/config").read_text()
     assert "html_template = ../configs/plots/template.html" in config

@@ -204,26 +204,6 @@ def test_redact_blanks_secret_names_and_values(monkeypatch):
                     "a.url": f"u?t={tracking.REDACTED}", "b": "null"}
 
 
-@pytest.mark.slow
-def test_mlflow_ui_in_headless_chromium(project, monkeypatch, tmp_path):
-    """The real UI, served by `mlflow server`, lists the parent run with its stage runs and
-    headline metrics, and draws the loss chart (scripts/screenshot_mlflow.py)."""
-    shots = screenshot_module()
-    if shots.missing_browser():
-        pytest.skip(shots.missing_browser())
-    monkeypatch.setenv("DVC_EXP_NAME", "exp-ui")
-    run_stages("seed", "train", "score")
-    with shots.MlflowServer(project / "mlflow.db") as server, shots.Browser() as browser:
-        pages = shots.mlflow_pages(server)
-        text = shots.shoot_runs_table(browser, pages["runs"], tmp_path / "runs.png", "exp-ui")
-        assert "exp-ui/seed" in text and "exp-ui/score" in text  # nested rows, expanded
-        assert "pass_at_1" in text and "0.25" in text  # headline metric on the parent row
-        text = shots.shoot_metric(browser, pages["metric"], tmp_path / "metric.png")
-        assert "train_loss" in text
-    assert colourful_pixels(tmp_path / "runs.png") > 100  # run colour dots, links
-    assert colourful_pixels(tmp_path / "metric.png") > 2000  # the drawn charts
-
-
 def screenshot_module():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
