@@ -159,3 +159,20 @@ def test_a_dead_local_llm_server_fails_at_once_naming_it(tmp_path, entry):
     assert "retrying" not in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r1.jsonl").exists() and not (tmp_path / "mlflow.db").exists()
     assert elapsed < 5.0, f"took {elapsed:.1f} s"  # the spec (issue 18); measured ~0.7 s
+
+
+def test_a_dead_generation_server_fails_before_the_first_request(tmp_path):
+    """generate.backend openai on a closed local port: exit 2 naming generate.base_url and
+    how to start a server there, instead of the SDK's retries per prompt."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": {
+        "backend": "openai", "base_url": url, "model": "my-model", "limit": 1}}))
+    out = wizardcoder("generate", "--model", str(tmp_path / "no-model"), "--out",
+                      str(tmp_path / "samples.jsonl"), cwd=tmp_path,
+                      env={"WIZARDCODER_MLFLOW": "0"}, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    error = out.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: nothing answers at {url} (generate.base_url: connection "
+                            "refused)"), error
+    assert "`vllm serve my-model --host 127.0.0.1 --port" in error
+    assert not list(tmp_path.glob("samples*"))
