@@ -246,6 +246,17 @@ def test_tmpfs_size_inodes_memfd_and_one_process_bound_a_python_sample():
 
 
 @needs_cgroup
+def test_every_sample_runs_in_a_cgroup_of_its_own():
+    program = "def f():\n    return open('/proc/self/cgroup').read()\n"
+    first, second = (captured(program, LIMITS)[1] for _ in range(2))
+    for seen in (first, second):
+        lines = [line for line in seen.splitlines() if "memory" in line or "pids" in line or
+                 (cgroup.support().version == "v2" and line.startswith("0::"))]
+        assert lines and all(f"/wizardcoder-{os.getpid()}/s" in line for line in lines), seen
+    assert first != second
+
+
+@needs_cgroup
 def test_process_count_is_bounded_per_sample():
     limits = dataclasses.replace(TOOLCHAIN, max_procs=8)
     program = ("import os, time\ndef f():\n    made = 0\n    for _ in range(64):\n"
