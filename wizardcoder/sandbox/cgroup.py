@@ -12,6 +12,12 @@ accounted there. After the sample (its PID namespace is gone by then) the peak u
 kills are read and the cgroup removed; ``wizardcoder-<pid>`` goes at exit.
 
 :func:`support` says what this machine offers (once per process), :func:`create` makes one.
+API (the Python workers use it in ``pool.py``; any other launcher, e.g. MultiPL-E's, the same)::
+
+    sample = cgroup.create(memory_bytes, max_procs)   # None: cgroup.support().reason says why
+    # pass sample.fds to the child (pass_fds / SCM_RIGHTS); before anything else it does
+    #     for fd in fds: os.write(fd, b"0"); os.close(fd)
+    usage = sample.destroy()   # after its processes are gone: {"memory_peak_mb", "oom_kills"}
 """
 
 from __future__ import annotations
