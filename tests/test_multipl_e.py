@@ -102,6 +102,27 @@ def test_instruction_answer_becomes_a_continuation():
     assert multipl_e.completion_from_response(problem, answer) == "    return x + y;"
 
 
+def test_generation_prompts_stop_tokens_and_the_scored_program():
+    from wizardcoder.generate.runner import prompt_text, solution_of
+    from wizardcoder.score.multipl_e import row_program
+
+    problem = load_benchmark("multipl-e-cpp")[TASK]
+    assert prompt_text(problem, "completion") == problem["prompt"]
+    instruction = prompt_text(problem, "instruction")
+    assert "Create a C++ script for this problem:\n#include" in instruction
+    assert "Python" not in instruction and instruction.endswith("### Response:")
+    raw = "    return x + y;\n}\nint main() { return 1; }\n"  # cut at the stop token "\n}"
+    solution = solution_of(problem, raw, "completion")
+    assert solution == problem["prompt"] + "    return x + y;"
+    assert row_program(problem, {"solution": solution}) == \
+        multipl_e.program(problem, "    return x + y;")
+    answer = "```cpp\nlong add(long x, long y) {\n    return x + y;\n}\n```"
+    assert solution_of(problem, answer, "instruction") == solution
+    if installed("cpp"):
+        assert run_program("cpp", row_program(problem, {"solution": solution}),
+                           FAST).status == "OK"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("language", list(ADD))
 def test_verdicts_per_language(language):

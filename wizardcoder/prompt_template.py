@@ -37,9 +37,10 @@ def build_target(response: str) -> str:
     return "\n" + response.strip()
 
 
-HUMANEVAL_INSTRUCTION = "Create a Python script for this problem:\n{prompt}"
+HUMANEVAL_INSTRUCTION = "Create a {language} script for this problem:\n{prompt}"
 
 
-def humaneval_instruction(prompt: str) -> str:
-    """How a completion-style benchmark prompt becomes an instruction (as WizardCoder did)."""
-    return HUMANEVAL_INSTRUCTION.format(prompt=prompt.strip())
+def humaneval_instruction(prompt: str, language: str = "Python") -> str:
+    """How a completion-style benchmark prompt becomes an instruction (as WizardCoder did;
+    MultiPL-E's tasks name their own language)."""
+    return HUMANEVAL_INSTRUCTION.format(language=language, prompt=prompt.strip())

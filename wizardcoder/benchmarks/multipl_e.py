@@ -28,13 +28,13 @@ import re
 from pathlib import Path
 
 from wizardcoder.errors import ConfigError, DataError, ExternalError
+from wizardcoder.prompt_template import humaneval_instruction
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "multipl_e"
 LANGUAGES = {"cpp": "C++", "java": "Java", "js": "JavaScript", "ts": "TypeScript",
              "php": "PHP", "rs": "Rust", "go": "Go", "sh": "Bash", "lua": "Lua", "rb": "Ruby"}
 PREFIX = "multipl-e-"
 HUB_DATASET = "nuprl/MultiPL-E"
-INSTRUCTION = "Create a {language} script for this problem:\n{prompt}"
 FIELDS = ("name", "prompt", "tests", "stop_tokens")
 _NAME = re.compile(r"HumanEval_(\d+)_(\w+)$")
 
@@ -122,8 +122,7 @@ def problems_from_rows(rows: list[tuple[int, dict]], language: str,
             "task_id": row["name"], "prompt": row["prompt"], "entry_point": match.group(2),
             "test": row["tests"], "canonical_solution": "", "language": language,
             "stop": list(row["stop_tokens"]),
-            "instruction": INSTRUCTION.format(language=LANGUAGES[language],
-                                              prompt=row["prompt"].strip())}
+            "instruction": humaneval_instruction(row["prompt"], LANGUAGES[language])}
     order = sorted(problems, key=lambda t: int(_NAME.match(t).group(1)))
     return {t: problems[t] for t in order}
 
