@@ -301,9 +301,10 @@ def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, mo
     answer: above score.max_sandbox_errors the round stops and writes nothing."""
     import wizardcoder.evolve.verify as verify
     from wizardcoder.errors import ExternalError
+    from wizardcoder.evolve.verify_relay import RunResult
 
     def broken(programs, limits, workers):
-        return [verify.RunResult("sandbox_error", "spawn failed", 0.0) for _ in programs]
+        return [RunResult("sandbox_error", "spawn failed", 0.0) for _ in programs]
 
     monkeypatch.setattr(verify, "run_all", broken)
     rows = seed_rows(["[good]"], plain=0)

@@ -24,7 +24,7 @@ from wizardcoder.score.oracle import numeric_shape, output_matches
 from wizardcoder.score.plus import DiffSettings, score_samples
 
 LIMITS = SandboxLimits(timeout_s=20, cpu_s=20, memory_mb=1024)
-QUICK = DiffSettings(memory_mb=1024, min_time_limit_s=5.0)
+QUICK = DiffSettings(memory_mb=1024, min_time_limit_s=10.0)
 N = 64  # floats in the reference output
 MB = 1 << 20
 # name -> (program, memory the same reply needed before this fix, in bytes)
@@ -96,7 +96,9 @@ def test_the_costliest_reply_to_decode_stays_linear_in_its_size(float_task):
     slow = DiffSettings(memory_mb=1024, min_time_limit_s=30.0)  # tracemalloc slows decoding
     verdict, peak = _scored_peak("def floats(n):\n    return [[] for _ in range(1_390_000)]\n",
                                  slow)
-    assert verdict.kind == "failed", verdict
+    # judged (a loaded machine may run past the deadline while judging, never before)
+    assert verdict.kind in ("failed", "timeout"), verdict
+    assert "returned [[], []" in verdict.detail or "judging the reply" in verdict.detail
     assert peak < 400 * MB, f"the scorer's peak grew by {peak / MB:.0f} MiB"
 
 

@@ -11,11 +11,11 @@ the rest is the solution.
 
 The solution and its tests never share an interpreter (a wrong solution could otherwise
 disarm the tests: an always-equal return value, patched ``unittest`` assertions or
-``builtins``). :func:`run_isolated` starts two sandbox workers under the `score` section's
-limits and isolation: the *answer's* loads the solution, the *tests'* runs the tests (and the
-solution's imports) with stand-ins for the solution's top-level names, and every use of a
-stand-in is relayed by the trusted side to the answer's worker as plain values
-(:mod:`wizardcoder.evolve.verify_proxy` holds both sides' code; the relay reuses the
+``builtins``). :mod:`~wizardcoder.evolve.verify_relay` starts two sandbox workers under the
+`score` section's limits and isolation: the *answer's* loads the solution, the *tests'* runs
+the tests (and the solution's imports) with stand-ins for the solution's top-level names,
+and every use of a stand-in is relayed by the trusted side to the answer's worker as plain
+values (:mod:`wizardcoder.evolve.verify_proxy` holds both sides' code; the relay reuses the
 scorer's :class:`~wizardcoder.sandbox.harness.Proxy`, so each value crosses the codec's
 checks twice). Any exception while loading the solution or running the tests (a failed
 assert, an error, ``SystemExit``), a timeout or a crash of either worker fails the attempt.
@@ -42,26 +42,15 @@ from __future__ import annotations
 
 import ast
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from wizardcoder.errors import DataError
-from wizardcoder.evolve import verify_proxy
+from wizardcoder.evolve.verify_relay import Programs, run_all
 from wizardcoder.sandbox import SandboxSession
-from wizardcoder.sandbox.harness import Proxy, exception_text, load_program, short_detail
-from wizardcoder.sandbox.pool import SandboxFailure, SandboxLimits, Worker, drain_spares
 from wizardcoder.sanitize import PYTHON_LANGS, extract_blocks, parseable_code
 
 VERIFY_MODES = ("none", "tests")
 TEST_MODES = ("inline", "separate")
 _FENCE_LANG = "```"
-PROXY_SOURCE = Path(verify_proxy.__file__).read_text()
-ANSWER_ENTRY, TESTS_ENTRY = "_wc_answer", "_wc_tests"
-# The worker runs a program as module "__candidate__", which sys.modules lacks: dataclasses
-# (and anything else that looks its class's module up) would fail on an honest answer.
-_MODULE_ENTRY = ("import sys as _wc_sys, types as _wc_types\n"
-                 "_wc_sys.modules.setdefault(__name__, _wc_types.ModuleType(__name__))\n")
 
 
 @dataclass
@@ -226,93 +215,6 @@ def tests_program(solution: Split, tests: Split) -> str:
             " f'{len(_wc_result.failures)} failure(s), {len(_wc_result.errors)} error(s): '"
             " f'{(_wc_result.failures + _wc_result.errors)[0][1][:300]}')")
     return "\n\n".join(p for p in parts if p.strip()) + "\n"
-
-
-def answer_program(solution: str) -> str:
-    """What the answer's worker loads: the solution (its ``from __future__`` imports first),
-    registered as a module, then :data:`PROXY_SOURCE` (its entry point)."""
-    body = ast.parse(solution).body if solution.strip() else []
-    future = [n for n in body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
-    rest = [n for n in body if not any(n is f for f in future)]
-    return "\n".join([*(ast.unparse(n) for n in future), _MODULE_ENTRY,
-                      *(ast.unparse(n) for n in rest), "", PROXY_SOURCE])
-
-
-@dataclass(frozen=True)
-class Programs:
-    """The two programs of one attempt: the solution (the answer's worker loads it with
-    :data:`PROXY_SOURCE` appended) and the tests (run in the tests' worker)."""
-
-    solution: str
-    tests: str
-
-
-@dataclass
-class RunResult:
-    kind: str       # a harness verdict kind: passed, error (load failed), timeout, crashed...
-    detail: str
-    duration_s: float
-
-
-def _relay(answer: Worker, tests: Worker, programs: Programs) -> tuple[str, str]:
-    """Run the tests against the answer, relaying each call; (kind, detail)."""
-    error = load_program(answer, answer_program(programs.solution), ANSWER_ENTRY)
-    if error is not None:
-        return "error", "the solution failed to load: {}: {}".format(*error)
-    if load_program(tests, PROXY_SOURCE, TESTS_ENTRY) is not None:
-        raise tests.fail("sandbox_error", "the tests' driver failed to load")
-    call_answer, call_tests = Proxy(answer, ANSWER_ENTRY), Proxy(tests, TESTS_ENTRY)
-    names = call_answer("names")
-    if not (type(names) is list and len(names) == 2 and names[0] == "ok"):
-        return "error", "the solution's names could not be listed"
-    reply = call_tests("start", [names[1], programs.tests])
-    while type(reply) is list and len(reply) == 4 and reply[0] == "call" and \
-            type(reply[1]) is str and type(reply[2]) is list and type(reply[3]) is dict:
-        reply = call_tests("reply", call_answer(*reply[1:]))
-    if reply == ["done", True]:
-        return "passed", ""
-    if type(reply) is list and len(reply) == 4 and reply[:2] == ["done", False] and \
-            all(type(v) is str for v in reply[2:]):
-        return "error", f"the tests failed: {reply[2]}" + (f": {reply[3]}" if reply[3] else "")
-    raise tests.fail("crashed", "malformed reply from the tests' worker")
-
-
-def run_isolated(programs: Programs, limits: SandboxLimits) -> RunResult:
-    """The tests of ``programs`` run against its solution, each in a worker of its own
-    (started ahead: callers drain the spares). Never raises for an answer."""
-    start = time.perf_counter()
-    answer = tests = None
-    try:
-        with Worker.started(limits) as answer, Worker.started(limits) as tests:
-            try:
-                kind, detail = _relay(answer, tests, programs)
-            except SandboxFailure:
-                raise
-            except Exception as exc:  # an entry point of ours raised: a side broke it
-                kind, detail = "error", f"a worker's entry point raised {exception_text(exc)}"
-            for worker in (answer, tests):
-                if worker.failure is not None:
-                    raise worker.failure
-    except SandboxFailure as failure:
-        side = "the solution: " if answer is not None and answer.failure is failure else \
-            "the tests: " if tests is not None and tests.failure is failure else ""
-        kind, detail = failure.kind, side + failure.detail
-    except DataError:
-        raise
-    except Exception as exc:  # the sandbox itself broke (spawn failed, fds exhausted...)
-        kind, detail = "sandbox_error", exception_text(exc)
-    return RunResult(kind, short_detail(detail), time.perf_counter() - start)
-
-
-def run_all(programs: list[Programs], limits: SandboxLimits, workers: int) -> list[RunResult]:
-    """:func:`run_isolated` for each, ``workers`` at a time; in order."""
-    if not programs:
-        return []
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, 32))) as pool:
-            return list(pool.map(lambda p: run_isolated(p, limits), programs))
-    finally:
-        drain_spares()
 
 
 @dataclass
