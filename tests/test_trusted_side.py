@@ -18,6 +18,7 @@ import tracemalloc
 
 import pytest
 
+from tests.test_sandbox_fs import planted, user  # noqa: F401  (fixtures)
 from wizardcoder.benchmarks.problems import load_benchmark
 from wizardcoder.sandbox import SandboxLimits
 from wizardcoder.score.oracle import numeric_shape, output_matches
@@ -322,3 +323,41 @@ def test_unsupported_shapes_fail_naming_why():
     for name, attempt in zip(names, attempts, strict=True):
         assert attempt.kind == "error" and UNSUPPORTED[name][1] in attempt.detail, \
             (name, attempt.detail)
+
+
+# ------------------------------------------------------------------ an unprivileged user
+
+VERIFY_SCRIPT = """\
+import json, sys
+from wizardcoder.evolve.verify import Attempt, check_attempts
+from wizardcoder.sandbox import SandboxLimits
+
+texts = json.load(open(sys.argv[1]))
+attempts = [Attempt(t) for t in texts]
+check_attempts(attempts, SandboxLimits(timeout_s=10, cpu_s=10, memory_mb=512,
+                                       isolation="best_effort"), workers=2)
+print(json.dumps([[a.kind, a.detail] for a in attempts]))
+"""
+
+
+def test_verification_as_an_unprivileged_user(planted, user):  # noqa: F811
+    """The same answers verified by a user without privileges (a user namespace instead of
+    root's uids): the disarming ones fail, the honest ones keep their verdicts."""
+    import subprocess
+
+    name, python, pkg = user
+    disarming, honest = sorted(DISARMING), sorted(HONEST)
+    texts = [_fenced(DISARMING[n]) for n in disarming] + [_fenced(HONEST[n][0]) for n in honest]
+    (pkg / "verify_answers.json").write_text(json.dumps(texts))
+    (pkg / "verify_answers.py").write_text(VERIFY_SCRIPT)
+    for path in (pkg / "verify_answers.json", pkg / "verify_answers.py"):
+        path.chmod(0o644)
+    done = subprocess.run(
+        ["runuser", "-u", name, "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
+         f"PYTHONPATH={pkg}", "LANG=C.UTF-8", python, str(pkg / "verify_answers.py"),
+         str(pkg / "verify_answers.json")], capture_output=True, text=True, cwd=str(pkg),
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kinds = [kind for kind, _ in json.loads(done.stdout.splitlines()[-1])]
+    assert kinds[:len(disarming)] == ["error"] * len(disarming), kinds
+    assert kinds[len(disarming):] == [HONEST[n][1] for n in honest]
