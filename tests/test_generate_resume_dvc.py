@@ -30,7 +30,7 @@ def code_reply(body: dict) -> Reply:
 
 
 def _settings(url: str) -> dict:
-    return {"benchmark": "humaneval", "limit": TASKS, "batch_size": 1, "backend": "openai",
+    return {"benchmarks": ["humaneval"], "limit": TASKS, "batch_size": 1, "backend": "openai",
             "openai_api": "chat", "base_url": url, "model": "fault-model",
             "prompt_format": "completion", "max_new_tokens": 8}
 
@@ -72,7 +72,7 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
                   what="no progress", group=True, interval=0.05)
         before = {r["task_id"]: r for r in _work_rows(root)}
         assert 2 <= len(before) < TASKS
-        assert not (root / "data" / "eval" / "samples.jsonl").exists()  # written at the end
+        assert not (root / "data" / "eval" / "samples").exists()  # written at the end
         calls_before = server.total
 
         done = subprocess.run(["dvc", "repro", "generate"], cwd=root, env=env,
@@ -95,7 +95,7 @@ def test_dvc_repro_of_generate_resumes_after_sigkill(tmp_path, monkeypatch):
 
         generate_samples(GenerateConfig(**_settings(server.url)), "models/sft",
                          tmp_path / "undisturbed.jsonl", progress=False)
-    resumed = (root / "data" / "eval" / "samples.jsonl").read_bytes()
+    resumed = (root / "data" / "eval" / "samples" / "humaneval.jsonl").read_bytes()
     assert resumed == (tmp_path / "undisturbed.jsonl").read_bytes()
     kept = [json.loads(line) for line in resumed.decode().splitlines()[1:]]
     assert [r["task_id"] for r in kept] == [f"HumanEval/{i}" for i in range(TASKS)]

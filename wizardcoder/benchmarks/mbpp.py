@@ -12,7 +12,8 @@ Prompts (docs/evaluation.md, "MBPP"):
   (task 493, 4,145 characters) shows its function's call signature instead. The instruction
   template around it is the project's one (``prompt_template``).
 - completion format (base models): a module docstring holding the same text and examples,
-  which the model continues with the function (the shape of MBPP+'s prompts).
+  which the model continues with the function (the shape of MBPP+'s prompts; a raw string,
+  as some examples hold regular expressions with backslashes).
 
 Scoring: a sample is judged like the plain reference execution (program, then
 ``test_setup_code``, then the asserts, in one fresh interpreter), with the asserts on the
@@ -28,6 +29,7 @@ import ast
 import gzip
 import json
 import textwrap
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -102,13 +104,21 @@ def missing_test_ids(rows: list[dict]) -> list[int]:
     return [i for i in TEST_IDS if i not in seen]
 
 
+def parse(source: str) -> ast.Module:
+    """``ast.parse`` without the warnings of MBPP's own text (``"\\w"`` in plain strings)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(source.replace("\r\n", "\n"))
+
+
 def entry_point(code: str, tests: list[str]) -> str:
     """The function of ``code`` that the tests call (MBPP rows do not name it); "" when
     none can be found."""
     try:
-        defined = {n.name for n in ast.parse(code).body
+        defined = {n.name for n in parse(code).body
                    if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-        called = [n.func.id for t in tests for n in ast.walk(ast.parse(t))
+        called = [n.func.id for t in tests for n in ast.walk(parse(t))
                   if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     except SyntaxError:
         return ""
@@ -117,7 +127,7 @@ def entry_point(code: str, tests: list[str]) -> str:
 
 def signature(code: str, name: str) -> str:
     """``name(arg, ...)`` as ``code`` defines it."""
-    for node in ast.parse(code).body:
+    for node in parse(code).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
             return f"{name}({ast.unparse(node.args)})"
     return f"{name}(...)"
@@ -141,11 +151,12 @@ def problem_text(row: dict, entry: str) -> str:
 def setup_calls(tests: list[str], setup: str, entry: str) -> tuple[list[str], list[str]]:
     """(asserts for the trusted side, call expressions to run in the sandbox).
 
-    Each call of ``entry`` whose arguments use a name the setup code assigns (a tree built
-    from the program's own class) is replaced by ``mbpp_setup_call(i)``, and its source is
-    call ``i`` of the sandboxed helper. Without setup names the asserts are unchanged."""
+    The asserts are re-rendered from their syntax tree (same meaning; string literals
+    escaped, so compiling them warns of nothing). Each call of ``entry`` whose arguments use
+    a name the setup code assigns (a tree built from the program's own class) is replaced by
+    ``mbpp_setup_call(i)``, and its source is call ``i`` of the sandboxed helper."""
     try:
-        assigned = {n.id for n in ast.walk(ast.parse(setup))
+        assigned = {n.id for n in ast.walk(parse(setup))
                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     except SyntaxError:
         assigned = set()
@@ -163,7 +174,7 @@ def setup_calls(tests: list[str], setup: str, entry: str) -> tuple[list[str], li
 
     out = []
     for test in tests:
-        tree = ast.parse(test.replace("\r\n", "\n"))
+        tree = parse(test)
         if assigned:
             tree = ast.fix_missing_locations(Rewrite().visit(tree))
         out.append(ast.unparse(tree))
@@ -180,11 +191,10 @@ def to_problem(row: dict) -> dict:
     entry = entry_point(row["code"], row["test_list"])
     text = problem_text(row, entry)
     setup = (row.get("test_setup_code") or "").replace("\r\n", "\n").strip()
-    asserts, calls = setup_calls(row["test_list"], setup, entry) if setup else \
-        ([t.replace("\r\n", "\n").strip() for t in row["test_list"]], [])
+    asserts, calls = setup_calls(row["test_list"], setup, entry)
     test = "def check(candidate):\n" + textwrap.indent("\n".join(asserts), "    ") + "\n"
     problem = {
-        "task_id": task_id(row["task_id"]), "prompt": f'"""\n{text}\n"""\n',
+        "task_id": task_id(row["task_id"]), "prompt": f'r"""\n{text}\n"""\n',
         "instruction": text, "entry_point": entry, "canonical_solution": row["code"],
         "test": test, "text": row["text"], "test_list": list(row["test_list"]),
         "test_setup_code": row.get("test_setup_code") or ""}

@@ -104,6 +104,18 @@ BENCHMARKS.update({f"multipl-e-{lang}": Benchmark(
 # --- end MultiPL-E
 
 
+def harness_job(problem: dict, program: str) -> tuple[dict, str]:
+    """(the problem as the sandbox harness takes it, the program it runs) for a sample's
+    program: a problem may ask for more than the sample in the sandbox (MBPP's
+    ``test_setup_code``): ``program_suffix`` is appended to the program and
+    ``harness_entry_point`` is the function ``check`` calls there
+    (:func:`wizardcoder.benchmarks.mbpp.setup_calls`)."""
+    if "program_suffix" not in problem and "harness_entry_point" not in problem:
+        return problem, program
+    entry = problem.get("harness_entry_point", problem["entry_point"])
+    return {**problem, "entry_point": entry}, program + problem.get("program_suffix", "")
+
+
 def get_benchmark(name: str, param: str = "generate.benchmarks") -> Benchmark:
     """The registered benchmark ``name``; ConfigError naming ``param`` and the choices."""
     if name not in BENCHMARKS:

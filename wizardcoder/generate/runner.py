@@ -42,10 +42,11 @@ import time
 from pathlib import Path
 
 from wizardcoder import code_version
+from wizardcoder.benchmarks import multipl_e
 from wizardcoder.benchmarks.problems import load_benchmark
 from wizardcoder.config import output_fields, to_dict
 from wizardcoder.embedded import EMBEDDED_NAME, embedded_gguf_path
-from wizardcoder.errors import DataError, ExternalError
+from wizardcoder.errors import ConfigError, DataError, ExternalError
 from wizardcoder.generate.base import Backend, make_backend
 from wizardcoder.generate.config import SELECTION_FIELDS, GenerateConfig
 from wizardcoder.jsonl import write_jsonl
@@ -59,10 +60,24 @@ log = logging.getLogger(__name__)
 
 
 def prompt_text(problem: dict, prompt_format: str) -> str:
-    """The exact text the model sees for a benchmark problem."""
+    """The exact text the model sees for a benchmark problem: the instruction format wraps
+    the problem's ``instruction`` (MBPP: its text and test examples, as WizardCoder asked)
+    or else its prompt; the completion format is the prompt itself."""
     if prompt_format == "instruction":
-        return build_prompt(humaneval_instruction(problem["prompt"]))
+        if problem.get("language", "python") != "python":  # MultiPL-E: names its language
+            return build_prompt(problem["instruction"])
+        return build_prompt(humaneval_instruction(problem.get("instruction")
+                                                  or problem["prompt"]))
     return problem["prompt"]
+
+
+def solution_of(problem: dict, raw: str, prompt_format: str) -> str:
+    """The program a raw completion stands for: a MultiPL-E task's prompt + its completion cut
+    at the language's stop tokens (:func:`multipl_e.solution_from_output`), else the Python
+    sanitizer's program."""
+    if problem.get("language", "python") != "python":
+        return multipl_e.solution_from_output(problem, raw, prompt_format)
+    return sanitize(raw, problem["entry_point"], problem["prompt"])
 
 
 def model_sha256(model_dir: str | Path) -> str:
@@ -100,18 +115,19 @@ def code_sha256() -> str:
 
 def output_settings(config: GenerateConfig) -> dict:
     """The settings that can change a sample (``affects_outputs=False`` keys, such as
-    ``api_key_env``, left out: they are not part of the file or of the resume key)."""
-    keep = set(output_fields(GenerateConfig))
+    ``api_key_env``, left out: they are not part of the file or of the resume key; nor is
+    ``benchmarks``: each file is one benchmark's, named in the header)."""
+    keep = set(output_fields(GenerateConfig)) - {"benchmarks"}
     return {k: v for k, v in to_dict(config).items() if k in keep}
 
 
 def make_header(config: GenerateConfig, model_dir: str | Path, task_ids: list[str],
-                model_digest: str | None = None) -> dict:
+                benchmark: str, model_digest: str | None = None) -> dict:
     return {"type": "header", "format": FORMAT_VERSION, "settings": output_settings(config),
             "model_dir": str(model_dir),
             "model_sha256": model_digest or model_sha256(model_dir),
             "code_sha256": code_sha256(),
-            "benchmark": config.benchmark, "task_ids": list(task_ids)}
+            "benchmark": benchmark, "task_ids": list(task_ids)}
 
 
 def _resume_key(header: dict) -> str:
@@ -174,17 +190,22 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
 
     ``backend`` may be given (tests, callers reusing a loaded model); otherwise one is made
     from ``config.backend`` only if some task is left to generate, and closed at the end.
-    ``problems`` and ``benchmark`` replace ``config.benchmark``'s tasks and name (the
-    held-out dev set); decoding and the prompt format still come from ``config``.
+    ``benchmark``: which of ``config.benchmarks`` (needed when it lists several);
+    ``problems`` replaces that benchmark's tasks (the held-out dev set, named by
+    ``benchmark``); decoding and the prompt format still come from ``config``.
     """
     from tqdm import tqdm
 
     out_path = Path(out_path)
+    if benchmark is None:
+        if len(config.benchmarks) != 1:
+            raise ConfigError(f"generate.benchmarks lists {config.benchmarks}: name the one "
+                              "to generate for (--benchmark)")
+        benchmark = config.benchmarks[0]
     if problems is None:
-        problems = load_benchmark(config.benchmark, config.limit, config.task_ids)
-    benchmark = benchmark or config.benchmark
+        problems = load_benchmark(benchmark, config.limit, config.task_ids)
     task_ids = list(problems)
-    header = {**make_header(config, model_dir, task_ids), "benchmark": benchmark}
+    header = make_header(config, model_dir, task_ids, benchmark)
     work = work_file(header)
     done: dict[str, dict] = {}
     for source in (out_path, work):  # rows of an earlier run with the same key
@@ -200,8 +221,7 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
                                                                  config.prompt_format)})
     for task_id, row in done.items():  # cheap; keeps solutions in step with sanitize()
         problem = problems[task_id]
-        row["solution"] = [sanitize(r, problem["entry_point"], problem["prompt"])
-                           for r in row["raw"]]
+        row["solution"] = [solution_of(problem, r, config.prompt_format) for r in row["raw"]]
     if done:
         log.info("generate: resuming, %d of %d tasks already done (%s)", len(done),
                  len(task_ids), work)
@@ -231,8 +251,7 @@ def generate_samples(config: GenerateConfig, model_dir: str | Path, out_path: st
                 lines = []
                 for task_id, text, raws in zip(chunk, texts, outputs, strict=True):
                     problem = problems[task_id]
-                    solutions = [sanitize(r, problem["entry_point"], problem["prompt"])
-                                 for r in raws]
+                    solutions = [solution_of(problem, r, config.prompt_format) for r in raws]
                     lines.append(json.dumps(
                         {"type": "sample", "task_id": task_id, "prompt_text": text,
                          "raw": raws, "solution": solutions}, ensure_ascii=False) + "\n")

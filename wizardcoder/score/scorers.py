@@ -6,10 +6,8 @@ progress) -> [Verdict]``, one verdict per row, in row order; rows carry ``task_i
 ``solution`` (a whole program) or a ``completion`` (the continuation of the prompt).
 
 - ``check``: each task's ``check(candidate)`` on the trusted side against the sandboxed
-  program (HumanEval, MBPP, the seed_dev dev set). A problem may ask for more than the
-  sample's program in the sandbox: ``program_suffix`` is appended to it (MBPP's
-  ``test_setup_code``) and ``harness_entry_point`` is the function ``check`` calls there
-  (see :func:`wizardcoder.benchmarks.mbpp.setup_calls`).
+  program (HumanEval, MBPP, the seed_dev dev set); a problem may add to the program
+  (MBPP's ``test_setup_code``: :func:`wizardcoder.benchmarks.problems.harness_job`).
 - ``differential``: evalplus's base and plus inputs against reference outputs
   (:mod:`~.plus`; HumanEval+, MBPP+).
 
@@ -21,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wizardcoder.benchmarks.problems import BENCHMARKS, Benchmark
+from wizardcoder.benchmarks.problems import BENCHMARKS, Benchmark, harness_job
 from wizardcoder.sandbox.harness import Verdict, evaluate_samples, sample_jobs, sample_program
 from wizardcoder.sandbox.pool import SandboxLimits
 from wizardcoder.score.config import ScoreConfig
@@ -31,15 +29,15 @@ from wizardcoder.score.multipl_e import score_multipl_e
 def score_check(benchmark: Benchmark | None, problems: dict[str, dict], rows: list[dict],
                 limits: SandboxLimits, config: ScoreConfig, workers: int,
                 progress: bool = True) -> list[Verdict]:
-    """Each task's ``check`` against each row's program (plus the task's suffix)."""
+    """Each task's ``check`` against each row's program (with what the task adds to it:
+    :func:`~wizardcoder.benchmarks.problems.harness_job`)."""
     if not any("program_suffix" in p or "harness_entry_point" in p for p in problems.values()):
         return evaluate_samples(problems, rows, limits, workers=workers, progress=progress)
-    harness = {t: {**p, "entry_point": p.get("harness_entry_point", p["entry_point"])}
-               for t, p in problems.items()}
-    samples = [{"task_id": problem["task_id"],
-                "solution": sample_program(problem, row.get("completion"), row.get("solution"))
-                + problem.get("program_suffix", "")}
-               for problem, row, _ in sample_jobs(problems, rows)]
+    harness, samples = {}, []
+    for problem, row, _ in sample_jobs(problems, rows):
+        harness[problem["task_id"]], program = harness_job(
+            problem, sample_program(problem, row.get("completion"), row.get("solution")))
+        samples.append({"task_id": problem["task_id"], "solution": program})
     return evaluate_samples(harness, samples, limits, workers=workers, progress=progress)
 
 

