@@ -257,6 +257,13 @@ HONEST = {
         "from dataclasses import dataclass\n@dataclass\nclass Vec:\n    x: int\n    y: int\n"
         "    def __add__(self, other):\n        return Vec(self.x + other.x, self.y + other.y)\n"
         "assert Vec(1, 2) + Vec(3, 4) == Vec(4, 6)\nassert Vec(1, 2) != Vec(2, 1)\n", "passed"),
+    "in-place changes of the tests' arguments": (
+        "def sort_in_place(xs):\n    xs.sort()\n"
+        "def tally(counts, word):\n    counts[word] = counts.get(word, 0) + 1\n"
+        "def rotate(m):\n    m[:] = [list(r) for r in zip(*m[::-1])]\n"
+        "a = [3, 1, 2]\nassert sort_in_place(a) is None and a == [1, 2, 3]\n"
+        "c = {}\ntally(c, 'x')\ntally(c, 'x')\nassert c == {'x': 2}\n"
+        "m = [[1, 2], [3, 4]]\nrotate(m)\nassert m == [[3, 1], [4, 2]]\n", "passed"),
     "an answer that times out": ("def add(a, b):\n    while True:\n        pass\n" + ADD_TESTS,
                                  "timeout"),
 }

@@ -22,7 +22,8 @@ assert, an error, ``SystemExit``), a timeout or a crash of either worker fails t
 
 What the stand-ins support, and what fails instead (docs/evolution.md): calls of the
 solution's functions and classes with plain arguments (or the solution's own objects),
-returning plain values; the solution's objects (methods, attributes, ``len``, indexing,
+returning plain values (what a call changes in a list, dict or set argument is changed in
+the tests' object too); the solution's objects (methods, attributes, ``len``, indexing,
 iteration, ``str``, its arithmetic, ``==`` between two of its objects); its exceptions,
 raised as builtin exceptions or local classes of the same name and builtin base. An object
 of the solution is never equal to a plain value, subclasses of builtin types come back as

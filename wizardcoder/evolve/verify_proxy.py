@@ -143,13 +143,24 @@ def _wc_names():
     return names
 
 
+_WC_MUTABLE = (list, dict, set)
+
+
 def _wc_answer(op, operands=(), kwargs=None):
-    """The answer worker's entry point: ``["ok", value]``, ``["stop"]`` (``next`` of an
-    exhausted iterator) or ``["exc", type name, message, builtin base, class number]``."""
+    """The answer worker's entry point: ``["ok", value]`` (``["ok", value, changed]`` after a
+    call that changed list, dict or set arguments in place: [[position, new value]]),
+    ``["stop"]`` (``next`` of an exhausted iterator) or ``["exc", type name, message,
+    builtin base, class number]``."""
     try:
         if op == "names":
             return ["ok", _wc_names()]
-        return ["ok", _wc_out(_WC_OPS[op](*_wc_in(operands), **_wc_in(kwargs or {})))]
+        operands = _wc_in(operands)
+        before = [_wc_out(a) if op == "call" and type(a) in _WC_MUTABLE else None
+                  for a in operands]
+        result = _wc_out(_WC_OPS[op](*operands, **_wc_in(kwargs or {})))
+        changed = [[i, now] for i, (a, b) in enumerate(zip(operands, before, strict=True))
+                   if b is not None and (now := _wc_out(a)) != b]
+        return ["ok", result, changed] if changed else ["ok", result]
     except StopIteration:
         if op == "next":
             return ["stop"]
@@ -359,13 +370,31 @@ def _wc_op(op, *operands, **kwargs):
     with _wc_lock:
         _wc_to_host.put(request)
         reply = _wc_from_host.get()
-    if reply[0] == "ok":
+    if reply[0] == "ok" and len(reply) in (2, 3):
+        if len(reply) == 3:
+            _wc_write_back(operands, reply[2])
         return _wc_recv(reply[1])
     if reply[0] == "stop" and op == "next":
         raise StopIteration
     if reply[0] == "exc" and len(reply) == 5:
         raise _wc_exception(*reply[1:])
     raise RuntimeError("isolated verification: malformed reply from the answer")
+
+
+def _wc_write_back(operands, changed):
+    """What a call changed in its list, dict or set arguments, changed here too (in-place
+    algorithms: ``sort_in_place(a); assert a == [1, 2, 3]``)."""
+    for position, value in changed:
+        if type(position) is not int or not 0 <= position < len(operands):
+            continue
+        target, new = operands[position], _wc_recv(value)
+        if type(target) is not type(new) or type(target) not in _WC_MUTABLE:
+            continue
+        if type(target) is list:
+            target[:] = new
+        else:
+            target.clear()
+            target.update(new)
 
 
 def _wc_bind(names):
