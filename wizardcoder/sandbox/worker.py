@@ -150,8 +150,14 @@ def _zygote(sock_fd, net, hide, new_root):
     """Fork server: one outer process per request; never runs candidate code itself."""
     import socket
 
+    import gc
+
     for name in PRELOAD:
         __import__(name)
+    # Frozen: no sample's garbage collection walks (and copies) these pages, and ctypes, which
+    # is only imported below, stays young: each sample can free its classes (_forget_ctypes).
+    gc.collect()
+    gc.freeze()
     root = os.geteuid() == 0
     layers = {"root": root, "user_ns": None if root else False, "mount_ns": False,
               "ipc_ns": False, "net": False, "minimal_root": False, "fs_ro": False, "hidden": []}
