@@ -264,6 +264,9 @@ HONEST = {
         "a = [3, 1, 2]\nassert sort_in_place(a) is None and a == [1, 2, 3]\n"
         "c = {}\ntally(c, 'x')\ntally(c, 'x')\nassert c == {'x': 2}\n"
         "m = [[1, 2], [3, 4]]\nrotate(m)\nassert m == [[3, 1], [4, 2]]\n", "passed"),
+    "a function named like a builtin (MBPP's sum)": (
+        "def sum(a, b):\n    return a + b + 1\n"
+        "assert sum(10, 15) == 26\n", "passed"),
     "an answer that times out": ("def add(a, b):\n    while True:\n        pass\n" + ADD_TESTS,
                                  "timeout"),
 }
