@@ -88,3 +88,54 @@ def test_score_reads_no_round_or_merge_params():
     the sandbox."""
     assert set(_declared(_stages()["score"])) == {"score"}
     assert set(_declared(_stages()["score_dev"])) == {"score"}
+
+
+def _stages_to_run(repo, env, dvc, overrides: dict) -> tuple[set[str], str]:
+    """Set ``overrides`` ({"section.key": value}) in the workspace's params.yaml and ask DVC
+    which stages changed (`dvc status --json`) and what `dvc repro --dry` would run; the
+    file is put back afterwards."""
+    import json
+    import subprocess
+
+    path = repo / "params.yaml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        status = subprocess.run(f"{dvc} status --json", cwd=repo, env=env, shell=True,
+                                capture_output=True, text=True, timeout=300, check=True)
+        dry = subprocess.run(f"{dvc} repro --dry", cwd=repo, env=env, shell=True,
+                             capture_output=True, text=True, timeout=300, check=True)
+    finally:
+        path.write_text(original)
+    changed = {name.split(":")[-1] for name in json.loads(status.stdout or "{}")}
+    return changed - {"log"}, dry.stdout + dry.stderr  # log: always_changed
+
+
+@pytest.mark.slow
+def test_a_key_only_scoring_reads_reruns_only_the_score_stages(workspace):
+    """On the reproduced pipeline: a score-only key marks score and score_dev and nothing
+    upstream (it used to rerun every evolve round and merge, with evolve.verify: none);
+    each stage's own sandbox keys mark that stage only."""
+    repo, env, dvc = workspace
+    rounds = {f"evolve@{key}" for key in yaml.safe_load((repo / "params.yaml").read_text())
+              ["rounds"]}
+    for key, value in (("score.timeout_s", 5.0), ("score.memory_mb", 512),
+                       ("score.isolation", "best_effort"), ("score.ks", [1])):
+        changed, dry = _stages_to_run(repo, env, dvc, {key: value})
+        assert changed == {"score", "score_dev"}, (key, changed)
+        assert "Running stage 'score'" in dry and "Running stage 'merge'" not in dry, key
+        assert "Running stage 'evolve@" not in dry, (key, dry[-2000:])
+    changed, _ = _stages_to_run(repo, env, dvc, {"evolve.sandbox.timeout_s": 5.0})
+    assert changed == rounds
+    changed, _ = _stages_to_run(repo, env, dvc, {"merge.sandbox.timeout_s": 5.0})
+    assert changed == {"merge"}
+    changed, _ = _stages_to_run(repo, env, dvc, {"score.workers": 1,
+                                                 "evolve.sandbox.workers": 1})
+    assert changed == set()   # concurrency changes no output

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from wizardcoder.experiments import report
+from wizardcoder.score import intervals
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = 10
@@ -38,30 +39,31 @@ per_round = [{"round": 0, "rows": 4, "evolved_kept": 0, "evolved_dropped": 0,
               **{f"dropped_{r}": 0 for r in rules}, **{f"kept_{m}": 0 for m in methods},
               "instruction_words": 10.0, "response_words": 30.0,
               "constraint_terms": 0.5, "diversity_mean_cosine": 0.2,
-              "benchmark_similarity": 0.1, "verified_rate": 0.0,
-              "verify_attempts_per_kept": 0.0, "tests_per_kept": 0.0,
-              "eliminated_by_tests": 0, "eliminated_no_python": 0}]
+              "benchmark_similarity": 0.1}]
 for i, key in enumerate(rounds, 1):
     by_method = {m: {"kept": 1 if j < 3 else 0, "dropped": 1 if j == 3 else 0,
                      "dropped_by_rule": {r: int(j == 3 and r == "truncated") for r in rules}}
                  for j, m in enumerate(methods)}
-    dump(f"metrics/evolve/{key}.json", {
+    # The pipeline's split: the headline (a DVC metric) and the details (an output).
+    dump(f"metrics/evolve/{key}.json", {f"{key}_kept": 3, f"{key}_calls": 8,
+                                        f"{key}_tokens": 900, f"{key}_cost_usd": 0.0})
+    dump(f"metrics/details/evolve/{key}.json", {
         "round": key, "rows_in": 4, "kept": 3, "dropped": 1, "keep_rate": 0.75,
         "dropped_by_rule": {r: int(r == "truncated") for r in rules}, "by_method": by_method,
-        "cost_usd": 0.0, "network_calls": 8})
+        "calls": 8})
     per_round.append({"round": i, "rows": 3, "evolved_kept": 3, "evolved_dropped": 1,
                       **{f"dropped_{r}": int(r == "truncated") for r in rules},
                       **{f"kept_{m}": int(j < 3) for j, m in enumerate(methods)},
                       "instruction_words": 10.0 + 5 * i, "response_words": 30.0 + 4 * i,
                       "constraint_terms": 0.5 + i, "diversity_mean_cosine": 0.2 - 0.02 * i,
-                      "benchmark_similarity": 0.1 + 0.01 * i, "verified_rate": 0.0,
-                      "verify_attempts_per_kept": 0.0, "tests_per_kept": 0.0,
-                      "eliminated_by_tests": 0, "eliminated_no_python": 0})
+                      "benchmark_similarity": 0.1 + 0.01 * i})
 dump("metrics/rounds.json", per_round)
-dump("metrics/merge.json", {"rows": 4 + 3 * n, "removed": 1, "rounds": n})
+dump("metrics/rounds_verify.json", [])   # evolve.verify: none
+dump("metrics/merge.json", {"rows": 4 + 3 * n, "tokens_est": 500 * n})
+dump("metrics/details/merge.json", {"rows": 4 + 3 * n, "removed": 1, "rounds": n})
 lr = p["train"]["learning_rate"]
-dump("metrics/train_curve.json", [{"step": s, "loss": 2.0 / s + lr, "learning_rate": lr,
-                                   "tokens_per_s": 100.0 + s} for s in range(1, 6)])
+dump("metrics/train_curve.json", [{"step": s, "loss": 2.0 / s + lr, "learning_rate": lr}
+                                  for s in range(1, 6)])
 dump("metrics/train_curve_eval.json", [{"step": s, "eval_loss": 2.5 / s + lr}
                                        for s in (2, 4)])
 dump("metrics/train.json", {"train_loss": 0.4 + lr, "eval_loss": 0.5})
@@ -71,8 +73,9 @@ with open("data/eval/results.jsonl", "w") as f:
         f.write(json.dumps({"task_id": f"HumanEval/{t}", "sample_index": 0, "passed": ok,
                             "kind": "passed" if ok else "failed", "detail": "",
                             "duration_s": 0.1}) + "\\n")
-dump("metrics/score.json", {"benchmark": "humaneval", "pass@1": sum(passed) / TASKS,
-                            "tasks": TASKS, "samples": TASKS})
+dump("metrics/score.json", {"benchmark": "humaneval", "pass@1": sum(passed) / TASKS})
+dump("metrics/details/score.json", {"benchmark": "humaneval", "pass@1": sum(passed) / TASKS,
+                                    "tasks": TASKS, "samples": TASKS})
 dump("metrics/passk_rounds.json", [{"rounds": n, "training_data": "evolved",
                                     "pass_at_1": sum(passed) / TASKS}])
 dump("metrics/dev_passk_rounds.json", [{"rounds": n, "training_data": "evolved",
@@ -89,15 +92,16 @@ DVC_YAML = {"stages": {"pipeline": {
     "cmd": "python fake_stage.py",
     "deps": ["fake_stage.py"],
     "params": ["rounds", "train", "score"],
+    # As in the project's dvc.yaml: plot data and details are plain outputs (the top-level
+    # plots draw them), metrics hold the headline.
     "outs": ["data/eval/results.jsonl", "data/merged/decontamination.json",
-             {"metrics/passk_rounds.json": {"cache": False}},
-             {"metrics/dev_passk_rounds.json": {"cache": False}}],
+             *({p: {"cache": False}} for p in (
+                 "metrics/passk_rounds.json", "metrics/dev_passk_rounds.json",
+                 "metrics/details", "metrics/seed.json", "metrics/rounds.json",
+                 "metrics/rounds_verify.json", "metrics/train_curve.json",
+                 "metrics/train_curve_eval.json"))],
     "metrics": [{p: {"cache": False}} for p in (
-        "metrics/seed.json", "metrics/evolve", "metrics/merge.json", "metrics/train.json",
-        "metrics/score.json")],
-    "plots": [{p: {"cache": False}} for p in (
-        "metrics/rounds.json", "metrics/train_curve.json",
-        "metrics/train_curve_eval.json")]}}}
+        "metrics/evolve", "metrics/merge.json", "metrics/train.json", "metrics/score.json")]}}}
 
 
 def sh(cmd: str, cwd: Path, env: dict) -> str:
@@ -112,6 +116,9 @@ def dvc_repo(tmp_path_factory):
     """Baseline commit (1 round) + experiment `two-rounds` (2 rounds, higher pass@1)."""
     repo = tmp_path_factory.mktemp("report") / "repo"
     (repo / "data/eval").mkdir(parents=True)
+    (repo / "metrics/run_facts").mkdir(parents=True)  # a plot of the project reads it
+    (repo / "metrics/run_facts/train_speed.json").write_text(
+        json.dumps([{"step": s, "tokens_per_s": 100.0 + s} for s in range(1, 6)]))
     (repo / "fake_stage.py").write_text(FAKE_STAGE)
     shutil.copytree(REPO / "configs/plots", repo / "configs/plots")  # plots template + vega
     (repo / "params.yaml").write_text(yaml.safe_dump({
@@ -135,22 +142,22 @@ def dvc_repo(tmp_path_factory):
 
 
 def test_wilson_and_bootstrap_intervals():
-    low, high = report.wilson(5, 10)
+    low, high = intervals.wilson(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
-    assert report.wilson(0, 10)[0] == 0.0 and report.wilson(10, 10)[1] == 1.0
+    assert intervals.wilson(0, 10)[0] == 0.0 and intervals.wilson(10, 10)[1] == 1.0
     rows = [{"task_id": f"t{t}", "passed": t < 3} for t in range(10)]
-    ci = report.passk_with_ci(rows, [1, 10])
+    ci = intervals.passk_with_ci(rows, [1, 10])
     assert list(ci) == [1]  # pass@10 needs 10 samples per task
     assert ci[1]["value"] == pytest.approx(0.3)
     assert 0.0 <= ci[1]["low"] < 0.3 < ci[1]["high"] <= 0.7
-    assert ci[1]["wilson"] == pytest.approx(report.wilson(3, 10))
+    assert ci[1]["wilson"] == pytest.approx(intervals.wilson(3, 10))
     many = [{"task_id": f"t{t}", "passed": s < t} for t in range(5) for s in range(4)]
-    ci = report.passk_with_ci(many, [1, 2, 4])
+    ci = intervals.passk_with_ci(many, [1, 2, 4])
     assert sorted(ci) == [1, 2, 4] and "wilson" not in ci[1]
     assert ci[4]["value"] == pytest.approx(4 / 5)  # tasks 1..4 have a passing sample
     plus = [{"task_id": f"t{t}", "passed": t < 6, "plus_passed": t < 2} for t in range(10)]
-    assert report.passk_with_ci(plus, [1])[1]["value"] == pytest.approx(0.6)
-    assert report.passk_with_ci(plus, [1], plus=True)[1]["value"] == pytest.approx(0.2)
+    assert intervals.passk_with_ci(plus, [1])[1]["value"] == pytest.approx(0.6)
+    assert intervals.passk_with_ci(plus, [1], plus=True)[1]["value"] == pytest.approx(0.2)
 
 
 def test_report_compares_baseline_and_experiment(dvc_repo, tmp_path):
@@ -206,6 +213,39 @@ def test_report_without_any_run_says_so(tmp_path):
 
     with pytest.raises(WizardcoderError, match="no experiment found"):
         report.build_report(tmp_path, tmp_path / "out", workspace_only=True)
+
+
+def _x_encoding(spec: dict) -> dict:
+    return (spec.get("encoding") or spec.get("spec", {}).get("encoding") or {}).get("x", {})
+
+
+def test_dvc_plots_show_draws_only_dvc_yaml_charts_with_whole_round_axes(dvc_repo, tmp_path):
+    """`dvc plots show`: the charts dvc.yaml defines and no other (no default chart of a
+    plot file such as metrics/rounds.json against its row index, no second throughput
+    chart); no chart for a feature that is off (verification with evolve.verify: none);
+    every chart against rounds ticks at whole rounds only."""
+    repo, env = dvc_repo
+    defined = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    ids = [next(iter(p)) for p in defined]
+    shown = json.loads(sh(f"{sys.executable} -m dvc plots show --json", repo, env))["data"]
+    assert set(shown) == set(ids)
+    drawn = {name: charts for name, charts in shown.items() if charts}
+    off = {"verification per round", "rows eliminated by tests"}   # evolve.verify: tests
+    assert set(drawn) == set(ids) - off
+    throughput = [n for n, c in drawn.items() if "tokens_per_s" in json.dumps(c)]
+    assert throughput == ["training throughput"]
+    by_round = [next(iter(p)) for p in defined if next(iter(p.values())).get("x") == "round"]
+    assert len(by_round) >= 6
+    for name in by_round:
+        for chart in shown[name]:
+            assert _x_encoding(chart["content"])["type"] == "ordinal", name
+    out = tmp_path / "plots"
+    sh(f"{sys.executable} -m dvc plots show -o {out}", repo, env)
+    page = (out / "index.html").read_text()
+    # A chart without data is an empty spec: nothing drawn, not even its title or axes.
+    assert page.count("var spec = {};") == len(off)
+    assert page.count("vegaEmbed('#") - page.count("var spec = {};") == len(drawn)
+    assert "answers passing their own tests" not in page
 
 
 def test_plots_template_is_configured_and_self_contained():
