@@ -146,6 +146,12 @@ def test_the_filter_is_the_same_whatever_the_hook():
         "    except PermissionError as exc:\n"
         "        out['import'] = str(exc)\n"
         "    out['hash ran'] = ran\n"
+        "    try:\n"
+        "        import importlib.machinery, importlib.util\n"
+        "        spec = importlib.machinery.PathFinder.find_spec('_ctypes')\n"
+        "        out['_ctypes'] = repr(importlib.util.module_from_spec(spec).dlopen(None, 0))\n"
+        "    except Exception as exc:\n"
+        "        out['_ctypes'] = f'{type(exc).__name__}: {exc}'\n"
         "    names = subclasses()\n"
         "    out['ctypes classes'] = sorted(n for n in names if n.startswith('ctypes.') and\n"
         "                                   ('CDLL' in n or 'FuncPtr' in n or 'Library' in n))\n"
@@ -155,6 +161,8 @@ def test_the_filter_is_the_same_whatever_the_hook():
     assert verdict.kind == "failed"
     assert out["import"] == "sandbox: only str module names may be imported", out
     assert "hook" not in out["hash ran"] and out["ctypes classes"] == [], out
+    # loaded without an import event, but every use of it is audited (and the kernel decides)
+    assert out["_ctypes"] == "PermissionError: sandbox: ctypes.dlopen is blocked", out
 
 
 # ------------------------------------------------------------------ between samples
