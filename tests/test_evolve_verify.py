@@ -235,7 +235,7 @@ def test_stage_and_dry_run_count_the_verification_calls(tmp_path, capsys, monkey
         params = write_params(tmp_path / "params.yaml", server.url, verify="tests",
                               verify_attempts=2, verify_tests="separate")
         data = yaml.safe_load(params.read_text())
-        data["score"].update(LIMITS)
+        data["evolve"].setdefault("sandbox", {}).update(LIMITS)  # verification's own keys
         params.write_text(yaml.safe_dump(data))
         argv = ["evolve", "--params", str(params), "--round", "r1"]
         assert main([*argv, "--dry-run"]) == 0
@@ -274,14 +274,14 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["evolve"].update({"verify": "tests", "verify_attempts": 2,
                              "answer_max_tokens": 160})
-    params["score"].update({"timeout_s": 5.0, "cpu_s": 5.0})
+    params["evolve"].setdefault("sandbox", {}).update({"timeout_s": 5.0, "cpu_s": 5.0})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("git commit -qam verify", repo, env)
     run(f"{sys.executable} -m dvc repro evolve@r1", repo, env, timeout=1800)
     out = [json.loads(line) for line in
            (repo / "data" / "evolved" / "r1.jsonl").read_text().splitlines()]
-    metrics = json.loads((repo / "metrics" / "evolve" / "r1.json").read_text())
-    v = metrics["verify"]
+    details = json.loads((repo / "metrics" / "details" / "evolve" / "r1.json").read_text())
+    v = details["verify"]
     assert len(out) == 2 and v["rows_verified"] <= 2
     for row in out:
         if row.get("carried"):
@@ -290,7 +290,7 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
         else:
             assert row["lineage"]["verify"]["kind"] == "passed" and "assert" in row["tests"]
     assert v["kept"] == sum(not r.get("carried") for r in out)
-    assert v["isolation"]["mode"] == params["score"]["isolation"]
+    assert v["isolation"]["mode"] == params["evolve"]["sandbox"].get("isolation", "strict")
     # A rerun is a DVC no-op; forced, it sends nothing (every attempt is cached).
     assert "didn't change" in run(f"{sys.executable} -m dvc repro evolve@r1", repo, env) or \
         "up to date" in run(f"{sys.executable} -m dvc status evolve@r1", repo, env)

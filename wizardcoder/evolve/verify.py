@@ -12,7 +12,7 @@ the rest is the solution.
 The solution and its tests never share an interpreter (a wrong solution could otherwise
 disarm the tests: an always-equal return value, patched ``unittest`` assertions or
 ``builtins``). :mod:`~wizardcoder.evolve.verify_relay` starts two sandbox workers under the
-`score` section's limits and isolation: the *answer's* loads the solution, the *tests'* runs
+`evolve.sandbox` limits and isolation: the *answer's* loads the solution, the *tests'* runs
 the tests (and the solution's imports) with stand-ins for the solution's top-level names,
 and every use of a stand-in is relayed by the trusted side to the answer's worker as plain
 values (:mod:`wizardcoder.evolve.verify_proxy` holds both sides' code; the relay reuses the
@@ -269,18 +269,18 @@ def final_verdict(attempts: list[Attempt]) -> str:
 
 
 class Sandbox(SandboxSession):
-    """Where answers are verified: the `score` section's limits, isolation and workers."""
+    """Where answers are verified: the `evolve.sandbox` limits, isolation and workers."""
 
     def check(self, attempts: list[Attempt]) -> float:
         """Decide the attempts. A run the sandbox itself failed says nothing about the
-        answer: up to score.max_sandbox_errors of them count as failed attempts (sampled
+        answer: up to evolve.sandbox.max_sandbox_errors of them count as failed attempts (sampled
         again), more stop the stage (exit 2, nothing written, the LLM answers cached)."""
         if any(not a.kind for a in attempts):
             self.check_isolation()
         seconds = check_attempts(attempts, self.limits, self.workers)
         self.charge(attempts, lambda failed: (
             f"evolve verify: the sandbox failed to run {self.sandbox_errors} answer(s) "
-            f"(score.max_sandbox_errors = {self.max_sandbox_errors}); first: "
+            f"(evolve.sandbox.max_sandbox_errors = {self.max_sandbox_errors}); first: "
             f"{failed[0].detail}. Nothing was written; the LLM answers are cached, rerun once "
             "it is fixed"))
         return seconds

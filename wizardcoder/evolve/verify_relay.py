@@ -2,7 +2,7 @@
 call of the tests relayed to the solution by the trusted side (see ``verify.py``; both
 sides' code is :mod:`wizardcoder.evolve.verify_proxy`, sent as source text).
 
-Each worker runs under the `score` section's limits (wall clock, CPU, memory, processes) and
+Each worker runs under the `evolve.sandbox` limits (wall clock, CPU, memory, processes) and
 isolation; the relay decodes every reply under its worker's deadline and the codec's budget
 (:func:`wizardcoder.sandbox.harness.decode_reply`) and encodes it again for the other side,
 so only plain values ever cross, in either direction.
