@@ -10,6 +10,8 @@ Two sets of completions (prompt + completion + "\\n" + tests is the program, as 
 * ``bench/data/multipl_e_stored.jsonl``: completions stored in MultiPL-E's repository
   (``experiments/<lang>-codegen-0.2-reworded/HumanEval_*.results.json``, path and commit in
   each row) with the status MultiPL-E's evaluator gave them then;
+* ``bench/data/multipl_e_handwritten.jsonl``: a passing, a failing, a non-compiling and an
+  endless completion of HumanEval_53_add per language (those of tests/test_multipl_e.py);
 * ``bench/data/multipl_e_smollm2.jsonl.gz``: what the bundled SmolLM2 writes
   (``bench/multipl_e_samples.py``): programs that fail in every way.
 
@@ -19,7 +21,8 @@ in the sandbox) and, with ``--reference``, by MultiPL-E's evaluator scripts them
 way MultiPL-E runs them: a temp file, the toolchain on PATH, no sandbox; not a dependency of the
 project). Statuses are compared after MultiPL-E's finer JavaScript/TypeScript statuses
 (AssertionError, ReferenceError) are folded into Exception. Prints agreement per language,
-every difference, and samples/s of both (the same number of programs in flight).
+every difference, samples/s of both (the same number of programs in flight) and the mean
+seconds per program of each, per language.
 The reference's Java evaluator expects javatuples at /usr/multiple/javatuples-1.2.jar:
 ``--link-javatuples`` links Debian's jar there (root).
 """
@@ -43,7 +46,8 @@ from wizardcoder.benchmarks.multipl_e import load_problems, program
 from wizardcoder.sandbox.toolchain_run import ToolchainLimits, run_program
 
 HERE = Path(__file__).resolve().parent
-DATA = (HERE / "data" / "multipl_e_stored.jsonl", HERE / "data" / "multipl_e_smollm2.jsonl.gz")
+DATA = (HERE / "data" / "multipl_e_stored.jsonl", HERE / "data" / "multipl_e_handwritten.jsonl",
+        HERE / "data" / "multipl_e_smollm2.jsonl.gz")
 REFERENCE_MODULES = {"cpp": ("eval_cpp", ".cpp"), "java": ("eval_java", ".java"),
                      "js": ("eval_javascript", ".js"), "ts": ("eval_ts", ".ts"),
                      "php": ("eval_php", ".php"), "rs": ("eval_rust", ".rs"),
@@ -77,12 +81,16 @@ def reference_evaluators(directory: str) -> dict:
     return found
 
 
-def run_reference(evaluators: dict, language: str, text: str) -> str:
+def run_reference(evaluators: dict, language: str, text: str) -> tuple[str, float]:
+    """(MultiPL-E's status, seconds) of one program."""
     eval_script, suffix = evaluators[language]
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="multipl-e-ref-") as tmp:
         path = Path(tmp) / f"program{suffix}"
         path.write_text(text, encoding="utf-8")
-        return str(eval_script(path)["status"])
+        result = eval_script(path)
+    detail = f"exit {result.get('exit_code')}: {str(result.get('stderr') or '')[-160:]}"
+    return f"{result['status']}|{detail}", time.perf_counter() - start
 
 
 def timed_map(fn, jobs: list, workers: int) -> tuple[list, float]:
@@ -122,13 +130,17 @@ def main() -> None:
     report = {"samples": len(jobs), "project_s": round(our_s, 1),
               "reference_s": None if their_s is None else round(their_s, 1), "languages": {}}
     per: dict = defaultdict(lambda: {"n": 0, "vs_reference": 0, "vs_stored": 0, "stored": 0,
-                                     "statuses": Counter(), "project_s": 0.0})
+                                     "statuses": Counter(), "project_s": 0.0,
+                                     "reference_s": 0.0})
     differences = []
-    for row, mine, ref in zip(rows, ours, theirs, strict=True):
+    for row, mine, theirs_timed in zip(rows, ours, theirs, strict=True):
         lang, entry = row["language"], per[row["language"]]
+        ref, ref_s = theirs_timed if theirs_timed is not None else (None, 0.0)
+        ref, ref_detail = ref.split("|", 1) if ref else (None, "")
         entry["n"] += 1
         entry["statuses"][mine.status] += 1
         entry["project_s"] += mine.duration_s
+        entry["reference_s"] += ref_s
         for key, other in (("vs_reference", ref), ("vs_stored", row.get("status"))):
             if other is None:
                 continue
@@ -140,26 +152,30 @@ def main() -> None:
                 differences.append({"language": lang, "task_id": row["task_id"],
                                     "against": key[3:], "project": mine.status,
                                     "theirs": other, "detail": mine.detail[-200:],
+                                    "their_detail": ref_detail if key == "vs_reference" else "",
                                     "source": row.get("source", "")})
     print(f"{len(jobs)} programs; project (sandbox) {our_s:.1f} s = "
           f"{len(jobs) / our_s:.2f} samples/s" + (
               f"; reference (MultiPL-E's evaluator, no sandbox) {their_s:.1f} s = "
               f"{len(jobs) / their_s:.2f} samples/s; ratio {our_s / their_s:.2f}x"
               if their_s else ""))
-    print(f"{'lang':5} {'n':>4} {'=ref':>6} {'stored':>6} {'=stored':>7}  project statuses")
+    print(f"{'lang':5} {'n':>4} {'=ref':>6} {'stored':>6} {'=stored':>7} {'s/prog':>7} "
+          f"{'ref s':>6}  project statuses")
     for lang in languages:
         e = per.get(lang)
         if not e:
             continue
         ref_pct = f"{100 * e['vs_reference'] / e['n']:.1f}%" if args.reference else "-"
         stored_pct = f"{100 * e['vs_stored'] / e['stored']:.1f}%" if e["stored"] else "-"
-        print(f"{lang:5} {e['n']:4d} {ref_pct:>6} {e['stored']:6d} {stored_pct:>7}  "
-              f"{dict(e['statuses'])}")
+        ref_s = f"{e['reference_s'] / e['n']:.2f}" if args.reference else "-"
+        print(f"{lang:5} {e['n']:4d} {ref_pct:>6} {e['stored']:6d} {stored_pct:>7} "
+              f"{e['project_s'] / e['n']:7.2f} {ref_s:>6}  {dict(e['statuses'])}")
         report["languages"][lang] = {**{k: v for k, v in e.items() if k != "statuses"},
                                      "statuses": dict(e["statuses"])}
     for diff in differences:
         print(f"DIFF {diff['language']} {diff['task_id']} vs {diff['against']}: project "
-              f"{diff['project']}, theirs {diff['theirs']} :: {diff['detail']!r}")
+              f"{diff['project']}, theirs {diff['theirs']} :: ours {diff['detail']!r} :: "
+              f"theirs {diff['their_detail']!r}")
     report["differences"] = differences
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -148,7 +148,8 @@ def classify(language: str, steps: list[dict], compiled: bool, took: float) -> P
     step = steps[-1]
     out, code = step["output"], None if step["timed_out"] else _exit_code(step)
     if step["timed_out"]:
-        status = "Timeout"
+        # MultiPL-E's PHP evaluator has no Timeout: a killed `php` is a non-zero exit.
+        status = "Exception" if language == "php" else "Timeout"
     elif language == "go":  # `go test`: the build is part of the run step
         status = "SyntaxError" if ("[setup failed]" in out or "[build failed]" in out) else \
             "Exception" if "FAIL" in out or code != 0 else "OK"
