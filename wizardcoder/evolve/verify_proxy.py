@@ -11,6 +11,9 @@ every use back here. A stand-in of a value of a subclass of a builtin type (a na
 Counter, an IntEnum) compares with plain values as that builtin value (``op "plain"``,
 fetched at each comparison, compared on the tests' side).
 
+Each worker gets the common head of this file and its own side (``verify_relay`` splits
+the text at the two section lines).
+
 The tests' worker serves ``_wc_tests(kind, payload)``: "start" binds the answer's top-level
 names (stand-ins for its functions and classes, local exception classes for its exception
 classes, its plain constants) in a fresh namespace and runs the tests in a thread of their
@@ -35,6 +38,11 @@ _WC_REF = "\x00wizardcoder-ref"
 _WC_DEPTH = 90  # below the codec's 100 levels
 _WC_PLAIN = (int, float, complex, str, bytes, bool, type(None))
 _WC_BASES = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_WC_MUTABLE = (list, dict, set)
+
+
+# ------------------------------------------------------------------ the answer's side
+
 _WC_OPS = {
     "call": lambda f, *a, **k: f(*a, **k), "plain": lambda obj: _wc_plain(obj),
     "getattr": getattr, "setattr": setattr, "delattr": delattr, "len": len, "bool": bool,
@@ -47,9 +55,6 @@ _WC_OPS = {
         "pow", "matmul", "and_", "or_", "xor", "lshift", "rshift", "neg", "pos", "abs",
         "invert")},
 }
-
-
-# ------------------------------------------------------------------ the answer's side
 
 _wc_objects = []  # reference number -> object (kept alive: numbers stay valid)
 _wc_numbers = {}  # id(object) -> reference number
@@ -141,9 +146,6 @@ def _wc_names():
         else:
             names.append([name, "value", _wc_out(value)])
     return names
-
-
-_WC_MUTABLE = (list, dict, set)
 
 
 def _wc_answer(op, operands=(), kwargs=None):
