@@ -6,8 +6,9 @@ Scorer memory: each attack is a HumanEval+ sample scored through the real sandbo
 buffers) records the scorer's peak; the bound is far below what the same reply cost before
 (``numpy.allclose`` of a list of strings builds an array as wide as the longest string times
 the list's length). Verification: :func:`wizardcoder.evolve.verify.check_attempts` on answers
-that pass their own tests only by changing what the tests see, and on honest answers whose
-verdicts must not change.
+that pass their own tests only by changing what the tests see (each passed the
+one-interpreter way, which these tests run too), and on honest answers whose verdicts must
+not change; as root and as an unprivileged user.
 """
 
 from __future__ import annotations
