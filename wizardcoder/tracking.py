@@ -1,18 +1,34 @@
-"""MLflow tracking: a parent run per pipeline execution, one nested run per stage.
+"""MLflow tracking: one parent run per DVC experiment, a nested run per stage that ran.
 
-The store is a sqlite file at the project root (absolute, from DVC_ROOT when DVC runs a
-queued experiment in a temp copy) so every experiment logs to the same place.
+**Where.** The sqlite store ``mlflow.db`` at the root of the checkout (DVC_ROOT in queued
+``dvc exp`` runs, which execute in a temp copy), artifacts under ``mlartifacts/`` recorded
+*relative* to that root, so a copied repository reads its own artifacts (MLflow resolves a
+relative location against the working directory: our writes happen at the root, readers
+start there). MLFLOW_TRACKING_URI picks another store, e.g. a tracking server. Outside a
+checkout without it nothing is logged, and the command says so.
 
-DVC starts each stage as its own process, so the stages of one execution find their common
-parent by a deterministic key, the ``pipeline_key`` tag: a hash of the DVC experiment name
-(``workspace`` outside ``dvc exp``), the baseline git revision and the sha256 of the
-params.yaml the stages read. The first stage creates the parent (under a file lock, then a
-re-check that keeps the oldest parent if two processes still raced, e.g. against a remote
-server) and logs every params section on it; each stage copies its headline metrics to it
-(score's pass@k as ``pass_at_k``, the others prefixed with the stage), so the runs table has
-one row per experiment. Secrets never get here: params come from params.yaml and the typed
-configs, which hold environment-variable *names*, and any value equal to a secret-looking
-environment variable is redacted before it is logged.
+**Who.** A command DVC runs as a stage (DVC sets DVC_STAGE) logs a run nested under its
+experiment's parent run. The same command run by hand logs a run of its own in the MLflow
+experiment ``wizardcoder-by-hand`` and never touches a parent (metrics, params, status).
+
+**The parent.** DVC starts each stage as its own process, so the stages of one experiment
+find their parent by a deterministic key, the ``pipeline_key`` tag: a hash of the DVC
+experiment name (``workspace`` outside ``dvc exp``), the baseline git revision and the sha256
+of the params.yaml the stages read. The first process creates it (under a file lock, then a
+re-check that keeps the oldest parent if two machines raced) with every params.yaml key; the
+``log`` stage (wizardcoder/log/stage.py) gives it the headline metrics and dvc.lock hashes.
+
+**Names.** Params: ``section.key`` as in params.yaml and ``dvc exp show``. Metrics:
+``<group>/<key>`` where ``metrics/<group>.json`` is the DVC metrics file that holds it (``@``
+written ``_at_``): ``evolve/r1/kept``, ``train/train_loss``, ``dev_score/pass_at_1``; a stage
+run uses its file's group, so a column of the runs table is one quantity. The reported
+benchmark's file, metrics/score.json, is the group ``benchmark``: the MLflow UI sorts metric
+names as plain strings and ``benchmark/pass_at_1`` comes first. Runs: the parent is named
+after the experiment, a stage run ``<experiment>/<stage>``.
+
+Secrets never get here: params come from params.yaml and the typed configs, which hold
+environment-variable *names*, and any value equal to a secret-looking environment variable
+is redacted before it is logged.
 """
 
 from __future__ import annotations
@@ -20,9 +36,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
+import sqlite3
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,31 +53,53 @@ from wizardcoder.paths import cache_dir, project_root
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = os.environ.get("WIZARDCODER_MLFLOW_EXPERIMENT", "wizardcoder")
+BY_HAND_EXPERIMENT = f"{EXPERIMENT_NAME}-by-hand"  # commands run outside dvc repro / exp run
+ARTIFACTS_DIR = "mlartifacts"  # under the checkout root, beside mlflow.db
 PIPELINE_KEY_TAG = "pipeline_key"
-ROLE_TAG = "pipeline_role"  # "pipeline" on parents, "stage" on stage runs
-# Metrics each stage copies to its parent run (after metric_name(): '@' -> '_at_').
-HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
-    "seed": ("rows",),
-    "evolve": ("kept", "dropped", "keep_rate", "network_calls", "cost_usd"),
-    "merge": ("rows", "removed"),
-    "train": ("train_loss", "eval_loss", "train_runtime_s", "train_tokens_per_s"),
-    "generate": ("tasks", "generated", "seconds"),
-    "score": ("pass_at_1", "pass_at_10", "pass_at_100", "tasks", "samples"),
-    "score_dev": ("pass_at_1", "tasks"),  # the held-out dev score that picks the rounds
-}
-UNPREFIXED_STAGES = ("score",)  # pass_at_1 rather than score.pass_at_1 on the parent
-_PASS_AT = re.compile(r"(^|_)pass_at_\d+$")
+ROLE_TAG = "pipeline_role"  # "pipeline" on parents, "stage" on stage runs, "standalone"
+# Metric groups named otherwise than their metrics file or stage (see the module docstring).
+METRIC_GROUPS = {"score": "benchmark", "score_dev": "dev_score"}
 
 
-def tracking_uri() -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
-
+# -- where and who -------------------------------------------------------------------------
 
 def enabled() -> bool:
     return os.environ.get("WIZARDCODER_MLFLOW", "1") not in ("0", "false", "off")
+
+
+def checkout_root() -> Path | None:
+    """The root of the wizardcoder checkout we are in (None: not in one)."""
+    root = project_root()
+    if os.environ.get("DVC_ROOT") or os.environ.get("WIZARDCODER_ROOT"):
+        return root
+    return root if (root / "dvc.yaml").exists() or (root / ".dvc").is_dir() else None
+
+
+def _checkout_store(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI, else the checkout's sqlite store; None outside a checkout."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = checkout_root()
+    return _checkout_store(root) if root else None
+
+
+def local_store_root() -> Path | None:
+    """The checkout root when we log to its own store (relative artifact locations)."""
+    root = checkout_root()
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI: ours does not count as another.
+    if root and os.environ.get("MLFLOW_TRACKING_URI", "") in ("", _checkout_store(root)):
+        return root
+    return None
+
+
+def in_pipeline() -> bool:
+    """DVC runs this process as a stage of `dvc repro` / `dvc exp run`."""
+    return bool(os.environ.get("DVC_STAGE"))
 
 
 def git_revision(root: Path | None = None) -> str:
@@ -95,32 +134,17 @@ def pipeline_key(exp_name: str, baseline_rev: str, params_hash: str) -> str:
     return hashlib.sha256(f"{exp_name}\n{baseline_rev}\n{params_hash}".encode()).hexdigest()[:32]
 
 
-def redact(data: dict[str, Any]) -> dict[str, str]:
-    """Flat str->str mapping with secret-named keys and secret env values blanked."""
-    secrets = secret_env_values()
-    out = {}
-    for key, value in flatten(data).items():
-        text = "null" if value is None else str(value)
-        if is_secret_param(key) and value:
-            text = REDACTED
-        out[key] = redact_text(text, secrets)[:6000]
-    return out
+# -- names and values ----------------------------------------------------------------------
 
-
-def _setup_mlflow():
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is None:
-        artifacts = (project_root() / "mlartifacts").resolve()
-        try:
-            mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts.as_uri())
-        except Exception:  # another stage process created it first
-            if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
-                raise
-    mlflow.set_experiment(EXPERIMENT_NAME)
-    return mlflow
+def metric_group(source: str) -> str:
+    """The group of a stage (``evolve@r1``) or of a metrics file (``metrics/evolve/r1.json``):
+    ``evolve/r1``; see METRIC_GROUPS."""
+    path = Path(source.replace("@", "/"))
+    if path.suffix == ".json":
+        parts = path.with_suffix("").parts
+        path = Path(*parts[1:]) if parts[0] == "metrics" and len(parts) > 1 else Path(*parts)
+    name = path.as_posix()
+    return METRIC_GROUPS.get(name, name)
 
 
 def metric_name(key: str) -> str:
@@ -128,71 +152,42 @@ def metric_name(key: str) -> str:
     return key.replace("@", "_at_")
 
 
-def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {metric_name(k): float(v) for k, v in flatten(metrics).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def numeric_metrics(metrics: dict[str, Any], group: str = "") -> dict[str, float]:
+    """The numbers of ``metrics`` (flattened) named ``<group>/<key>``."""
+    prefix = f"{group}/" if group else ""
+    return {prefix + metric_name(k): float(v) for k, v in flatten(metrics).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-class StageRun:
-    """A thin handle on the active MLflow run (or a no-op when tracking is off)."""
-
-    def __init__(self, mlflow_module=None, client=None, parent_id: str | None = None):
-        self._mlflow = mlflow_module
-        self._client = client
-        self.parent_id = parent_id  # the pipeline's parent run
-        self.summary: dict[str, float] = {}  # last step-less value of each metric
-
-    @property
-    def mlflow(self):
-        return self._mlflow
-
-    @property
-    def git_commit(self) -> str:
-        return git_revision()
-
-    def log_to_parent(self, metrics: dict[str, float] | None = None,
-                      params: dict[str, str] | None = None,
-                      tags: dict[str, str] | None = None) -> None:
-        """Metrics, params (already redacted) and tags on the pipeline's parent run."""
-        if not self._mlflow or self.parent_id is None:
-            return
-        from mlflow.entities import Metric, Param, RunTag
-
-        now = int(time.time() * 1000)
-        items = ([Metric(k, v, now, 0) for k, v in sorted((metrics or {}).items())],
-                 [Param(k, v) for k, v in sorted((params or {}).items())],
-                 [RunTag(k, v) for k, v in sorted(redact(tags or {}).items())])
-        for i in range(0, max(map(len, items)), 100):  # MLflow's batch limit per kind
-            self._client.log_batch(self.parent_id, metrics=items[0][i:i + 100],
-                                   params=items[1][i:i + 100], tags=items[2][i:i + 100])
-
-    @property
-    def active(self) -> bool:
-        return self._mlflow is not None
-
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if not self._mlflow:
-            return
-        clean = numeric_metrics(metrics)
-        if clean:
-            self._mlflow.log_metrics(clean, step=step)
-            if step is None:
-                self.summary.update(clean)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        if self._mlflow:
-            self._mlflow.log_params(redact(params))
-
-    def log_artifact(self, path: str | Path) -> None:
-        if self._mlflow and Path(path).exists():
-            self._mlflow.log_artifact(str(path))
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self._mlflow:
-            self._mlflow.set_tags(redact(tags))
+def redact(data: dict[str, Any]) -> dict[str, str]:
+    """Flat str->str mapping with secret-named keys and secret env values blanked, and paths
+    inside the checkout made relative to it (the store moves with the repository)."""
+    secrets = secret_env_values()
+    root = checkout_root()
+    inside = f"{root}{os.sep}" if root else None
+    out = {}
+    for key, value in flatten(data).items():
+        text = "null" if value is None else str(value)
+        if is_secret_param(key) and value:
+            text = REDACTED
+        if inside and text.startswith(inside):
+            text = text[len(inside):]
+        out[key] = redact_text(text, secrets)[:6000]
+    return out
 
 
-# -- the parent run ------------------------------------------------------------------------
+# -- the store -----------------------------------------------------------------------------
+
+def import_mlflow():
+    """mlflow, imported without its INFO banners and download progress bars."""
+    # MLflow configures its loggers when imported: the level must be in place before.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+    return mlflow
+
 
 @contextmanager
 def _file_lock(name: str):
@@ -211,6 +206,160 @@ def _file_lock(name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _relative_locations(db: Path, root: Path) -> None:
+    """MLflow stores absolute artifact locations; ours are made relative to the checkout
+    root (the Default experiment's to ``mlruns/0``), and every run, logged model and model
+    version inherits that."""
+    with sqlite3.connect(db) as con:
+        for exp_id, location in con.execute(
+                "SELECT experiment_id, artifact_location FROM experiments").fetchall():
+            path = location.removeprefix("file://")
+            if not Path(path).is_absolute():
+                continue
+            if Path(path).is_relative_to(root):
+                relative = Path(path).relative_to(root).as_posix()
+            elif str(exp_id) == "0":
+                relative = "mlruns/0"
+            else:
+                continue
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                        (relative, exp_id))
+
+
+def open_store(experiment: str = EXPERIMENT_NAME):
+    """Point mlflow at the store and at ``experiment`` (created if needed); returns
+    (mlflow, experiment id)."""
+    mlflow = import_mlflow()
+    mlflow.set_tracking_uri(tracking_uri())
+    root = local_store_root()
+    if root is None:  # someone else's store: MLflow's defaults
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            try:
+                mlflow.create_experiment(experiment)
+            except Exception:  # another process created it first
+                if mlflow.get_experiment_by_name(experiment) is None:
+                    raise
+            found = mlflow.get_experiment_by_name(experiment)
+    else:
+        # Also serialises creating the tables of a new store, which two processes can race.
+        with _file_lock("mlflow-experiment.lock"):
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
+                exp_id = mlflow.create_experiment(experiment)
+                with sqlite3.connect(root / "mlflow.db") as con:
+                    con.execute("UPDATE experiments SET artifact_location = ? "
+                                "WHERE experiment_id = ?", (f"{ARTIFACTS_DIR}/{exp_id}", exp_id))
+                _relative_locations(root / "mlflow.db", root)
+                found = mlflow.get_experiment_by_name(experiment)
+    mlflow.set_experiment(experiment_id=found.experiment_id)
+    return mlflow, found.experiment_id
+
+
+@contextmanager
+def at_store():
+    """Artifacts are written where the store's relative locations point: run MLflow calls
+    that write or read artifacts in here, with absolute paths of our own files."""
+    root = local_store_root()
+    if root is None or Path.cwd().resolve() == root:
+        yield
+        return
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextmanager
+def quiet_mlflow():
+    """MLflow's advice about things we decide on purpose (an explicit signature with params
+    instead of predict() type hints, which cannot declare them; no input example: checking
+    it would load the model) stays out of the output."""
+    def drop(message, category, *args, **kwargs):
+        if not issubclass(category, UserWarning | FutureWarning):
+            shown(message, category, *args, **kwargs)
+
+    # Not a filter: MLflow wraps its calls in catch_warnings(simplefilter("once")).
+    shown, warnings.showwarning = warnings.showwarning, drop
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+class StageRun:
+    """A thin handle on the active MLflow run (or a no-op when tracking is off)."""
+
+    def __init__(self, mlflow_module=None, client=None, parent_id: str | None = None,
+                 group: str = ""):
+        self._mlflow = mlflow_module
+        self._client = client
+        self.parent_id = parent_id  # the pipeline's parent run; None: a run of its own
+        self.group = group  # metric names are "<group>/<key>"
+        self.summary: dict[str, float] = {}  # last step-less value of each metric
+
+    @property
+    def mlflow(self):
+        return self._mlflow
+
+    @property
+    def active(self) -> bool:
+        return self._mlflow is not None
+
+    @property
+    def git_commit(self) -> str:
+        return git_revision()
+
+    def log_to_parent(self, metrics: dict[str, float] | None = None,
+                      params: dict[str, str] | None = None,
+                      tags: dict[str, str] | None = None) -> None:
+        """Metrics (already named), params (already redacted) and tags on the parent run."""
+        if not self._mlflow or self.parent_id is None:
+            return
+        log_batch(self._client, self.parent_id, metrics, params, redact(tags or {}))
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if not self._mlflow:
+            return
+        clean = numeric_metrics(metrics, self.group)
+        if clean:
+            self._mlflow.log_metrics(clean, step=step)
+            if step is None:
+                self.summary.update(clean)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self._mlflow:
+            self._mlflow.log_params(redact(params))
+
+    def log_artifact(self, path: str | Path) -> None:
+        if self._mlflow and Path(path).exists():
+            source = str(Path(path).resolve())
+            with at_store():
+                self._mlflow.log_artifact(source)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self._mlflow:
+            self._mlflow.set_tags(redact(tags))
+
+
+def log_batch(client, run_id: str, metrics: dict[str, float] | None = None,
+              params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:
+    """Metrics, params and tags in batches of MLflow's limit (100 of each kind)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    items = ([Metric(k, v, now, 0) for k, v in sorted((metrics or {}).items())],
+             [Param(k, v) for k, v in sorted((params or {}).items())],
+             [RunTag(k, v) for k, v in sorted((tags or {}).items())])
+    for i in range(0, max(map(len, items)), 100):
+        client.log_batch(run_id, metrics=items[0][i:i + 100], params=items[1][i:i + 100],
+                         tags=items[2][i:i + 100])
+
+
 def find_parents(client, experiment_id: str, key: str) -> list:
     """Live parent runs with this key, oldest first (ties broken by run id)."""
     runs = client.search_runs([experiment_id], f"tags.{PIPELINE_KEY_TAG} = '{key}' and "
@@ -224,16 +373,18 @@ def parent_run_name(exp_name: str, baseline_rev: str, params_hash: str) -> str:
     return f"workspace@{baseline_rev[:7]} params {params_hash[:8]}"
 
 
-def _log_params_batch(client, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v) for k, v in sorted(params.items())]
-    for i in range(0, len(items), 100):  # MLflow's batch limit
-        client.log_batch(run_id, params=items[i:i + 100])
+def experiment_params(path: Path) -> dict[str, str]:
+    """Every key of the experiment's params file, flattened and redacted; {} when the file
+    is missing or unreadable: the stage reports a bad params file itself, tracking must not
+    fail first."""
+    try:
+        return redact(read_params(path))
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return {}
 
 
 def find_or_create_parent(client, experiment_id: str, tags: dict[str, str],
-                          params: dict[str, Any]) -> str:
+                          params: dict[str, str]) -> str:
     """The run id of this pipeline's parent run, created (with params) if none exists."""
     key = tags[PIPELINE_KEY_TAG]
     with _file_lock("mlflow-parent.lock"):
@@ -241,7 +392,7 @@ def find_or_create_parent(client, experiment_id: str, tags: dict[str, str],
         if found:
             return found[0].info.run_id
         run = client.create_run(experiment_id, run_name=tags["mlflow.runName"], tags=tags)
-        _log_params_batch(client, run.info.run_id, redact(params))
+        log_batch(client, run.info.run_id, params=params)
         winners = find_parents(client, experiment_id, key)
     winner = winners[0].info.run_id if winners else run.info.run_id
     if winner != run.info.run_id:  # lost a race with another machine: keep the oldest
@@ -249,91 +400,78 @@ def find_or_create_parent(client, experiment_id: str, tags: dict[str, str],
     return winner
 
 
-def _params_or_nothing(path: Path) -> dict[str, Any]:
-    """The params to log on a new parent run; {} when the file is missing or unreadable:
-    the stage reports a bad params file itself, tracking must not fail first."""
-    try:
-        return read_params(path)
-    except (ConfigError, OSError, UnicodeDecodeError):
-        return {}
-
-
 def pipeline_tags(params_path: Path) -> dict[str, str]:
     """Tags shared by the parent and its stage runs."""
     exp_name, baseline = experiment_name(), git_revision()
     digest = params_sha256(params_path)
-    return {
-        PIPELINE_KEY_TAG: pipeline_key(exp_name, baseline, digest),
-        "dvc_exp_name": exp_name,
-        "dvc_baseline_rev": baseline,
-        "git_revision": baseline,
-        "params_sha256": digest,
-    }
+    return {PIPELINE_KEY_TAG: pipeline_key(exp_name, baseline, digest),
+            "dvc_exp_name": exp_name, "git_revision": baseline, "params_sha256": digest,
+            "mlflow.source.git.commit": baseline}
 
 
-def headline_metrics(stage: str, summary: dict[str, float]) -> dict[str, float]:
-    base = stage.split("@")[0]
-    names = HEADLINE_METRICS.get(base, ())
-    prefix = "" if base in UNPREFIXED_STAGES else stage.replace("@", "_") + "."
-    picked = {f"{prefix}{n}": summary[n] for n in names if n in summary}
-    if base == "score":  # any other pass@k the stage reported (plus_pass_at_k: HumanEval+)
-        picked.update({k: v for k, v in summary.items() if _PASS_AT.search(k)})
-    return picked
+def find_parent(params_path: str | Path | None = None):
+    """This experiment's parent run as it is now (None: none yet, or not in a pipeline)."""
+    if not (enabled() and in_pipeline() and tracking_uri()):
+        return None
+    mlflow, experiment_id = open_store()
+    key = pipeline_tags(params_file(params_path))[PIPELINE_KEY_TAG]
+    found = find_parents(mlflow.MlflowClient(), experiment_id, key)
+    return found[0] if found else None
 
 
-def _finish_parent(client, parent_id: str, stage: str, summary: dict[str, float],
-                   status: str) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in headline_metrics(stage, summary).items()]
-    if metrics:
-        client.log_batch(parent_id, metrics=metrics)
-    client.set_tag(parent_id, "last_stage", stage)
-    client.set_terminated(parent_id, status=status)
+@contextmanager
+def _standalone_run(mlflow, stage: str, params, tags, run_name: str | None):
+    """A run of its own in the by-hand experiment."""
+    own_tags = {ROLE_TAG: "standalone", "stage": stage, "git_revision": git_revision(),
+                "mlflow.source.name": f"wizardcoder {stage}"}
+    name = run_name or stage
+    log.info("MLflow: logging run %r to %s (experiment %s)", name, tracking_uri(),
+             BY_HAND_EXPERIMENT)
+    with mlflow.start_run(run_name=name, tags={**own_tags, **redact(tags or {})}):
+        handle = StageRun(mlflow, group=metric_group(stage))
+        if params:
+            handle.log_params(params)
+        yield handle
 
 
 @contextmanager
 def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
               *, params_path: str | Path | None = None, nested: bool = True,
               run_name: str | None = None):
-    """Open one MLflow run for a stage, nested under its pipeline's parent run; yields a
-    :class:`StageRun`. ``params_path`` defaults to $WIZARDCODER_PARAMS_FILE or
-    ./params.yaml (the file the stage reads when DVC runs it). ``nested=False``: a run of
-    its own, outside every pipeline (e.g. scoring someone else's samples)."""
+    """Open the MLflow run of one stage; yields a :class:`StageRun`. Under DVC (DVC_STAGE set)
+    and ``nested``: nested under the experiment's parent run; otherwise a run of its own in
+    the by-hand experiment (``run_name``, default the stage). ``params_path`` defaults to
+    $WIZARDCODER_PARAMS_FILE or ./params.yaml (the file the stage reads when DVC runs it)."""
     if not enabled():
         yield StageRun(None)
         return
-    if not nested:
-        mlflow = _setup_mlflow()
-        own_tags = {ROLE_TAG: "standalone", "stage": stage, "git_revision": git_revision()}
-        with mlflow.start_run(run_name=run_name or stage,
-                              tags={**own_tags, **redact(tags or {})}):
-            handle = StageRun(mlflow)
-            if params:
-                handle.log_params(params)
+    if tracking_uri() is None:
+        log.info("MLflow: not logging %s: no wizardcoder checkout (dvc.yaml) in %s or above; "
+                 "set MLFLOW_TRACKING_URI to log", run_name or stage, Path.cwd())
+        yield StageRun(None)
+        return
+    if not (nested and in_pipeline()):
+        mlflow, _ = open_store(BY_HAND_EXPERIMENT)
+        with _standalone_run(mlflow, stage, params, tags, run_name) as handle:
             yield handle
         return
-    mlflow = _setup_mlflow()
+    mlflow, experiment_id = open_store()
     client = mlflow.MlflowClient()
-    experiment_id = mlflow.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
     path = params_file(params_path)
     shared = pipeline_tags(path)
     exp_name = shared["dvc_exp_name"]
-    parent_tags = {**shared, ROLE_TAG: "pipeline", "params_file": str(path),
-                   "mlflow.runName": parent_run_name(exp_name, shared["dvc_baseline_rev"],
-                                                     shared["params_sha256"]),
-                   "mlflow.source.name": "dvc.yaml"}
-    parent_id = find_or_create_parent(client, experiment_id, parent_tags, _params_or_nothing(path))
+    parent_tags = {**shared, ROLE_TAG: "pipeline", "mlflow.source.name": "dvc.yaml",
+                   "mlflow.runName": parent_run_name(exp_name, shared["git_revision"],
+                                                     shared["params_sha256"])}
+    parent_id = find_or_create_parent(client, experiment_id, parent_tags,
+                                      experiment_params(path))
     client.update_run(parent_id, status="RUNNING")
-    run_name = stage if exp_name == "workspace" else f"{exp_name}/{stage}"
     all_tags = {**shared, ROLE_TAG: "stage", "stage": stage,
-                "mlflow.source.name": f"stages/{stage.split('@')[0]}.py"}
-    all_tags.update(redact(tags or {}))
-    handle = StageRun(mlflow, client, parent_id)
+                "mlflow.source.name": f"stages/{stage.split('@')[0]}.py", **redact(tags or {})}
+    handle = StageRun(mlflow, client, parent_id, group=metric_group(stage))
     status = "FAILED"
     try:
-        with mlflow.start_run(run_name=run_name, tags=all_tags, nested=True,
+        with mlflow.start_run(run_name=f"{exp_name}/{stage}", tags=all_tags, nested=True,
                               parent_run_id=parent_id):
             if params:
                 handle.log_params(params)
@@ -341,6 +479,6 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, 
         status = "FINISHED"
     finally:
         try:
-            _finish_parent(client, parent_id, stage, handle.summary, status)
+            client.set_terminated(parent_id, status=status)
         except Exception as exc:  # never hide the stage's own error behind a tracking one
             log.warning("MLflow: could not update the parent run %s: %s", parent_id, exc)

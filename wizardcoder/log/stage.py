@@ -4,12 +4,13 @@
         --rounds-plot metrics/dev_score.json metrics/dev_passk_rounds.json
 
 A stage that DVC restores from its run-cache runs no code, so it logs nothing: an experiment
-made only of restored stages would have a parent run without pass@1, which MLflow filters then
-silently drop. This stage is cheap and always runs: it logs on the parent every metrics file,
-the DVC hash of every stage output (dvc.lock), the experiment's params, the git commit, the
-training data and the benchmark as MLflow datasets (digest = DVC hash), and the fine-tuned
-model as an MLflow model (registered under ``tracking.register_model`` when set), copied once
-per model content: a rerun with the same weights logs a reference, not another copy.
+made only of restored stages would have a parent run without params or pass@1. This stage is
+cheap and always runs: on the parent it logs every params.yaml key, the numbers of the files
+dvc.yaml declares as metrics (the headline), the DVC hash of every stage output (dvc.lock),
+the git commit, the training data and the benchmark as MLflow datasets (digest = DVC hash),
+and the fine-tuned model: logged once per model content and linked to every experiment that
+trained it, registered as one version per experiment (``tracking.register_model``). When
+nothing changed since it last filled the parent (same dvc.lock hashes), it adds nothing.
 
 It also writes this experiment's point of the pass@k-vs-rounds plot: that point needs the
 round count and the baseline, which the score stages do not read.
@@ -21,26 +22,26 @@ import argparse
 import hashlib
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from wizardcoder.config import flatten, load_section, read_params, to_dict
+from wizardcoder import tracking
+from wizardcoder.config import load_section, to_dict
 from wizardcoder.entry import stage_main
 from wizardcoder.errors import DataError
 from wizardcoder.jsonl import write_json
 from wizardcoder.log.config import TrackingConfig
-from wizardcoder.tracking import metric_name, redact, stage_run
 
 log = logging.getLogger(__name__)
 
-MODEL_DIGEST_TAG = "dvc_md5"  # on logged models: the DVC hash of the model directory
+MODEL_DIGEST_TAG = "dvc_md5"  # on logged models and versions: the DVC hash of the model dir
+OUTS_DIGEST_TAG = "dvc_outs_sha256"  # on the parent: what the log stage last logged
 
 
-def lock_outputs(lock_path: str | Path) -> dict[str, str]:
-    """{output path: DVC hash} of every stage in dvc.lock."""
+def lock_outputs(lock_path: str | Path, skip_stages: tuple[str, ...] = ()) -> dict[str, str]:
+    """{output path: DVC hash} of every stage in dvc.lock but ``skip_stages``."""
     path = Path(lock_path)
     if not path.is_file():
         return {}
@@ -49,7 +50,9 @@ def lock_outputs(lock_path: str | Path) -> dict[str, str]:
     except yaml.YAMLError as exc:
         raise DataError(path, None, None, f"not valid YAML: {exc}") from None
     hashes = {}
-    for stage in (lock.get("stages") or {}).values():
+    for name, stage in (lock.get("stages") or {}).items():
+        if name in skip_stages:
+            continue
         for out in stage.get("outs") or ():
             digest = out.get("md5") or out.get("hash") or out.get("etag")
             if out.get("path") and digest:
@@ -71,48 +74,56 @@ def output_digest(path: str, hashes: dict[str, str]) -> str | None:
     return None
 
 
-def metrics_files(metrics_dir: str | Path) -> dict[str, float]:
-    """Every number of every metrics JSON object under ``metrics_dir``, named by its file:
-    metrics/evolve/r1.json's ``kept`` -> ``evolve.r1.kept``. JSON lists (plot data) are
-    skipped: they are drawn by `dvc plots`, not single numbers."""
-    root = Path(metrics_dir)
+def declared_metrics(root: str | Path = ".") -> list[str]:
+    """The files dvc.yaml declares as ``metrics:`` (foreach stages expanded), as DVC reads
+    them: what experiments are compared on, wherever the details went."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            return sorted({str(out.def_path) for stage in repo.index.stages
+                           for out in stage.outs if out.metric})
+    except DvcException as exc:
+        raise DataError(Path(root, "dvc.yaml"), None, None,
+                        f"cannot read the declared metrics: {exc}") from None
+
+
+def headline_metrics(paths: list[str]) -> dict[str, float]:
+    """Every number of these metrics files, named ``<group>/<key>``
+    (metrics/evolve/r1.json's ``kept`` -> ``evolve/r1/kept``, metrics/score.json's
+    ``pass@1`` -> ``benchmark/pass_at_1``); files not written yet are skipped."""
     out: dict[str, float] = {}
-    for path in sorted(root.rglob("*.json")):
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(path, None, None, f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            continue
-        prefix = ".".join(path.relative_to(root).with_suffix("").parts)
-        for key, value in flatten(data).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                out[metric_name(f"{prefix}.{key}")] = float(value)
+        if isinstance(data, dict):
+            out.update(tracking.numeric_metrics(data, tracking.metric_group(name)))
     return out
 
 
-def _score_headline(metrics_dir: Path) -> dict[str, float]:
-    """pass@k of metrics/score.json unprefixed (pass_at_1), as the score stage logs it."""
-    path = metrics_dir / "score.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {metric_name(k): float(v) for k, v in data.items()
-            if "pass@" in k and isinstance(v, int | float)}
+def outputs_digest(hashes: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
-def _dataset(mlflow, path: str, digest: str, name: str):
+def _dataset(path: str, digest: str, name: str):
+    """An MLflow dataset of a file of the checkout, its source the path relative to it."""
+    import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
-        warnings.simplefilter("ignore", UserWarning)
-        source = mlflow.data.dataset_source_registry.resolve_dataset_source(
-            str(Path(path).resolve()))
+    with tracking.quiet_mlflow():  # "can be interpreted in multiple ways": both are local
+        source = mlflow.data.dataset_source_registry.resolve_dataset_source(path)
     return MetaDataset(source=source, name=name, digest=digest[:36])
 
 
-def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> str | None:
-    """Log the model unless a model with this DVC hash is already logged; returns its URI."""
+def _logged_model(mlflow, model_dir: str, digest: str) -> str:
+    """The id of the logged model with these weights, logging it (on the active run) unless
+    one with this DVC hash exists: the weights are copied once per content."""
     import torch
     import transformers
     from mlflow.models import infer_signature
@@ -123,10 +134,9 @@ def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> s
     found = mlflow.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"tags.{MODEL_DIGEST_TAG} = '{digest}'",
         output_format="list", max_results=1)
-    if found:  # the same weights: no second copy of them
-        uri = found[0].model_uri
-        log.info("log: model %s is already logged as %s", digest, uri)
-    else:
+    if found:
+        return found[0].model_id
+    with tracking.at_store(), tracking.quiet_mlflow():
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"model_dir": str(Path(model_dir).resolve())},
@@ -136,14 +146,47 @@ def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str) -> s
             # Explicit: inferring them would load the model in a subprocess.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"transformers=={transformers.__version__}"],
-            tags={MODEL_DIGEST_TAG: digest})
-        uri = info.model_uri
-    if config.register_model:  # one version per model content, not one per `dvc repro`
-        versions = mlflow.MlflowClient().search_model_versions(
-            f"name = '{config.register_model}'")
-        if not any(v.tags.get(MODEL_DIGEST_TAG) == digest for v in versions):
-            mlflow.register_model(uri, config.register_model, tags={MODEL_DIGEST_TAG: digest})
-    return uri
+            tags={MODEL_DIGEST_TAG: digest, "mlflow.source.name": "stages/log.py"})
+    return info.model_id
+
+
+def register_version(client, name: str, model_id: str, parent, digest: str) -> str:
+    """This experiment's version of the registered model ``name`` (created unless a version
+    with the same experiment, revision and weights exists); returns its number."""
+    from mlflow.exceptions import MlflowException
+
+    tags = {"dvc_exp_name": parent.data.tags.get("dvc_exp_name", ""),
+            "git_revision": parent.data.tags.get("git_revision", ""), MODEL_DIGEST_TAG: digest}
+    try:
+        client.create_registered_model(name)
+    except MlflowException:  # it exists
+        pass
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if all(version.tags.get(k) == v for k, v in tags.items()):
+            return version.version
+    with tracking.at_store():
+        version = client.create_model_version(name, f"models:/{model_id}",
+                                              run_id=parent.info.run_id, tags=tags,
+                                              model_id=model_id)
+    return version.version
+
+
+def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str,
+               parent_id: str) -> str:
+    """The model on the parent run (and in the registry); returns its URI."""
+    from mlflow.entities import LoggedModelOutput
+
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_id=parent_id, nested=True):
+        model_id = _logged_model(mlflow, model_dir, digest)
+    parent = client.get_run(parent_id)
+    linked = {m.model_id for m in (parent.outputs.model_outputs if parent.outputs else [])}
+    if model_id not in linked:  # the same weights, trained by another experiment too
+        client.log_outputs(parent_id, [LoggedModelOutput(model_id, 0)])
+    if config.register_model:
+        number = register_version(client, config.register_model, model_id, parent, digest)
+        return f"models:/{config.register_model}/{number}"
+    return f"models:/{model_id}"
 
 
 def rounds_point(params: str | Path) -> dict:
@@ -173,47 +216,57 @@ def write_rounds_points(params: str | Path, plots: dict[str, str]) -> None:
             write_json(plot_path, [{**point, **fields}])
 
 
-def run(params: str, lock: str, metrics_dir: str, train_data: str, model_dir: str,
-        benchmark_results: str, rounds_plots: dict[str, str]) -> dict[str, Any]:
+def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_results: str,
+        rounds_plots: dict[str, str]) -> dict[str, Any]:
     config = load_section(params, "tracking", TrackingConfig)
     write_rounds_points(params, rounds_plots)
-    hashes = lock_outputs(lock)
-    numbers = {**metrics_files(metrics_dir), **_score_headline(Path(metrics_dir))}
-    summary: dict[str, Any] = {"metrics": len(numbers), "outputs": len(hashes), "model": None}
-    with stage_run("log", {"tracking": to_dict(config)}) as run_:
+    hashes = lock_outputs(lock, skip_stages=("log",))
+    numbers = headline_metrics(declared_metrics())
+    summary: dict[str, Any] = {"metrics": len(numbers), "outputs": len(hashes), "model": None,
+                               "parent": None}
+    parent = tracking.find_parent(params)
+    if (parent is not None and parent.info.status == "FINISHED"
+            and parent.data.tags.get(OUTS_DIGEST_TAG) == outputs_digest(hashes)):
+        log.info("log: nothing changed since MLflow run %s (%s): no run added",
+                 parent.info.run_name, parent.info.run_id)
+        summary["parent"] = parent.info.run_id
+        return summary
+    with tracking.stage_run("log", {"tracking": to_dict(config)}, params_path=params) as run_:
         if not run_.active:
             return summary
         mlflow = run_.mlflow
-        parent = run_.parent_id
+        hash_tags = {f"dvc.{path}": digest for path, digest in hashes.items()}
+        if run_.parent_id is None:  # by hand: on a run of its own, no model
+            mlflow.log_metrics(numbers)
+            run_.set_tags(hash_tags)
+            return summary
+        parent = summary["parent"] = run_.parent_id
         client = mlflow.MlflowClient()
-        parent_run = client.get_run(parent)
-        already = set(parent_run.data.params)
-        params_flat = {k: v for k, v in redact(read_params(params)).items() if k not in already}
-        run_.log_to_parent(metrics=numbers, params=params_flat, tags={
-            **{f"dvc.{path}": digest for path, digest in hashes.items()},
-            "mlflow.source.git.commit": run_.git_commit})
-        run_.log_metrics(numbers)
+        already = client.get_run(parent).data.params
+        missing = {k: v for k, v in tracking.experiment_params(Path(params)).items()
+                   if k not in already}
+        run_.log_to_parent(metrics=numbers, params=missing, tags=hash_tags)
         datasets = []
         if digest := output_digest(train_data, hashes):
-            datasets.append((_dataset(mlflow, train_data, digest, "train"), "training"))
-        score_file = Path(metrics_dir, "score.json")
+            datasets.append((_dataset(train_data, digest, "train"), "training"))
+        score_file = Path("metrics/score.json")
         if (digest := output_digest(benchmark_results, hashes)) and score_file.is_file():
             bench = json.loads(score_file.read_text(encoding="utf-8")).get("benchmark", "eval")
-            datasets.append((_dataset(mlflow, benchmark_results, digest, bench), "evaluation"))
+            datasets.append((_dataset(benchmark_results, digest, bench), "evaluation"))
         for dataset, context in datasets:
             with mlflow.start_run(run_id=parent, nested=True):
                 mlflow.log_input(dataset, context=context)
         if config.log_model and model_dir in hashes:
-            with mlflow.start_run(run_id=parent, nested=True):
-                summary["model"] = _log_model(mlflow, config, model_dir, hashes[model_dir])
-    log.info("log: %d metrics and %d output hashes on the parent run%s", len(numbers),
-             len(hashes), f"; model {summary['model']}" if summary["model"] else "")
+            summary["model"] = _log_model(mlflow, config, model_dir, hashes[model_dir], parent)
+        # Last: a parent that has it got everything above.
+        run_.log_to_parent(tags={OUTS_DIGEST_TAG: outputs_digest(hashes)})
+    log.info("log: %d metrics and %d output hashes on MLflow run %s%s", len(numbers),
+             len(hashes), parent, f"; model {summary['model']}" if summary["model"] else "")
     return summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock", default="dvc.lock")
-    p.add_argument("--metrics-dir", default="metrics")
     p.add_argument("--train-data", default="data/merged/train.jsonl")
     p.add_argument("--model", default="models/sft")
     p.add_argument("--results", default="data/eval/results.jsonl",
@@ -226,7 +279,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    run(args.params, args.lock, args.metrics_dir, args.train_data, args.model, args.results,
+    run(args.params, args.lock, args.train_data, args.model, args.results,
         dict(args.rounds_plot))
 
 
