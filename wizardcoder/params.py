@@ -12,7 +12,6 @@ import importlib
 from wizardcoder.errors import ConfigError
 
 
-
 def _config_class(package: str, name: str) -> str:
     """``"wizardcoder.<package>.config:<name>"``, built rather than written out: every stage
     imports this module (the section-name check of read_params) but none of these classes,

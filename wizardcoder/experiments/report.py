@@ -30,7 +30,9 @@ METRIC_FILES = ("metrics/seed.json", "metrics/merge.json", "metrics/train.json",
                 "metrics/score.json")
 DETAILS_DIR = "metrics/details"  # wizardcoder.headline: every figure beyond the headline
 DECONTAM = "data/merged/decontamination.json"
-RESULTS = "data/eval/results.jsonl"
+RESULTS = "data/eval/results.jsonl"          # one benchmark (before generate.benchmarks)
+RESULTS_DIR = "data/eval/results"            # <benchmark>.jsonl each
+SCORE = "metrics/score.json"
 REMOVAL_REASONS = ("dev_holdout", "empty_output", "exact_duplicate", "near_duplicate",
                    "ngram_overlap", "tfidf_cosine")  # others found in a report are added
 
@@ -50,6 +52,7 @@ class Experiment:
     params_text: str = ""
     passk: dict[int, dict] = field(default_factory=dict)
     passk_plus: dict[int, dict] = field(default_factory=dict)  # HumanEval+ / MBPP+
+    benchmark: str | None = None  # whose results the pass@k tables show
 
     @property
     def n_rounds(self) -> int:
@@ -138,6 +141,19 @@ class _Reader:
             return None
 
 
+def _primary_benchmark(exp: Experiment) -> str | None:
+    """The benchmark the report's pass@k tables show: with one score entry per benchmark
+    (``{"humaneval": {...}, "mbpp": {...}}``) HumanEval if scored, else the first; that
+    entry becomes the experiment's ``metrics/score.json``."""
+    score = exp.metrics.get(SCORE) or {}
+    nested = [k for k, v in score.items() if isinstance(v, dict) and "pass@1" in v]
+    if not nested:
+        return score.get("benchmark")
+    name = "humaneval" if "humaneval" in nested else nested[0]
+    exp.metrics[SCORE] = {"benchmark": name, **score[name]}
+    return name
+
+
 def _stage_figures(read: _Reader, path: str) -> dict:
     """A stage's headline metrics (``metrics/X.json``) with its details
     (``metrics/details/X.json``, where the stage wrote one; revisions from before the split
@@ -164,7 +180,9 @@ def load_experiment(root: Path, name: str, rev: str, params: dict | None = None,
     exp.rounds = read.json("metrics/rounds.json") or []
     exp.train_curve = read.json("metrics/train_curve.json") or []
     exp.decontamination = read.json(DECONTAM)
-    text = read.text(RESULTS) or ""
+    exp.benchmark = _primary_benchmark(exp)
+    text = (read.text(f"{RESULTS_DIR}/{exp.benchmark}.jsonl") if exp.benchmark else None) \
+        or read.text(RESULTS) or ""
     exp.results = [json.loads(line) for line in text.splitlines() if line.strip()]
     lock = yaml.safe_load(read.text("dvc.lock") or "") or {}
     for stage in (lock.get("stages") or {}).values():

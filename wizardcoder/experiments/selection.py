@@ -59,6 +59,15 @@ def workspace_entry(show: list) -> Entry | None:
     return None
 
 
+def _reported(entry: Entry) -> dict[str, dict]:
+    """Benchmark -> its reported score: ``metrics/score.json`` holds one benchmark's keys
+    (``benchmark``, ``pass@1``...) or an entry per benchmark (generate.benchmarks)."""
+    test = entry.metrics.get(TEST_METRICS) or {}
+    if "benchmark" in test:
+        return {test["benchmark"]: test}
+    return {k: v for k, v in test.items() if isinstance(v, dict)}
+
+
 def _dev(entry: Entry) -> dict:
     """The dev score of an entry by its score keys: the headline's keys carry ``dev_``
     (``dev_pass@1``, so `dvc exp show` needs no file prefix)."""
@@ -103,9 +112,8 @@ def _exclusion(entry: Entry, baseline: Entry, select: SelectConfig) -> str | Non
     if dev.get("benchmark") != select.dev_benchmark:
         return (f"dev score is on {dev.get('benchmark')!r}, not select.dev_benchmark="
                 f"{select.dev_benchmark!r}")
-    reported = (entry.metrics.get(TEST_METRICS) or {}).get("benchmark")
-    if reported and reported == dev.get("benchmark"):
-        return f"dev set {reported!r} is the reported benchmark: not held out"
+    if dev.get("benchmark") in _reported(entry):
+        return f"dev set {dev.get('benchmark')!r} is the reported benchmark: not held out"
     try:
         validate_rounds(entry.params.get("rounds"), f"{entry.name}: params.yaml")
     except ConfigError as exc:
@@ -125,6 +133,10 @@ def select_rounds(show: list, select: SelectConfig) -> dict:
             continue
         dev = _dev(entry)
         test = entry.metrics.get(TEST_METRICS) or {}
+        if "benchmark" not in test and (reported := _reported(entry)):
+            # One entry per benchmark: HumanEval's, else the first, is what is shown.
+            name = "humaneval" if "humaneval" in reported else next(iter(reported))
+            test = {"benchmark": name, **reported[name]}
         candidates.append({
             "rounds": len(entry.params.get("rounds") or {}), "experiment": entry.name,
             "rev": entry.rev, "timestamp": entry.timestamp, "dev_score": float(dev[select.metric]),

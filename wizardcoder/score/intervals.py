@@ -54,14 +54,16 @@ def passk_with_ci(results: list[dict], ks: list[int], n_boot: int = 2000, seed: 
     return out
 
 
-def headline(summary: dict, results: list[dict], prefix: str = "") -> dict:
+def headline(summary: dict, results: list[dict], prefix: str = "",
+             with_benchmark: bool = True) -> dict:
     """The figures of a scored set people compare (``metrics/score.json``; the dev set's,
     ``metrics/dev_score.json``, with ``prefix`` ``dev_`` so ``dvc exp show`` prints every
     column without a file prefix): the benchmark, each pass@k and plus_pass@k of ``summary``
     with its 95% bootstrap bounds (``pass@1_low``, ``pass@1_high``) over the judged
-    ``results`` rows (sandbox errors are left out of n, as in pass@k)."""
+    ``results`` rows (sandbox errors are left out of n, as in pass@k). ``with_benchmark``
+    False: no benchmark key (a file with an entry per benchmark, named after it)."""
     judged = [r for r in results if r.get("kind") != "sandbox_error"]
-    out: dict = {f"{prefix}benchmark": summary.get("benchmark")}
+    out: dict = {f"{prefix}benchmark": summary.get("benchmark")} if with_benchmark else {}
     for plus in (False, True):
         name = "plus_pass@" if plus else "pass@"
         ks = sorted(int(k[len(name):]) for k in summary if k.startswith(name))

@@ -260,7 +260,7 @@ def score_benchmarks(config: ScoreConfig, samples_dir: str, metrics: str, result
             summary, outputs[name], timings[name] = score_set(
                 "score", config, sandbox, name, problems, rows, isolation, run_)
             summaries[name] = summary
-            heads[name] = headline(summary, outputs[name])
+            heads[name] = headline(summary, outputs[name], with_benchmark=False)
             run_.log_metrics({f"{name}.{k}": v for k, v in {**summary, **timings[name]}.items()
                               if isinstance(v, int | float) and not isinstance(v, bool)})
         out = Path(results_dir)
