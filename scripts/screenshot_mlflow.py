@@ -158,8 +158,11 @@ class Browser:
 class MlflowServer:
     """`mlflow server` on a sqlite store, started and stopped as a context manager."""
 
-    def __init__(self, db: str | Path, port: int | None = None, timeout_s: float = 180):
+    def __init__(self, db: str | Path, port: int | None = None, timeout_s: float = 180,
+                 cwd: str | Path | None = None):
         self.db = Path(db).resolve()
+        # relative artifact locations resolve against it: the checkout root, beside the db
+        self.cwd = Path(cwd) if cwd else self.db.parent
         if not self.db.is_file():
             raise SystemExit(f"{self.db}: no MLflow store (run the pipeline first)")
         self.port = port or free_port()
@@ -174,7 +177,7 @@ class MlflowServer:
                "--workers", "1"]
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -313,14 +316,17 @@ COMPARED_TABLES = r"""
     return out;"""
 
 
-def shoot_compare(b: Browser, url: str, out: str | Path) -> dict[str, list[list[str]]]:
-    """The compare view of two runs with "Show diff only" on for every table, scrolled to
-    the params and metrics; returns those tables: ``{"Parameters": [[name, value of run 1,
-    value of run 2], ...], "Metrics": [...]}`` in the order the page shows them."""
+def shoot_compare(b: Browser, url: str, out: str | Path) -> dict[str, dict]:
+    """The compare view of two runs, then with "Show diff only" on for every table,
+    scrolled to the params and metrics (the screenshot). Returns both states' tables:
+    ``{"all": {"Parameters": [[name, value of run 1, value of run 2], ...], "Metrics":
+    [...]}, "diff": {...}}``, rows in the order the page shows them."""
     b.get(url)
     b.wait("document.querySelectorAll('[aria-label$=\"Show diff only\"]').length", 90,
            "the compared tables")
     _close_assistant(b)
+    time.sleep(1)
+    every = b.js(COMPARED_TABLES)
     b.js("document.querySelectorAll('[role=switch][aria-label$=\"Show diff only\"]').forEach("
          "s => { if (s.getAttribute('aria-checked') !== 'true') s.click(); });")
     time.sleep(1)
@@ -328,7 +334,7 @@ def shoot_compare(b: Browser, url: str, out: str | Path) -> dict[str, list[list[
          ".scrollIntoView({block: 'start'}); window.scrollBy(0, -80);")
     time.sleep(1)
     b.screenshot(out)
-    return b.js(COMPARED_TABLES)
+    return {"all": every, "diff": b.js(COMPARED_TABLES)}
 
 
 def shoot_run(b: Browser, url: str, out: str | Path, wait_for: str = "Child runs") -> str:
