@@ -165,6 +165,33 @@ def test_hostile_programs_fail_and_touch_nothing(attack, tmp_path):
     assert not os.path.exists("/etc/owned") and not os.path.exists("/usr/owned")
 
 
+MEMORY_HOG = r"""#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main() {
+    for (int i = 0; i < 12; i++)
+        if (fork() == 0) { char *p = (char *)malloc(200 << 20); memset(p, 1, 200 << 20);
+                           sleep(3); return 0; }
+    int status, killed = 0;
+    while (wait(&status) > 0) killed |= WIFSIGNALED(status);
+    return killed;
+}
+"""
+
+
+def test_processes_together_are_bounded_by_the_programs_cgroup():
+    """12 processes of 200 MB each: every one under the per-process limit, 2.4 GB together."""
+    from wizardcoder.sandbox import cgroup
+
+    if cgroup.support().version is None or not installed("cpp"):
+        pytest.skip("no cgroup here (strict isolation refuses MultiPL-E) or no g++")
+    limits = dataclasses.replace(FAST, run_timeout_s=20.0, run_memory_mb=512,
+                                 compile_memory_mb=512)
+    result = run_program("cpp", MEMORY_HOG, limits)
+    assert result.status == "Exception" and "out of memory" in result.detail, result
+
+
 def test_missing_toolchain_is_refused_naming_the_package(monkeypatch):
     lua = toolchains.TOOLCHAINS["lua"]
     monkeypatch.setitem(toolchains.TOOLCHAINS, "lua", dataclasses.replace(

@@ -3,8 +3,9 @@
 
 Each program gets a fresh launcher (``toolchain_exec.py``: namespaces, the language's
 read-only minimal root from :mod:`~.toolchains`, a tmpfs /tmp, an unprivileged uid per
-concurrent program) and its compile and run steps their own wall-clock, CPU and memory
-budgets (:class:`ToolchainLimits`). The verdict comes from exit statuses and output only, with
+concurrent program), a cgroup of its own (:mod:`~.cgroup`: its processes' memory and number
+together) and its compile and run steps their own wall-clock, CPU and memory budgets
+(:class:`ToolchainLimits`). The verdict comes from exit statuses and output only, with
 MultiPL-E's own rules per language (its ``eval_<lang>.py`` scripts): ``OK``, ``Exception``,
 ``SyntaxError`` (a failed compile, or the runtime's parse error), ``Timeout``; a program the
 sandbox could not run is ``sandbox_error`` (never a verdict on the code).
@@ -12,6 +13,7 @@ sandbox could not run is ``sandbox_error`` (never a verdict on the code).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from wizardcoder.errors import ExternalError
+from wizardcoder.sandbox import cgroup
 from wizardcoder.sandbox.toolchains import Toolchain, layout, require
 
 EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toolchain_exec.py")
@@ -102,6 +106,10 @@ def run_program(language: str, program: str, limits: ToolchainLimits) -> Program
     sandbox. Raises ToolchainMissing when the language's toolchain is not installed."""
     tool = require(language)
     root_layout = layout(language)
+    # One cgroup per program (cgroup.py): the memory and processes of all its processes
+    # together, tmpfs pages included; None where the machine has none (see require_cgroup).
+    group = cgroup.create((max(limits.compile_memory_mb, limits.run_memory_mb) + 64) << 20,
+                          limits.max_procs + 4)
     slot = _slots.acquire()
     new_root = tempfile.mkdtemp(prefix="wc-toolchain-root-")
     started = time.monotonic()
@@ -109,13 +117,14 @@ def run_program(language: str, program: str, limits: ToolchainLimits) -> Program
     request = {"layout": root_layout, "new_root": new_root, "uid": uid, "gid": uid,
                "files": {tool.source: program}, "steps": _steps(tool, limits),
                "tmp_size": 4 * limits.max_file_mb << 20, "fsize": limits.max_file_mb << 20,
-               "out_cap": limits.max_output_kb << 10}
+               "out_cap": limits.max_output_kb << 10,
+               "cgroup_fds": list(group.fds) if group else []}
     budget = sum(s["timeout_s"] for s in request["steps"]) + 60
     try:
         done = subprocess.run([sys.executable, *PY_FLAGS, EXEC], input=json.dumps(request),
                               capture_output=True, text=True, timeout=budget, cwd="/",
                               env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                              start_new_session=True)
+                              start_new_session=True, pass_fds=request["cgroup_fds"])
         report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() \
             else {"error": f"no report (exit {done.returncode}): {done.stderr[-400:]}"}
     except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
@@ -123,10 +132,24 @@ def run_program(language: str, program: str, limits: ToolchainLimits) -> Program
     finally:
         _slots.release(slot)
         shutil.rmtree(new_root, ignore_errors=True)
+        usage = group.destroy() if group else {}
     took = time.monotonic() - started
     if "error" in report or not report.get("steps"):
         return ProgramResult(SANDBOX_ERROR, str(report.get("error", "no steps ran"))[-400:], took)
-    return classify(language, report["steps"], bool(tool.compile), took)
+    result = classify(language, report["steps"], bool(tool.compile), took)
+    if usage.get("oom_kills"):
+        result = dataclasses.replace(result, detail=f"{result.detail} [out of memory: the "
+                                     f"program's cgroup killed a process]")
+    return result
+
+
+def require_cgroup(isolation: str) -> None:
+    """Strict isolation needs a cgroup per program (compilers and programs start several
+    processes: per-process limits alone do not bound them together); best_effort runs with
+    rlimits only."""
+    found = cgroup.support()
+    if found.version is None and isolation == "strict":
+        raise ExternalError(f"score.isolation is strict, but {found.reason}: {cgroup.HINT}")
 
 
 def _exit_code(step: dict) -> int:

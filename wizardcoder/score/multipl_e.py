@@ -24,7 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from wizardcoder.benchmarks.multipl_e import completion_from_response, program
 from wizardcoder.sandbox.harness import Verdict
-from wizardcoder.sandbox.toolchain_run import SANDBOX_ERROR, ToolchainLimits, run_program
+from wizardcoder.sandbox.toolchain_run import (
+    SANDBOX_ERROR,
+    ToolchainLimits,
+    require_cgroup,
+    run_program,
+)
 from wizardcoder.sandbox.toolchains import require
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ def score_multipl_e(benchmark, problems: dict[str, dict], rows: list[dict], limi
     languages = {p["language"] for p in problems.values()}
     for language in sorted(languages):
         require(language)  # refuse before any sample runs
+    require_cgroup(getattr(config, "isolation", "strict"))
     budgets = toolchain_limits(config)
     counters: dict[str, int] = {}
     jobs = []
