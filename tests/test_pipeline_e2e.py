@@ -41,17 +41,23 @@ def test_cold_repro_writes_real_metrics(pipeline):
     for stage in ("seed", "evolve@r1", "merge", "train", "generate", "score", "generate_dev",
                   "score_dev", "log"):
         assert f"Running stage '{stage}'" in log
-    score = json.loads((repo / "metrics/score.json").read_text())
+    # The headline (metrics/, what dvc exp show compares) and the details beside it.
+    score = json.loads((repo / "metrics/details/score.json").read_text())["humaneval"]
     assert score["benchmark"] == "humaneval" and score["tasks"] == 2
     assert 0.0 <= score["pass@1"] <= 1.0 and "pass@10" not in score
+    headline = json.loads((repo / "metrics/score.json").read_text())["humaneval"]
+    assert headline["pass@1"] == score["pass@1"]
+    assert headline["pass@1_low"] <= headline["pass@1"] <= headline["pass@1_high"]
     results = [json.loads(line) for line in (repo / "data/eval/results.jsonl").open()]
     assert len(results) == 2 and all(r["kind"] for r in results)
-    evolve = json.loads((repo / "metrics/evolve/r1.json").read_text())
+    evolve = json.loads((repo / "metrics/details/evolve/r1.json").read_text())
     assert evolve["rows_in"] == 2 and evolve["calls"] >= 2
+    assert json.loads((repo / "metrics/evolve/r1.json").read_text())["r1_calls"] == \
+        evolve["calls"]
     # the real default base model, dequantized from the bundled GGUF, trained one step
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["base_model"] == \
         "embedded"
-    train = json.loads((repo / "metrics/train.json").read_text())
+    train = json.loads((repo / "metrics/details/train.json").read_text())
     assert train["train_loss"] > 0 and math.isfinite(train["train_loss"])
     assert train["global_step"] == 1
     assert (repo / "models/sft/config.json").exists()
@@ -128,7 +134,7 @@ def test_edits_never_hit_a_stale_cache(workspace):
     # same ones; at 128 llama-cpp-python answers HTTP 500, a transient failure that stops
     # the round; tests/test_cache_keys.py checks the key itself).
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    calls = json.loads((repo / "metrics/evolve/r1.json").read_text())["calls"]
+    calls = json.loads((repo / "metrics/details/evolve/r1.json").read_text())["calls"]
     params["llm"]["embedded_n_ctx"] = 256
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = run(f"{dvc} repro -s evolve@r1", repo, env)
@@ -212,14 +218,14 @@ def test_a_queued_grid_reruns_only_what_changed(workspace):
     exps = {e["name"]: e["revs"][0]["data"] for e in show[1]["experiments"]}
     assert set(exps) == {"rounds-1", "rounds-2", "seed-only"}
     for name, data in exps.items():
-        score = data["metrics"]["metrics/score.json"]["data"]
+        score = data["metrics"]["metrics/score.json"]["data"]["humaneval"]
         dev = data["metrics"]["metrics/dev_score.json"]["data"]
-        assert 0.0 <= score["pass@1"] <= 1.0 and score["benchmark"] == "humaneval", name
-        assert dev["benchmark"] == "seed_dev" and dev["tasks"] == 2, name
+        assert 0.0 <= score["pass@1"] <= 1.0, name
+        assert dev["dev_benchmark"] == "seed_dev" and 0.0 <= dev["dev_pass@1"] <= 1.0, name
     merged = {n: d["metrics"]["metrics/merge.json"]["data"] for n, d in exps.items()}
-    assert merged["seed-only"]["rows"] <= 2 and merged["rounds-2"]["rounds"] == 2
+    assert merged["seed-only"]["rows"] <= 2 and merged["rounds-2"]["rows"] >= 1
     r2 = exps["rounds-2"]["metrics"]["metrics/evolve/r2.json"]["data"]
-    assert r2["rows_in"] == 2 and r2["round"] == "r2"
+    assert 0 <= r2["r2_kept"] <= 2 and r2["r2_calls"] >= 1
 
     # the DVC plot of pass@1 against rounds, across the three experiments
     plots = json.loads(run(f"{dvc} plots diff rounds-1 rounds-2 seed-only --json", repo, env))
