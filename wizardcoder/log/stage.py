@@ -77,16 +77,15 @@ def output_digest(path: str, hashes: dict[str, str]) -> str | None:
 def declared_metrics(root: str | Path = ".") -> list[str]:
     """The files dvc.yaml declares as ``metrics:`` (foreach stages expanded), as DVC reads
     them: what experiments are compared on, wherever the details went."""
-    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         with Repo(str(root)) as repo:
             return sorted({str(out.def_path) for stage in repo.index.stages
                            for out in stage.outs if out.metric})
-    except DvcException as exc:
+    except Exception as exc:  # DVC's own errors, or its crash on a malformed dvc.lock
         raise DataError(Path(root, "dvc.yaml"), None, None,
-                        f"cannot read the declared metrics: {exc}") from None
+                        f"DVC cannot read the declared metrics: {exc}") from None
 
 
 def headline_metrics(paths: list[str]) -> dict[str, float]:
