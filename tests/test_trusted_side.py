@@ -91,17 +91,29 @@ def test_replies_built_to_allocate_fail_within_a_small_bound(float_task, name):
     assert peak < bound, f"{name}: the scorer's peak grew by {peak / MB:.0f} MiB"
 
 
-def test_the_costliest_reply_to_decode_stays_linear_in_its_size(float_task):
-    """4 MiB of empty lists is the reply with the most Python objects per byte (json.loads
-    builds ~1.4 million lists, decoding copies them): bounded by the reply's size."""
+# Replies costly to decode, each under 4 MiB: (program, what the failure detail quotes).
+DECODING = {
+    # the most Python objects per byte: json.loads builds ~1.4 million lists, decoding
+    # copies them
+    "empty lists": ("def floats(n):\n    return [[] for _ in range(1_390_000)]\n",
+                    "returned [[], []"),
+    # an int of 14 million bits (sent as 3.5 MB of hex)
+    "a huge int": ("def floats(n):\n    return [1 << 14_000_000]\n", "returned [<int of"),
+    # a set of half a million ints: a hash table built on the trusted side
+    "a large set": ("def floats(n):\n    return set(range(500_000))\n", "returned {0, 1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODING))
+def test_replies_costly_to_decode_stay_linear_in_their_size(float_task, name):
+    program, quoted = DECODING[name]
     float_task(N)
     slow = DiffSettings(memory_mb=1024, min_time_limit_s=30.0)  # tracemalloc slows decoding
-    verdict, peak = _scored_peak("def floats(n):\n    return [[] for _ in range(1_390_000)]\n",
-                                 slow)
+    verdict, peak = _scored_peak(program, slow)
     # judged (a loaded machine may run past the deadline while judging, never before)
     assert verdict.kind in ("failed", "timeout"), verdict
-    assert "returned [[], []" in verdict.detail or "judging the reply" in verdict.detail
-    assert peak < 400 * MB, f"the scorer's peak grew by {peak / MB:.0f} MiB"
+    assert quoted in verdict.detail or "judging the reply" in verdict.detail, verdict
+    assert peak < 400 * MB, f"{name}: the scorer's peak grew by {peak / MB:.0f} MiB"
 
 
 def test_honest_float_outputs_keep_their_verdicts(float_task):
