@@ -29,9 +29,9 @@ stages:
   score:
     cmd: 'true'
     outs:
-    - path: data/eval/results.jsonl
+    - path: data/eval/results
       hash: md5
-      md5: '5555666677778888'
+      md5: 5555666677778888.dir
   log:
     cmd: 'true'
     outs:
@@ -52,7 +52,7 @@ DVC_YAML = """stages:
   score:
     cmd: "true"
     outs:
-      - data/eval/results.jsonl
+      - data/eval/results
       - metrics/details/score.json:
           cache: false
     metrics:
@@ -63,19 +63,21 @@ DVC_YAML = """stages:
 
 def _checkout(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    for folder in ("metrics/evolve", "metrics/details", "data/merged", "data/eval"):
+    for folder in ("metrics/evolve", "metrics/details", "data/merged", "data/eval/results"):
         (root / folder).mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root,
                    check=True, timeout=120)
     (root / "dvc.yaml").write_text(DVC_YAML)
     (root / "dvc.lock").write_text(LOCK)
-    (root / "metrics" / "score.json").write_text(json.dumps(
-        {"benchmark": "humaneval", "pass@1": 0.25, "pass@1_low": 0.0, "pass@1_high": 0.5}))
+    (root / "metrics" / "score.json").write_text(json.dumps(  # one entry per benchmark
+        {"humaneval": {"pass@1": 0.25, "pass@1_low": 0.0, "pass@1_high": 0.5},
+         "humaneval+": {"pass@1": 0.125}}))
     (root / "metrics" / "details" / "score.json").write_text('{"kinds": {"passed": 1}}')
     (root / "metrics" / "evolve" / "r1.json").write_text('{"r1_kept": 3, "r1_cost_usd": 0.5}')
     (root / "metrics" / "train_curve.json").write_text('[{"step": 1, "loss": 2.0}]')
     (root / "data" / "merged" / "train.jsonl").write_text('{"instruction": "x"}\n')
-    (root / "data" / "eval" / "results.jsonl").write_text("{}\n")
+    for name in ("humaneval", "humaneval+"):
+        (root / "data" / "eval" / "results" / f"{name}.jsonl").write_text(f'{{"b": "{name}"}}\n')
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["tracking"] = {"log_model": False, "register_model": None}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -86,15 +88,15 @@ def test_lock_hashes_and_headline_metrics(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     (root / "metrics" / "evolve").mkdir(parents=True)
     (root / "dvc.lock").write_text(LOCK)
-    (root / "metrics" / "score.json").write_text('{"benchmark": "x", "pass@1": 0.25}')
+    (root / "metrics" / "score.json").write_text('{"humaneval+": {"pass@1": 0.25}}')
     (root / "metrics" / "evolve" / "r1.json").write_text('{"r1_kept": 3, "ok": true}')
     hashes = lock_outputs(root / "dvc.lock", skip_stages=("log",))
-    assert hashes == {"data/eval/results.jsonl": "5555666677778888",
+    assert hashes == {"data/eval/results": "5555666677778888.dir",
                       "data/merged": "aaaabbbbccccdddd.dir"}
     monkeypatch.chdir(root)  # DVC names the files relative to the repository root
     names = headline_metrics(["metrics/score.json", "metrics/evolve/r1.json",
                               "metrics/not_written_yet.json"])
-    assert names == {"benchmark/pass_at_1": 0.25, "evolve/r1/r1_kept": 3.0}
+    assert names == {"benchmark/humaneval_plus.pass_at_1": 0.25, "evolve/r1/r1_kept": 3.0}
     # a file inside an output directory: the md5 of its bytes, as DVC hashes a file
     train = root / "data" / "merged" / "train.jsonl"
     train.parent.mkdir(parents=True)
@@ -131,25 +133,32 @@ def _runs(root: Path) -> list[dict]:
 def test_log_stage_fills_the_parent_run_once(tmp_path):
     root = _checkout(tmp_path)
     _log(root, tmp_path, "log")
-    point = json.loads((root / "metrics" / "passk_rounds.json").read_text())
-    assert point == [{"rounds": 2, "training_data": "evolved", "pass_at_1": 0.25,
-                      "pass_at_1_low": 0.0, "pass_at_1_high": 0.5}]
+    assert (root / "metrics" / "passk_rounds.json").is_file()
     runs = _runs(root)
     (parent,) = [r for r in runs if r["tags"].get("pipeline_role") == "pipeline"]
     # the headline of the declared metrics files only: no details, no plot data
-    assert parent["metrics"] == {"benchmark/pass_at_1": 0.25, "benchmark/pass_at_1_low": 0.0,
-                                 "benchmark/pass_at_1_high": 0.5, "evolve/r1/r1_kept": 3.0,
-                                 "evolve/r1/r1_cost_usd": 0.5}
+    assert parent["metrics"] == {
+        "benchmark/humaneval.pass_at_1": 0.25, "benchmark/humaneval.pass_at_1_low": 0.0,
+        "benchmark/humaneval.pass_at_1_high": 0.5, "benchmark/humaneval_plus.pass_at_1": 0.125,
+        "evolve/r1/r1_kept": 3.0, "evolve/r1/r1_cost_usd": 0.5}
+    assert min(parent["metrics"]) == "benchmark/humaneval.pass_at_1"  # first in the UI
     assert parent["tags"]["dvc.data/merged"] == "aaaabbbbccccdddd.dir"
     assert "dvc.metrics/passk_rounds.json" not in parent["tags"]  # the log stage's own
     assert "mlflow.source.git.commit" in parent["tags"] and "dvc_outs_sha256" in parent["tags"]
     assert parent["params"]["train.max_steps"] == "8"
     assert parent["params"]["tracking.register_model"] == "null"
-    train_md5 = hashlib.md5((root / "data/merged/train.jsonl").read_bytes()).hexdigest()
-    # dataset sources relative to the checkout: the store moves with the repository
+    def md5(path: str) -> str:
+        return hashlib.md5((root / path).read_bytes()).hexdigest()
+
+    # One dataset per scored benchmark, digest = DVC's md5 of the file; sources relative to
+    # the checkout: the store moves with the repository.
     assert parent["inputs"] == [
-        ["humaneval", "5555666677778888", '{"uri": "data/eval/results.jsonl"}', "evaluation"],
-        ["train", train_md5, '{"uri": "data/merged/train.jsonl"}', "training"]]
+        ["humaneval", md5("data/eval/results/humaneval.jsonl"),
+         '{"uri": "data/eval/results/humaneval.jsonl"}', "evaluation"],
+        ["humaneval+", md5("data/eval/results/humaneval+.jsonl"),
+         '{"uri": "data/eval/results/humaneval+.jsonl"}', "evaluation"],
+        ["train", md5("data/merged/train.jsonl"), '{"uri": "data/merged/train.jsonl"}',
+         "training"]]
     assert len(runs) == 2  # the parent and the log stage's run
 
     done = _log(root, tmp_path, "log")  # nothing changed: nothing added
@@ -168,5 +177,6 @@ def test_log_stage_fills_the_parent_run_once(tmp_path):
     assert "MLflow: logging run 'log'" in done.stderr
     runs = _runs(root)
     by_hand = [r for r in runs if r["experiment"] == "wizardcoder-by-hand"]
-    assert len(by_hand) == 1 and by_hand[0]["metrics"]["benchmark/pass_at_1"] == 0.25
+    assert len(by_hand) == 1
+    assert by_hand[0]["metrics"]["benchmark/humaneval.pass_at_1"] == 0.25
     assert [r for r in runs if r["experiment"] == "wizardcoder"] == after

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -148,8 +149,9 @@ def metric_group(source: str) -> str:
 
 
 def metric_name(key: str) -> str:
-    """MLflow rejects '@' in metric names: pass@1 is logged as pass_at_1."""
-    return key.replace("@", "_at_")
+    """A name MLflow accepts: pass@1 -> pass_at_1, humaneval+ -> humaneval_plus, any other
+    character it rejects -> _."""
+    return re.sub(r"[^/\w.\- ]", "_", key.replace("@", "_at_").replace("+", "_plus"))
 
 
 def numeric_metrics(metrics: dict[str, Any], group: str = "") -> dict[str, float]:

@@ -106,6 +106,12 @@ def headline_metrics(paths: list[str]) -> dict[str, float]:
     return out
 
 
+def results_files(results: str) -> list[Path]:
+    """The scored samples: ``<benchmark>.jsonl`` files of a results directory, or one file."""
+    path = Path(results)
+    return sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.is_file() else []
+
+
 def outputs_digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
@@ -248,10 +254,9 @@ def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_resul
         datasets = []
         if digest := output_digest(train_data, hashes):
             datasets.append((_dataset(train_data, digest, "train"), "training"))
-        score_file = Path("metrics/score.json")
-        if (digest := output_digest(benchmark_results, hashes)) and score_file.is_file():
-            bench = json.loads(score_file.read_text(encoding="utf-8")).get("benchmark", "eval")
-            datasets.append((_dataset(benchmark_results, digest, bench), "evaluation"))
+        for path in results_files(benchmark_results):  # one per benchmark: evaluation
+            if digest := output_digest(str(path), hashes):
+                datasets.append((_dataset(str(path), digest, path.stem), "evaluation"))
         for dataset, context in datasets:
             with mlflow.start_run(run_id=parent, nested=True):
                 mlflow.log_input(dataset, context=context)
@@ -268,9 +273,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock", default="dvc.lock")
     p.add_argument("--train-data", default="data/merged/train.jsonl")
     p.add_argument("--model", default="models/sft")
-    p.add_argument("--results", default="data/eval/results.jsonl",
-                   help="the scored benchmark's per-sample results (its DVC hash: the "
-                        "evaluation dataset's digest)")
+    p.add_argument("--results", default="data/eval/results",
+                   help="the score stage's per-sample results, <benchmark>.jsonl each: one "
+                        "MLflow evaluation dataset per benchmark (digest: the file's DVC md5)")
     p.add_argument("--rounds-plot", nargs=2, action="append", default=[],
                    metavar=("SCORE_JSON", "PLOT_JSON"),
                    help="write this experiment's pass@k-vs-rounds point from a score "
