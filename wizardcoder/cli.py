@@ -4,8 +4,8 @@
     wizardcoder evolve    --round r1 --input data/seed.jsonl --out data/evolved/r1.jsonl
     wizardcoder merge     --out data/merged/train.jsonl
     wizardcoder train     --data data/merged/train.jsonl --out models/sft
-    wizardcoder generate  --model models/sft --out data/eval/samples.jsonl
-    wizardcoder score     --samples data/eval/samples.jsonl
+    wizardcoder generate  --model models/sft --out data/eval/samples
+    wizardcoder score     --samples data/eval/samples/humaneval.jsonl
     wizardcoder log       # the whole experiment on its MLflow parent run
     wizardcoder report    # HTML + Markdown report comparing experiments
     wizardcoder params    [section]      # effective params.yaml values, defaults, help

@@ -211,14 +211,18 @@ def rounds_point(params: str | Path) -> dict:
 
 
 def write_rounds_points(params: str | Path, plots: dict[str, str]) -> None:
-    """{score metrics JSON: plot JSON}: one point per scored set that exists."""
+    """{score metrics JSON: plot JSON}: one point per scored set that exists; a metrics file
+    with an entry per benchmark (metrics/score.json) gives a point per benchmark, named by
+    its ``benchmark`` field."""
     point = rounds_point(params)
     for metrics_path, plot_path in plots.items():
         if Path(metrics_path).is_file():
             summary = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-            fields = {k.replace("@", "_at_"): v for k, v in summary.items()
-                      if "pass@" in k and isinstance(v, int | float)}
-            write_json(plot_path, [{**point, **fields}])
+            sets = [v for v in summary.values() if isinstance(v, dict)] or [summary]
+            write_json(plot_path, [
+                {**point, **({"benchmark": s["benchmark"]} if s is not summary else {}),
+                 **{k.replace("@", "_at_"): v for k, v in s.items()
+                    if "pass@" in k and isinstance(v, int | float)}} for s in sets])
 
 
 def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_results: str,
