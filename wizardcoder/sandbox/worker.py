@@ -148,9 +148,8 @@ def _read_only_root(hide):
 
 def _zygote(sock_fd, net, hide, new_root):
     """Fork server: one outer process per request; never runs candidate code itself."""
-    import socket
-
     import gc
+    import socket
 
     for name in PRELOAD:
         __import__(name)
