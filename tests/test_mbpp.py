@@ -191,3 +191,32 @@ def test_generate_and_score_several_benchmarks_through_the_stage_entry_points(tm
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == files
     details = json.loads((tmp_path / "details.json").read_text())
     assert details["mbpp"]["tasks"] == 2 and details["mbpp"]["kinds"]["passed"] == 2
+
+
+@pytest.mark.slow
+def test_an_experiment_names_the_benchmarks_it_scores(workspace):
+    """`dvc exp run -S 'generate.benchmarks=[humaneval,mbpp]'` on the reproduced workspace:
+    only generate and score run again (the model is restored, HumanEval's samples come back
+    from the resume cache with the same bytes), MBPP gets its own samples and results files
+    and its own entry in metrics/score.json, and HumanEval's entry does not move."""
+    from tests.workspace import run
+
+    repo, env, dvc = workspace
+    run("git add -A && git commit -qm 'first run'", repo, env)
+    before = json.loads((repo / "metrics/score.json").read_text())
+    he_samples = (repo / "data/eval/samples/humaneval.jsonl").read_bytes()
+    log = run(f"{dvc} exp run -n with-mbpp -S 'generate.benchmarks=[humaneval,mbpp]'", repo,
+              env, timeout=1800)
+    assert "Running stage 'generate'" in log and "Running stage 'score'" in log, log[-3000:]
+    for upstream in ("seed", "evolve@r1", "merge", "train"):
+        assert f"Running stage '{upstream}'" not in log, (upstream, log[-3000:])
+    after = json.loads((repo / "metrics/score.json").read_text())
+    assert set(after) == {"humaneval", "mbpp"} and after["humaneval"] == before["humaneval"]
+    assert after["mbpp"]["benchmark"] == "mbpp" and 0.0 <= after["mbpp"]["pass@1"] <= 1.0
+    assert (repo / "data/eval/samples/humaneval.jsonl").read_bytes() == he_samples
+    results = read_jsonl(repo / "data/eval/results/mbpp.jsonl")
+    assert [r["task_id"] for r in results] == ["Mbpp/11", "Mbpp/12"]  # generate.limit: 2
+    show = json.loads(run(f"{dvc} exp show --json --no-pager", repo, env))
+    exp = next(e for e in show[1]["experiments"] if e["name"] == "with-mbpp")
+    scores = exp["revs"][0]["data"]["metrics"]["metrics/score.json"]["data"]
+    assert scores["mbpp"]["pass@1"] == after["mbpp"]["pass@1"]
