@@ -193,6 +193,40 @@ def test_generate_and_score_several_benchmarks_through_the_stage_entry_points(tm
     assert details["mbpp"]["tasks"] == 2 and details["mbpp"]["kinds"]["passed"] == 2
 
 
+def test_merge_decontaminates_against_the_bundled_mbpp_by_default(tmp_path):
+    """The `benchmarks` stage exports the bundled MBPP; merge with its default params removes
+    a training row that solves an MBPP task (renamed variables, other wording) and keeps the
+    others; the report names the file and its 500 tasks."""
+    env = {**_env(), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "stages.benchmarks"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = read_jsonl(tmp_path / "data/benchmarks/mbpp.jsonl")
+    assert exported == mbpp.read_rows()  # the original format, all 500 rows
+    solves_11 = ("def remove_Occ(text, c):\n    first = text.find(c)\n"
+                 "    if first >= 0:\n        text = text[:first] + text[first + 1:]\n"
+                 "    last = text.rfind(c)\n    if last >= 0:\n"
+                 "        text = text[:last] + text[last + 1:]\n    return text\n")
+    rows = [{"id": f"seed-{i:012d}", "instruction": text, "input": "", "output": output,
+             "lineage": {"seed_id": f"seed-{i:012d}", "parent_id": None, "round": 0}}
+            for i, (text, output) in enumerate([
+                ("Drop the first and the last copy of a letter in a word.", solves_11),
+                ("Sort a list of words by length.",
+                 "def by_len(w):\n    return sorted(w, key=len)\n"),
+            ])]
+    write_jsonl(tmp_path / "data/seed.jsonl", rows)
+    (tmp_path / "params.yaml").write_text("rounds: {}\n")  # every merge key at its default
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.merge", "--evolved-dir", "data/evolved"], cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = read_jsonl(tmp_path / "data/merged/train.jsonl")
+    assert [r["instruction"] for r in kept] == ["Sort a list of words by length."]
+    report = json.loads((tmp_path / "data/merged/decontamination.json").read_text())
+    removed = report["removed"][0]
+    assert removed["benchmark_task"] == "Mbpp/11" and removed["reason"] == "execution"
+    assert report["benchmark_files"]["mbpp"]["tasks"] == 500
+
 @pytest.mark.slow
 def test_an_experiment_names_the_benchmarks_it_scores(workspace):
     """`dvc exp run -S 'generate.benchmarks=[humaneval,mbpp]'` on the reproduced workspace:
