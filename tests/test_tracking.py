@@ -216,7 +216,7 @@ def test_a_command_run_by_hand_never_touches_the_pipeline(project, monkeypatch, 
 def test_lost_race_keeps_the_oldest_parent(project, monkeypatch):
     """Two machines (no shared lock) create a parent for one key: both end up on the older."""
     c = client()
-    tracking.open_store()
+    tracking.open_store(tracking.EXPERIMENT_NAME)
     exp_id = c.get_experiment_by_name(tracking.EXPERIMENT_NAME).experiment_id
     tags = {tracking.PIPELINE_KEY_TAG: "race-key", tracking.ROLE_TAG: "pipeline",
             "mlflow.runName": "race", "dvc_exp_name": "exp-race"}

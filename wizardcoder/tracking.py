@@ -1,11 +1,8 @@
 """MLflow tracking: one parent run per DVC experiment, a nested run per stage that ran.
 
-**Where.** The sqlite store ``mlflow.db`` at the root of the checkout (DVC_ROOT in queued
-``dvc exp`` runs, which execute in a temp copy), artifacts under ``mlartifacts/`` recorded
-*relative* to that root, so a copied repository reads its own artifacts (MLflow resolves a
-relative location against the working directory: our writes happen at the root, readers
-start there). MLFLOW_TRACKING_URI picks another store, e.g. a tracking server. Outside a
-checkout without it nothing is logged, and the command says so.
+**Where.** :mod:`wizardcoder.mlflow_store`: the checkout's ``mlflow.db`` (DVC_ROOT in queued
+``dvc exp`` runs, which execute in a temp copy) with artifact locations relative to its root,
+or MLFLOW_TRACKING_URI; outside a checkout nothing is logged, and the command says so.
 
 **Who.** A command DVC runs as a stage (DVC sets DVC_STAGE) logs a run nested under its
 experiment's parent run. The same command run by hand logs a run of its own in the MLflow
@@ -19,12 +16,12 @@ re-check that keeps the oldest parent if two machines raced) with every params.y
 ``log`` stage (wizardcoder/log/stage.py) gives it the headline metrics and dvc.lock hashes.
 
 **Names.** Params: ``section.key`` as in params.yaml and ``dvc exp show``. Metrics:
-``<group>/<key>`` where ``metrics/<group>.json`` is the DVC metrics file that holds it (``@``
-written ``_at_``): ``evolve/r1/kept``, ``train/train_loss``, ``dev_score/pass_at_1``; a stage
-run uses its file's group, so a column of the runs table is one quantity. The reported
-benchmark's file, metrics/score.json, is the group ``benchmark``: the MLflow UI sorts metric
-names as plain strings and ``benchmark/pass_at_1`` comes first. Runs: the parent is named
-after the experiment, a stage run ``<experiment>/<stage>``.
+``<group>/<key>``, the key as in its DVC metrics file (``pass@1`` -> ``pass_at_1``) and the
+group that file's path under ``metrics/`` (``evolve/r1/r1_kept``, ``train/train_loss``); a
+stage run uses its file's group, so a column of the runs table is one quantity. The reported
+benchmarks' file, metrics/score.json, is the group ``benchmark``: the MLflow UI sorts metric
+names as plain strings and ``benchmark/humaneval.pass_at_1`` comes first. Runs: the parent
+is named after the experiment, a stage run ``<experiment>/<stage>``.
 
 Secrets never get here: params come from params.yaml and the typed configs, which hold
 environment-variable *names*, and any value equal to a secret-looking environment variable
@@ -37,10 +34,8 @@ import hashlib
 import logging
 import os
 import re
-import sqlite3
 import subprocess
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,13 +44,19 @@ from wizardcoder.config import flatten, read_params
 from wizardcoder.credentials import REDACTED, is_secret_param, secret_env_values
 from wizardcoder.credentials import redact as redact_text
 from wizardcoder.errors import ConfigError
-from wizardcoder.paths import cache_dir, project_root
+from wizardcoder.mlflow_store import (
+    at_store,
+    checkout_root,
+    file_lock,
+    open_store,
+    tracking_uri,
+)
+from wizardcoder.paths import project_root
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = os.environ.get("WIZARDCODER_MLFLOW_EXPERIMENT", "wizardcoder")
 BY_HAND_EXPERIMENT = f"{EXPERIMENT_NAME}-by-hand"  # commands run outside dvc repro / exp run
-ARTIFACTS_DIR = "mlartifacts"  # under the checkout root, beside mlflow.db
 PIPELINE_KEY_TAG = "pipeline_key"
 ROLE_TAG = "pipeline_role"  # "pipeline" on parents, "stage" on stage runs, "standalone"
 # Metric groups named otherwise than their metrics file or stage (see the module docstring).
@@ -66,36 +67,6 @@ METRIC_GROUPS = {"score": "benchmark", "score_dev": "dev_score"}
 
 def enabled() -> bool:
     return os.environ.get("WIZARDCODER_MLFLOW", "1") not in ("0", "false", "off")
-
-
-def checkout_root() -> Path | None:
-    """The root of the wizardcoder checkout we are in (None: not in one)."""
-    root = project_root()
-    if os.environ.get("DVC_ROOT") or os.environ.get("WIZARDCODER_ROOT"):
-        return root
-    return root if (root / "dvc.yaml").exists() or (root / ".dvc").is_dir() else None
-
-
-def _checkout_store(root: Path) -> str:
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def tracking_uri() -> str | None:
-    """MLFLOW_TRACKING_URI, else the checkout's sqlite store; None outside a checkout."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = checkout_root()
-    return _checkout_store(root) if root else None
-
-
-def local_store_root() -> Path | None:
-    """The checkout root when we log to its own store (relative artifact locations)."""
-    root = checkout_root()
-    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI: ours does not count as another.
-    if root and os.environ.get("MLFLOW_TRACKING_URI", "") in ("", _checkout_store(root)):
-        return root
-    return None
 
 
 def in_pipeline() -> bool:
@@ -176,119 +147,6 @@ def redact(data: dict[str, Any]) -> dict[str, str]:
             text = text[len(inside):]
         out[key] = redact_text(text, secrets)[:6000]
     return out
-
-
-# -- the store -----------------------------------------------------------------------------
-
-def import_mlflow():
-    """mlflow, imported without its INFO banners and download progress bars."""
-    # MLflow configures its loggers when imported: the level must be in place before.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-
-    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
-    return mlflow
-
-
-@contextmanager
-def _file_lock(name: str):
-    """An exclusive lock between the stage processes of this machine (fcntl; no-op where
-    unavailable: the oldest-parent re-check still resolves a race)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(cache_dir() / name, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _relative_locations(db: Path, root: Path) -> None:
-    """MLflow stores absolute artifact locations; ours are made relative to the checkout
-    root (the Default experiment's to ``mlruns/0``), and every run, logged model and model
-    version inherits that."""
-    with sqlite3.connect(db) as con:
-        for exp_id, location in con.execute(
-                "SELECT experiment_id, artifact_location FROM experiments").fetchall():
-            path = location.removeprefix("file://")
-            if not Path(path).is_absolute():
-                continue
-            if Path(path).is_relative_to(root):
-                relative = Path(path).relative_to(root).as_posix()
-            elif str(exp_id) == "0":
-                relative = "mlruns/0"
-            else:
-                continue
-            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
-                        (relative, exp_id))
-
-
-def open_store(experiment: str = EXPERIMENT_NAME):
-    """Point mlflow at the store and at ``experiment`` (created if needed); returns
-    (mlflow, experiment id)."""
-    mlflow = import_mlflow()
-    mlflow.set_tracking_uri(tracking_uri())
-    root = local_store_root()
-    if root is None:  # someone else's store: MLflow's defaults
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is None:
-            try:
-                mlflow.create_experiment(experiment)
-            except Exception:  # another process created it first
-                if mlflow.get_experiment_by_name(experiment) is None:
-                    raise
-            found = mlflow.get_experiment_by_name(experiment)
-    else:
-        # Also serialises creating the tables of a new store, which two processes can race.
-        with _file_lock("mlflow-experiment.lock"):
-            found = mlflow.get_experiment_by_name(experiment)
-            if found is None:
-                exp_id = mlflow.create_experiment(experiment)
-                with sqlite3.connect(root / "mlflow.db") as con:
-                    con.execute("UPDATE experiments SET artifact_location = ? "
-                                "WHERE experiment_id = ?", (f"{ARTIFACTS_DIR}/{exp_id}", exp_id))
-                _relative_locations(root / "mlflow.db", root)
-                found = mlflow.get_experiment_by_name(experiment)
-    mlflow.set_experiment(experiment_id=found.experiment_id)
-    return mlflow, found.experiment_id
-
-
-@contextmanager
-def at_store():
-    """Artifacts are written where the store's relative locations point: run MLflow calls
-    that write or read artifacts in here, with absolute paths of our own files."""
-    root = local_store_root()
-    if root is None or Path.cwd().resolve() == root:
-        yield
-        return
-    previous = os.getcwd()
-    os.chdir(root)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-@contextmanager
-def quiet_mlflow():
-    """MLflow's advice about things we decide on purpose (an explicit signature with params
-    instead of predict() type hints, which cannot declare them; no input example: checking
-    it would load the model) stays out of the output."""
-    def drop(message, category, *args, **kwargs):
-        if not issubclass(category, UserWarning | FutureWarning):
-            shown(message, category, *args, **kwargs)
-
-    # Not a filter: MLflow wraps its calls in catch_warnings(simplefilter("once")).
-    shown, warnings.showwarning = warnings.showwarning, drop
-    try:
-        yield
-    finally:
-        warnings.showwarning = shown
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -389,7 +247,7 @@ def find_or_create_parent(client, experiment_id: str, tags: dict[str, str],
                           params: dict[str, str]) -> str:
     """The run id of this pipeline's parent run, created (with params) if none exists."""
     key = tags[PIPELINE_KEY_TAG]
-    with _file_lock("mlflow-parent.lock"):
+    with file_lock("mlflow-parent.lock"):
         found = find_parents(client, experiment_id, key)
         if found:
             return found[0].info.run_id
@@ -415,7 +273,7 @@ def find_parent(params_path: str | Path | None = None):
     """This experiment's parent run as it is now (None: none yet, or not in a pipeline)."""
     if not (enabled() and in_pipeline() and tracking_uri()):
         return None
-    mlflow, experiment_id = open_store()
+    mlflow, experiment_id = open_store(EXPERIMENT_NAME)
     key = pipeline_tags(params_file(params_path))[PIPELINE_KEY_TAG]
     found = find_parents(mlflow.MlflowClient(), experiment_id, key)
     return found[0] if found else None
@@ -457,7 +315,7 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, tags: dict[str, 
         with _standalone_run(mlflow, stage, params, tags, run_name) as handle:
             yield handle
         return
-    mlflow, experiment_id = open_store()
+    mlflow, experiment_id = open_store(EXPERIMENT_NAME)
     client = mlflow.MlflowClient()
     path = params_file(params_path)
     shared = pipeline_tags(path)

@@ -33,6 +33,7 @@ from wizardcoder.entry import stage_main
 from wizardcoder.errors import DataError
 from wizardcoder.jsonl import write_json
 from wizardcoder.log.config import TrackingConfig
+from wizardcoder.mlflow_store import at_store, quiet_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _dataset(path: str, digest: str, name: str):
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
-    with tracking.quiet_mlflow():  # "can be interpreted in multiple ways": both are local
+    with quiet_mlflow():  # "can be interpreted in multiple ways": both are local
         source = mlflow.data.dataset_source_registry.resolve_dataset_source(path)
     return MetaDataset(source=source, name=name, digest=digest[:36])
 
@@ -141,7 +142,7 @@ def _logged_model(mlflow, model_dir: str, digest: str) -> str:
         output_format="list", max_results=1)
     if found:
         return found[0].model_id
-    with tracking.at_store(), tracking.quiet_mlflow():
+    with at_store(), quiet_mlflow():
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={"model_dir": str(Path(model_dir).resolve())},
@@ -169,7 +170,7 @@ def register_version(client, name: str, model_id: str, parent, digest: str) -> s
     for version in client.search_model_versions(f"name = '{name}'"):
         if all(version.tags.get(k) == v for k, v in tags.items()):
             return version.version
-    with tracking.at_store():
+    with at_store():
         version = client.create_model_version(name, f"models:/{model_id}",
                                               run_id=parent.info.run_id, tags=tags,
                                               model_id=model_id)
