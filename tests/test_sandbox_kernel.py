@@ -112,9 +112,19 @@ def test_the_kernel_refuses_what_a_sample_never_needs_with_the_hook_off(limits):
     assert_refused(seen_dict(seen), limits.syscalls)
 
 
-def test_x32_and_foreign_architecture_calls_kill_the_sample():
-    program = ("import ctypes\nlibc = ctypes.CDLL(None)\n"
-               "def f():\n    libc.syscall(0x40000000 | 39)\n    return 'alive'\n")
+I386_GETPID = (  # mov eax, 20 (getpid on i386); int 0x80; ret: from machine code of our own
+    "import ctypes, mmap\n"
+    "code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+    "code.write(bytes.fromhex('b814000000cd80c3'))\n"
+    "call = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(code)))\n"
+    "def f():\n    call()\n    return 'alive'\n")
+
+
+@pytest.mark.parametrize("program", [
+    "import ctypes\nlibc = ctypes.CDLL(None)\n"
+    "def f():\n    libc.syscall(0x40000000 | 39)\n    return 'alive'\n", I386_GETPID],
+    ids=["x32", "i386"])
+def test_x32_and_foreign_architecture_calls_kill_the_sample(program):
     verdict, seen = captured(program, LIMITS)
     assert verdict.kind == "crashed" and "signal 31" in verdict.detail, verdict  # SIGSYS
     assert seen == ""
