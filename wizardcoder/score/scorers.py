@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wizardcoder.benchmarks.problems import BENCHMARKS, Benchmark, harness_job
+from wizardcoder.errors import ConfigError
 from wizardcoder.sandbox.harness import Verdict, evaluate_samples, sample_jobs, sample_program
 from wizardcoder.sandbox.pool import SandboxLimits
 from wizardcoder.score.config import ScoreConfig
@@ -62,5 +63,8 @@ def score_rows(name: str, problems: dict[str, dict], rows: list[dict], limits: S
                config: ScoreConfig, progress: bool = True) -> list[Verdict]:
     """Verdicts of ``rows`` on benchmark ``name`` by its registered scorer."""
     benchmark = BENCHMARKS.get(name)
-    scorer = SCORERS[benchmark.scoring if benchmark else "check"]
-    return scorer(benchmark, problems, rows, limits, config, config.workers, progress)
+    kind = benchmark.scoring if benchmark else "check"
+    if kind not in SCORERS:
+        raise ConfigError(f"benchmark {name!r} is scored by {kind!r}, which is not one of "
+                          f"the scorers {list(SCORERS)} (wizardcoder/score/scorers.py)")
+    return SCORERS[kind](benchmark, problems, rows, limits, config, config.workers, progress)
