@@ -28,6 +28,7 @@ from wizardcoder.evolve.config import EvolveConfig
 from wizardcoder.evolve.dry_run import model_identity
 from wizardcoder.evolve.engine import choose_method, evolve_round
 from wizardcoder.evolve.prompts import METHODS
+from wizardcoder.evolve.stats import headline
 from wizardcoder.jsonl import write_jsonl
 from wizardcoder.llm import LLMClient, LLMConfig, RequestCache, open_client
 from wizardcoder.llm.cache import ERROR_CLASSES
@@ -181,6 +182,12 @@ def test_rules_lineage_cost_and_rerun_without_calls(tmp_path):
     assert stats2["cache_hits"] == calls and stats2["cache"]["value_usd"] == pytest.approx(
         stats["cost_usd"])
     assert stats2["prompt_tokens"] == stats["prompt_tokens"]
+    # The headline DVC compares (metrics/evolve/r1.json) is the same whether this run paid
+    # for the calls or the cache answered them: calls the round needed, their tokens and cost.
+    assert headline(stats, "r1") == headline(stats2, "r1") == {
+        "r1_kept": 4, "r1_calls": calls,
+        "r1_tokens": stats["prompt_tokens"] + stats["completion_tokens"],
+        "r1_cost_usd": pytest.approx(stats["cost_usd"])}
 
 
 def test_switched_off_rules_are_skipped_and_send_nothing(tmp_path):
