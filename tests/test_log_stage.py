@@ -106,9 +106,9 @@ def test_lock_hashes_and_headline_metrics(tmp_path, monkeypatch):
     assert output_digest(str(root / "nowhere.jsonl"), hashes) is None
 
 
-def _log(root: Path, tmp_path: Path, stage: str | None) -> subprocess.CompletedProcess:
+def _log(root: Path, tmp_path: Path, stage: str | None, **extra) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(REPO), "WIZARDCODER_ROOT": str(root), "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path), "WIZARDCODER_CACHE_DIR": str(tmp_path / "cache")}
+           "HOME": str(tmp_path), "WIZARDCODER_CACHE_DIR": str(tmp_path / "cache"), **extra}
     if stage:
         env["DVC_STAGE"] = stage  # what DVC sets for the stage's command
     done = subprocess.run([sys.executable, "-m", "wizardcoder", "log", "--rounds-plot",
@@ -133,7 +133,9 @@ def _runs(root: Path) -> list[dict]:
 def test_log_stage_fills_the_parent_run_once(tmp_path):
     root = _checkout(tmp_path)
     _log(root, tmp_path, "log")
-    assert (root / "metrics" / "passk_rounds.json").is_file()
+    points = json.loads((root / "metrics" / "passk_rounds.json").read_text())
+    assert [(p["benchmark"], p["pass_at_1"]) for p in points] == [("humaneval", 0.25),
+                                                                  ("humaneval+", 0.125)]
     runs = _runs(root)
     (parent,) = [r for r in runs if r["tags"].get("pipeline_role") == "pipeline"]
     # the headline of the declared metrics files only: no details, no plot data
@@ -164,6 +166,9 @@ def test_log_stage_fills_the_parent_run_once(tmp_path):
     done = _log(root, tmp_path, "log")  # nothing changed: nothing added
     assert "nothing changed since MLflow run" in done.stderr and "no run added" in done.stderr
     assert _runs(root) == runs
+    # committed since (another baseline revision), the same params and outputs: still nothing
+    done = _log(root, tmp_path, "log", DVC_EXP_BASELINE_REV="f" * 40)
+    assert "nothing changed since MLflow run" in done.stderr and _runs(root) == runs
 
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     lock["stages"]["merge"]["outs"][0]["md5"] = "eeeeffff00001111.dir"

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT_NAME = os.environ.get("WIZARDCODER_MLFLOW_EXPERIMENT", "wizardcoder")
 BY_HAND_EXPERIMENT = f"{EXPERIMENT_NAME}-by-hand"  # commands run outside dvc repro / exp run
 PIPELINE_KEY_TAG = "pipeline_key"
+OUTS_DIGEST_TAG = "dvc_outs_sha256"  # on a parent: the dvc.lock hashes the log stage logged
 ROLE_TAG = "pipeline_role"  # "pipeline" on parents, "stage" on stage runs, "standalone"
 # Metric groups named otherwise than their metrics file or stage (see the module docstring).
 METRIC_GROUPS = {"score": "benchmark", "score_dev": "dev_score"}
@@ -269,13 +270,23 @@ def pipeline_tags(params_path: Path) -> dict[str, str]:
             "mlflow.source.git.commit": baseline}
 
 
-def find_parent(params_path: str | Path | None = None):
-    """This experiment's parent run as it is now (None: none yet, or not in a pipeline)."""
+def find_parent(params_path: str | Path | None = None, outputs: str | None = None):
+    """This experiment's parent run as it is now (None: none yet, or not in a pipeline).
+    ``outputs`` (the log stage's OUTS_DIGEST_TAG): failing that, a finished parent of the same
+    experiment and params, at another revision, that recorded these very outputs (a
+    `dvc repro` after committing them)."""
     if not (enabled() and in_pipeline() and tracking_uri()):
         return None
     mlflow, experiment_id = open_store(EXPERIMENT_NAME)
-    key = pipeline_tags(params_file(params_path))[PIPELINE_KEY_TAG]
-    found = find_parents(mlflow.MlflowClient(), experiment_id, key)
+    client = mlflow.MlflowClient()
+    tags = pipeline_tags(params_file(params_path))
+    found = find_parents(client, experiment_id, tags[PIPELINE_KEY_TAG])
+    if not found and outputs:
+        found = client.search_runs([experiment_id], " and ".join(
+            [f"tags.{ROLE_TAG} = 'pipeline'", "attributes.status = 'FINISHED'",
+             f"tags.dvc_exp_name = '{tags['dvc_exp_name']}'",
+             f"tags.params_sha256 = '{tags['params_sha256']}'",
+             f"tags.{OUTS_DIGEST_TAG} = '{outputs}'"]), max_results=1)
     return found[0] if found else None
 
 

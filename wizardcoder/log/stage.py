@@ -38,7 +38,6 @@ from wizardcoder.mlflow_store import at_store, quiet_mlflow
 log = logging.getLogger(__name__)
 
 MODEL_DIGEST_TAG = "dvc_md5"  # on logged models and versions: the DVC hash of the model dir
-OUTS_DIGEST_TAG = "dvc_outs_sha256"  # on the parent: what the log stage last logged
 
 
 def lock_outputs(lock_path: str | Path, skip_stages: tuple[str, ...] = ()) -> dict[str, str]:
@@ -219,11 +218,12 @@ def write_rounds_points(params: str | Path, plots: dict[str, str]) -> None:
     for metrics_path, plot_path in plots.items():
         if Path(metrics_path).is_file():
             summary = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-            sets = [v for v in summary.values() if isinstance(v, dict)] or [summary]
+            # an entry per benchmark is named by its key (score.json has no benchmark field)
+            sets = {k: v for k, v in summary.items() if isinstance(v, dict)} or {None: summary}
             write_json(plot_path, [
-                {**point, **({"benchmark": s["benchmark"]} if s is not summary else {}),
+                {**point, **({"benchmark": s.get("benchmark", name)} if name else {}),
                  **{k.replace("@", "_at_"): v for k, v in s.items()
-                    if "pass@" in k and isinstance(v, int | float)}} for s in sets])
+                    if "pass@" in k and isinstance(v, int | float)}} for name, s in sets.items()])
 
 
 def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_results: str,
@@ -234,9 +234,10 @@ def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_resul
     numbers = headline_metrics(declared_metrics())
     summary: dict[str, Any] = {"metrics": len(numbers), "outputs": len(hashes), "model": None,
                                "parent": None}
-    parent = tracking.find_parent(params)
+    outputs = outputs_digest(hashes)
+    parent = tracking.find_parent(params, outputs=outputs)
     if (parent is not None and parent.info.status == "FINISHED"
-            and parent.data.tags.get(OUTS_DIGEST_TAG) == outputs_digest(hashes)):
+            and parent.data.tags.get(tracking.OUTS_DIGEST_TAG) == outputs):
         log.info("log: nothing changed since MLflow run %s (%s): no run added",
                  parent.info.run_name, parent.info.run_id)
         summary["parent"] = parent.info.run_id
@@ -268,7 +269,7 @@ def run(params: str, lock: str, train_data: str, model_dir: str, benchmark_resul
         if config.log_model and model_dir in hashes:
             summary["model"] = _log_model(mlflow, config, model_dir, hashes[model_dir], parent)
         # Last: a parent that has it got everything above.
-        run_.log_to_parent(tags={OUTS_DIGEST_TAG: outputs_digest(hashes)})
+        run_.log_to_parent(tags={tracking.OUTS_DIGEST_TAG: outputs})
     log.info("log: %d metrics and %d output hashes on MLflow run %s%s", len(numbers),
              len(hashes), parent, f"; model {summary['model']}" if summary["model"] else "")
     return summary
