@@ -323,7 +323,8 @@ def run_stage(tmp_path, params, out_dir, hash_seed="0"):
     cmd = [sys.executable, "-m", "stages.merge", "--params", str(params),
            "--seed", str(tmp_path / "seed.jsonl"), "--evolved-dir", str(tmp_path / "evolved"),
            "--out", str(out / "train.jsonl"), "--report", str(out / "decontamination.json"),
-           "--metrics", str(out / "merge.json"), "--plots", str(out / "rounds.json")]
+           "--metrics", str(out / "merge.json"), "--details", str(out / "details.json"),
+           "--plots", str(out / "rounds.json")]
     env = {**os.environ, "WIZARDCODER_MLFLOW": "0", "PYTHONHASHSEED": hash_seed}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -354,8 +355,17 @@ def test_merge_stage_is_deterministic_across_processes(tmp_path, humaneval_file)
                                     f"  mbpp_path: {mbpp_file}\n", seeds, rounds)
     first, second = run_stage(tmp_path, params, "a", "1"), run_stage(tmp_path, params, "b", "2")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    for name in ("train.jsonl", "decontamination.json", "merge.json", "rounds.json"):
+    for name in ("train.jsonl", "decontamination.json", "merge.json", "details.json",
+                 "rounds.json", "rounds_verify.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # The headline DVC compares; every count in the details; no verification columns
+    # (evolve.verify: none), so no verification chart.
+    headline = json.loads((tmp_path / "a" / "merge.json").read_text())
+    details = json.loads((tmp_path / "a" / "details.json").read_text())
+    assert set(headline) == {"rows", "tokens_est"} and headline["rows"] == details["rows"]
+    assert details["removed_execution"] >= 1 and "dedup_removed" in details
+    assert json.loads((tmp_path / "a" / "rounds_verify.json").read_text()) == []
+    assert "verified_rate" not in json.loads((tmp_path / "a" / "rounds.json").read_text())[0]
     report = json.loads((tmp_path / "a" / "decontamination.json").read_text())
     reasons = {r["reason"] for r in report["removed"]}
     assert reasons >= {"execution", "code_match", "docstring_cosine", "ngram_overlap",
@@ -514,6 +524,7 @@ def test_merge_stage_equal_size_draws_from_the_bundled_pool(tmp_path, monkeypatc
     write_jsonl(tmp_path / "evolved" / "r1.jsonl", evolved_rounds(seeds, 1)["r1"])
     params = tmp_path / "params.yaml"
     params.write_text("seed:\n  limit: 2\nrounds:\n  r1: data/seed.jsonl\nmerge:\n"
+                      f"  decontam_benchmarks: [humaneval]\n"
                       f"  humaneval_path: {humaneval_file}\n  baseline: equal_size\n")
     out = tmp_path / "merged" / "train.jsonl"
     stats = merge_stage.run(str(params), str(tmp_path / "seed.jsonl"), str(tmp_path / "evolved"),
@@ -548,3 +559,17 @@ def test_rows_the_sandbox_could_not_run_stop_the_stage_above_the_tolerance(monke
     rows, metrics, _, _ = merge(seeds, {}, MergeConfig(**HUMANEVAL), tasks=HE_TASKS,
                                 runner=ExecRunner(SandboxLimits(), 1, max_sandbox_errors=1))
     assert len(rows) == 1 and metrics["execution_sandbox_errors"] == 1
+
+
+def test_verification_columns_are_plotted_only_when_a_round_verified():
+    from wizardcoder.rounds import VERIFY_COLUMNS, split_verification
+
+    off = {"verified_kept": 0, "verified_rate": None, "verify_attempts_per_kept": None,
+           "tests_per_kept": None, "eliminated_by_tests": 0, "eliminated_no_python": 0}
+    records = [{"round": 0, "rows": 2, **off}, {"round": 1, "rows": 3, **off}]
+    plain, verify = split_verification(records)
+    assert verify == [] and plain == [{"round": 0, "rows": 2}, {"round": 1, "rows": 3}]
+    records[1].update(verified_kept=2, verified_rate=0.5, eliminated_by_tests=2)
+    plain, verify = split_verification(records)
+    assert [r["round"] for r in verify] == [1] and set(verify[0]) == {"round", *VERIFY_COLUMNS}
+    assert verify[0]["verified_rate"] == 0.5 and "verified_rate" not in plain[1]
