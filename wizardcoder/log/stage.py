@@ -219,7 +219,8 @@ def write_rounds_points(params: str | Path, plots: dict[str, str]) -> None:
         if Path(metrics_path).is_file():
             summary = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
             # an entry per benchmark is named by its key (score.json has no benchmark field)
-            sets = {k: v for k, v in summary.items() if isinstance(v, dict)} or {None: summary}
+            sets = {k: v for k, v in summary.items() if isinstance(v, dict)
+                    and any("pass@" in key for key in v)} or {None: summary}
             write_json(plot_path, [
                 {**point, **({"benchmark": s.get("benchmark", name)} if name else {}),
                  **{k.replace("@", "_at_"): v for k, v in s.items()
