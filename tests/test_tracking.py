@@ -326,6 +326,7 @@ def test_score_outside_a_checkout_says_where_it_logs(outside):
     assert not (where / "mlflow.db").exists() and (where / "elsewhere.db").is_file()
 
 
+@pytest.mark.slow  # three processes that import mlflow
 def test_a_copied_store_reads_its_own_artifacts(tmp_path, monkeypatch):
     """Artifacts logged by a stage that runs in another directory (a queued `dvc exp run`
     executes in a temp copy; DVC_ROOT names the repository) land in the repository's
