@@ -308,3 +308,14 @@ def test_fixture_knows_every_verdict():
     assert re.search(r"rules = (\[[^\]]*\])", FAKE_STAGE)
     listed = re.findall(r'"(\w+)"', re.search(r"rules = (\[[^\]]*\])", FAKE_STAGE).group(1))
     assert listed == list(VERDICTS)
+
+
+def test_a_score_file_with_an_entry_per_benchmark_reports_humaneval_first():
+    exp = report.Experiment(name="x", rev="workspace", metrics={"metrics/score.json": {
+        "mbpp": {"pass@1": 0.5, "tasks": 500}, "humaneval": {"pass@1": 0.25, "tasks": 164}}})
+    assert report._primary_benchmark(exp) == "humaneval"
+    assert exp.metric("score", "tasks") == 164 and exp.metric("score", "benchmark") == \
+        "humaneval"
+    flat = report.Experiment(name="y", rev="workspace", metrics={"metrics/score.json": {
+        "benchmark": "humaneval", "pass@1": 0.25}})
+    assert report._primary_benchmark(flat) == "humaneval"
