@@ -73,8 +73,13 @@ def _stages() -> dict[str, dict]:
     return {name: spec.get("do", spec) for name, spec in stages.items()}
 
 
+SCRIPT = re.compile(r"""["'](\w+\.py)["']""")
+
+
 def _entry(cmd: str) -> set[Path]:
-    """The files ``python -m stages.<stage>`` executes and everything they import."""
+    """The files ``python -m stages.<stage>`` executes and everything they import, including
+    the scripts a module starts by path (the sandbox's ``worker.py``, ``toolchain_exec.py``,
+    named as a file beside the module) and what those import."""
     words = shlex.split(cmd)
     module = words[words.index("-m") + 1]
     assert module.startswith("stages."), f"{cmd!r}: stages run as python -m stages.<stage>"
@@ -82,6 +87,16 @@ def _entry(cmd: str) -> set[Path]:
     files = {REPO / "stages" / "__init__.py", entry}
     for path in sorted(files):
         files |= _closure(_imports(ast.parse(path.read_text()), module))
+    todo = sorted(files)
+    while todo:
+        path = todo.pop()
+        for name in SCRIPT.findall(path.read_text()):
+            script = path.with_name(name)
+            if script.is_file() and script not in files and script.name != path.name:
+                dotted = ".".join(script.relative_to(REPO).with_suffix("").parts)
+                new = {script} | _closure(_imports(ast.parse(script.read_text()), dotted))
+                todo.extend(sorted(new - files))
+                files |= new
     return files
 
 
@@ -97,13 +112,18 @@ RESOURCE = re.compile(r"""["']([\w./-]+\.(?:jsonl|json|jsonl\.gz))["']""")
 
 
 def _resources(files: set[Path]) -> set[Path]:
-    """Bundled data files (wizardcoder/resources/*) the modules name."""
-    bundled = {p.name: p for p in (REPO / "wizardcoder" / "resources").glob("*") if p.is_file()}
+    """Bundled data the modules name: files in wizardcoder/resources/ by file name, and its
+    folders (e.g. ``multipl_e``, read file by file) by folder name."""
+    resources = REPO / "wizardcoder" / "resources"
+    bundled = {p.name: p for p in resources.glob("*") if p.is_file()}
+    folders = [p for p in resources.glob("*") if p.is_dir() and p.name != "__pycache__"]
     found = set()
     for path in files:
-        for name in RESOURCE.findall(path.read_text()):
+        text = path.read_text()
+        for name in RESOURCE.findall(text):
             if Path(name).name in bundled:
                 found.add(bundled[Path(name).name])
+        found |= {f for f in folders if re.search(rf"""["']{re.escape(f.name)}["']""", text)}
     return found
 
 
@@ -129,3 +149,12 @@ def test_the_derivation_sees_function_level_imports():
     assert "wizardcoder/sandbox/harness.py" in names  # imported inside score_and_write
     assert not _covered(REPO / "wizardcoder/sandbox/harness.py",
                         _declared(["stages/score.py", "wizardcoder/score/stage.py"]))
+
+
+def test_the_derivation_sees_scripts_started_by_path_and_resource_folders():
+    """The sandbox's worker runs as a script by path (no import names it) and MultiPL-E's
+    tasks are read from a folder of files: both are still part of what scoring reads."""
+    modules = _entry("python -m stages.score")
+    names = {str(p.relative_to(REPO)) for p in modules | _resources(modules)}
+    assert {"wizardcoder/sandbox/worker.py", "wizardcoder/sandbox/seccomp.py",
+            "wizardcoder/sandbox/toolchain_exec.py", "wizardcoder/resources/multipl_e"} <= names
