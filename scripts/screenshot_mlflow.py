@@ -283,6 +283,19 @@ def shoot_runs_table(b: Browser, url: str, out: str | Path, wait_for: str | None
     return b.text()
 
 
+def table_rows(b: Browser) -> list[list[str]]:
+    """The runs table's rows in the order the page shows them (the grid positions its rows
+    itself: document order is not display order), each as its cells' lines."""
+    return b.js(r"""
+        const rows = new Map();
+        document.querySelectorAll('.ag-row[row-index]').forEach(r => {
+          const i = Number(r.getAttribute('row-index'));
+          rows.set(i, (rows.get(i) || []).concat(r.innerText.split('\n')));
+        });
+        return Array.from(rows.keys()).sort((a, b) => a - b).map(i => rows.get(i)
+            .map(t => t.trim()).filter(t => t));""")
+
+
 def shoot_metric(b: Browser, url: str, out: str | Path, search: str = "loss") -> str:
     """The run's metric charts whose name contains ``search``; returns the page's text."""
     b.get(url)
@@ -309,7 +322,8 @@ COMPARED_TABLES = r"""
     }
     const metrics = document.querySelector('[aria-label="Metrics - Show diff only"]');
     if (metrics) {  // two virtualized grids: the names, then every run's value row by row
-      const [names, values] = after(metrics, '[role=grid]').slice(0, 2).map(cells);
+      const grids = after(metrics, '[role=grid]').slice(0, 2).map(cells);
+      const [names, values] = grids.length === 2 ? grids : [[], []];
       const per = names.length ? values.length / names.length : 0;
       out.Metrics = names.map((n, i) => [n, ...values.slice(i * per, (i + 1) * per)]);
     }

@@ -95,80 +95,93 @@ def ui(experiments):
 def search(server, filter_string: str) -> list[dict]:
     exp = server.api(f"experiments/get-by-name?experiment_name={tracking.EXPERIMENT_NAME}")
     found = server.api("runs/search", {"experiment_ids": [exp["experiment"]["experiment_id"]],
-                                       "filter": filter_string, "max_results": 1000})
+                                       "filter": filter_string, "max_results": 1000,
+                                       "order_by": ["attributes.start_time ASC"]})
     return found.get("runs", [])
 
 
-def tags(run_: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run_["data"].get("tags", [])}
+def values(run_: dict, kind: str) -> dict[str, str]:
+    """A run's params, tags or metrics (as the API returns them) by name."""
+    return {item["key"]: str(item["value"]) for item in run_["data"].get(kind, [])}
 
 
-def parents_and_children(server) -> dict[str, list[str]]:
-    """{parent run name: its stage runs' names}, from the tracking server's API."""
-    out = {}
-    for parent in search(server, PARENT_FILTER):
-        children = search(server, f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'")
-        out[parent["info"]["run_name"]] = sorted(c["info"]["run_name"] for c in children)
-    return out
+def parents(server) -> dict[str, dict]:
+    """{parent run name: the run}, oldest first (the reproduced workspace, then EXP)."""
+    return {run_["info"]["run_name"]: run_ for run_ in search(server, PARENT_FILTER)}
+
+
+def children(server, parent: dict) -> list[str]:
+    found = search(server, f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'")
+    return sorted(run_["info"]["run_name"] for run_ in found)
+
+
+def pass_at_1(metrics: dict[str, str]) -> str:
+    """The name of the reported benchmark's pass@1 among a parent's metrics."""
+    return next(name for name in sorted(metrics)
+                if name.startswith("benchmark/") and name.endswith("pass_at_1"))
 
 
 def test_runs_table_nests_each_experiments_stage_runs_under_its_parent(ui, screenshots):
     server, browser, pages = ui
-    expected = parents_and_children(server)
-    assert len(expected) == 2 and EXP in expected, expected
-    assert all(expected.values()), expected  # every parent has stage runs
+    runs = parents(server)
+    assert len(runs) == 2 and EXP in runs, list(runs)
+    nested = {name: children(server, run_) for name, run_ in runs.items()}
+    assert all(nested.values()), nested  # every parent has stage runs
+    headline = pass_at_1(values(runs[EXP], "metrics"))
     text = shots.shoot_runs_table(browser, pages["runs"], screenshots / "runs.png", EXP,
-                                  columns=("benchmark/pass_at_1",))
-    lines = [line.strip() for line in text.splitlines()]
-    rows = {name: lines.index(name) for name in [*expected, *sum(expected.values(), [])]
-            if name in lines}
-    # Expanded: every stage run is shown, right below its own parent (before the next one).
-    parents = sorted(expected, key=lambda name: rows[name])
-    for i, parent in enumerate(parents):
-        end = rows[parents[i + 1]] if i + 1 < len(parents) else len(lines)
-        for child in expected[parent]:
-            assert child in rows and rows[parent] < rows[child] < end, (parent, child, lines)
-    assert "benchmark/pass_at_1" in text  # the headline column, on the parent rows
+                                  columns=(headline,))
+    rows = shots.table_rows(browser)
+    names = [next((c for c in row if c in {*runs, *sum(nested.values(), [])}), None)
+             for row in rows]
+    # Expanded: each parent's row, then exactly its stage runs, then the next parent.
+    at = [names.index(parent) for parent in runs]
+    for parent, start in zip(runs, at, strict=True):
+        end = min([i for i in at if i > start], default=len(names))
+        assert sorted(names[start + 1:end]) == nested[parent], (parent, names)
+    assert headline in text  # the headline column is shown
     assert colourful_pixels(screenshots / "runs.png") > 100  # run colour dots, links
 
 
 def test_compare_view_shows_the_param_that_differs_and_pass_at_1_first(ui, screenshots):
     server, browser, pages = ui
+    runs = list(parents(server).values())
     tables = shots.shoot_compare(browser, pages["compare"], screenshots / "compare.png")
     # The two experiments differ in one param, and only that one shows under "diff only".
     assert tables["diff"]["Parameters"] == [list(CHANGE)], tables["diff"]["Parameters"]
-    metrics = tables["all"]["Metrics"]
-    assert metrics and metrics[0][0] == "benchmark/pass_at_1", metrics  # first among them
-    # What follows from fewer tasks: the task count differs, the benchmark is the same.
-    diff = {row[0]: row[1:] for row in tables["diff"]["Metrics"]}
-    assert diff.get("benchmark/tasks") == ["2", "1"], diff
-    assert not any(name.startswith("dev_score/") for name in diff), diff  # not rerun
+    metrics = [values(run_, "metrics") for run_ in runs]
+    assert [row[0] for row in tables["all"]["Metrics"]][:1] == [pass_at_1(metrics[1])]
+    # "diff only" leaves exactly the metrics whose values differ, with both values.
+    differ = sorted(name for name in {*metrics[0], *metrics[1]}
+                    if metrics[0].get(name) != metrics[1].get(name))
+    assert sorted(row[0] for row in tables["diff"]["Metrics"]) == differ, tables["diff"]
     assert colourful_pixels(screenshots / "compare.png") > 100  # the switches, links
 
 
 def test_parent_run_page_lists_its_stage_runs_metrics_and_model_version(ui, experiments,
                                                                       screenshots):
     server, browser, pages = ui
-    (parent,) = [p for p in search(server, PARENT_FILTER) if p["info"]["run_name"] == EXP]
+    parent = parents(server)[EXP]
     url = pages["parent"].rsplit("/", 1)[0] + f"/{parent['info']['run_id']}"
     text = shots.shoot_run(browser, url, screenshots / "parent.png")
-    children = parents_and_children(server)[EXP]
+    stages = children(server, parent)
     listed = text.split("Child runs", 1)[1]
-    assert all(child in listed for child in children), (children, listed[:800])
-    assert f"{EXP}/score" in children  # the stages DVC reran logged here; the rest restored
-    assert "benchmark/pass_at_1" in text and f"{CHANGE[0]}\n{CHANGE[2]}" in text
+    assert all(stage in listed for stage in stages), (stages, listed[:800])
+    assert f"{EXP}/score" in stages  # the stages DVC reran logged here; the rest restored
+    metrics = values(parent, "metrics")
+    assert f"Metrics ({len(metrics)})" in text and all(name in text for name in metrics)
     assert f"dvc_exp_name: {EXP}" in " ".join(text.split()).replace(" : ", ": ")
     params = yaml.safe_load((experiments[0] / "params.yaml").read_text())
     model = params["tracking"]["register_model"]
     assert "Registered models" in text and model in text.split("Registered models", 1)[1]
+    assert colourful_pixels(screenshots / "parent.png") > 100
 
 
 def test_registered_model_has_one_version_per_experiment(ui, screenshots):
     server, browser, pages = ui
     name = pages["model"].rsplit("/", 1)[1]
     versions = server.api(f"model-versions/search?filter=name%3D%27{name}%27")["model_versions"]
-    by_exp = {tags({"data": v}).get("dvc_exp_name"): v["version"] for v in versions}
-    assert EXP in by_exp and len(by_exp) == 2, by_exp
+    by_exp = {values({"data": v}, "tags").get("dvc_exp_name"): v["version"] for v in versions}
+    assert EXP in by_exp and len(by_exp) == len(versions) == 2, by_exp
     text = shots.shoot_model(browser, pages["model"], screenshots / "model.png")
     flat = " ".join(text.split())
     for exp_name, version in by_exp.items():
