@@ -74,7 +74,7 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def experiments(pipeline, tmp_path_factory, browser_ready):
+def experiments(browser_ready, pipeline, tmp_path_factory):
     """A copy of the reproduced workspace, committed, and the experiment EXP run on it."""
     repo, env, dvc, _ = pipeline
     copy, env = copy_workspace(repo, env, tmp_path_factory.mktemp("browser") / "repo")
