@@ -364,3 +364,40 @@ def test_kernel_layers_as_an_unprivileged_user(planted, user):  # noqa: F811
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_jvm_profile_adds_only_an_af_unix_socketpair():
+    """MultiPL-E's Java steps run under `jvm`: the JDK's startup socketpair works, every other
+    socket family and socket() itself stay refused, and so does what `toolchain` refuses."""
+    import socket
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the filter cannot be removed: install it in a child of this test only
+        os.close(read)
+        seccomp.install("jvm")
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def unshare():
+            if libc.unshare(0) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+
+        seen = []
+        for label, call in (("unix pair", lambda: socket.socketpair(socket.AF_UNIX)),
+                            ("inet pair", lambda: socket.socketpair(socket.AF_INET)),
+                            ("unix socket", lambda: socket.socket(socket.AF_UNIX)),
+                            ("inet socket", lambda: socket.socket(socket.AF_INET)),
+                            ("unshare", unshare)):
+            try:
+                call()
+                seen.append(f"{label}: ok")
+            except OSError as exc:
+                seen.append(f"{label}: errno {exc.errno}")
+        os.write(write, "\n".join(seen).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        seen = pipe.read().splitlines()
+    assert seen == ["unix pair: ok", "inet pair: errno 1", "unix socket: errno 1",
+                    "inet socket: errno 1", "unshare: errno 1"], seen

@@ -18,7 +18,7 @@ API (no import outside the standard library: the worker loads this file by path,
 ``codec.py``; the MultiPL-E toolchain runner uses the ``toolchain`` profile)::
 
     from wizardcoder.sandbox import seccomp
-    seccomp.PROFILES                   # {"python": ..., "toolchain": ...}: allowed call names
+    seccomp.PROFILES                   # {"python", "toolchain", "jvm"}: allowed call names
     program = seccomp.build("toolchain")   # bytes: the BPF instructions (8 bytes each)
     seccomp.install("toolchain")       # PR_SET_NO_NEW_PRIVS + seccomp(SECCOMP_SET_MODE_FILTER)
                                        # on the calling thread; OSError if the kernel refuses
@@ -30,6 +30,8 @@ API (no import outside the standard library: the worker loads this file by path,
 * ``toolchain``: also ``fork``, ``vfork``, ``clone`` without namespace flags, ``execve`` and
   ``execveat`` (compilers and the programs they build); still no sockets, IPC, memfd,
   namespaces, mounts, ptrace...
+* ``jvm``: ``toolchain`` plus ``socketpair`` of the AF_UNIX family only (the JDK needs one to
+  start); ``socket``, ``connect`` and every other family stay refused.
 
 ``install`` uses ctypes: the caller forgets ctypes afterwards (``worker._forget_ctypes``).
 """
@@ -137,7 +139,11 @@ PYTHON = (
 TOOLCHAIN = PYTHON + ("fork", "vfork", "execve", "execveat", "setpgid", "setsid",
                       "sched_setaffinity", "membarrier", "get_mempolicy", "fallocate",
                       "futimesat", "chown", "fchown", "lchown", "fchownat", "mknodat")
-PROFILES = {"python": frozenset(PYTHON), "toolchain": frozenset(TOOLCHAIN)}
+# The JVM also opens one AF_UNIX socketpair as it starts (FileDispatcherImpl's pre-close
+# descriptor): `jvm` is `toolchain` plus socketpair(AF_UNIX, ...) only, decided on its first
+# argument; a connected pair reaches nothing outside the sample, and socket() stays refused.
+PROFILES = {"python": frozenset(PYTHON), "toolchain": frozenset(TOOLCHAIN),
+            "jvm": frozenset(TOOLCHAIN)}
 # Checked first (the filter compares one call number after another): what Python calls most.
 HOT = ("read", "write", "futex", "mmap", "munmap", "brk", "newfstatat", "openat", "close",
        "lseek", "fstat", "ioctl", "getdents64", "madvise", "mremap", "rt_sigaction",
@@ -154,7 +160,7 @@ REFUSED = ("socket", "socketpair", "connect", "bind", "shmget", "shmat", "semget
            "open_by_handle_at", "name_to_handle_at", "fanotify_init", "kcmp", "swapon",
            "reboot", "sethostname", "acct", "syslog", "vmsplice", "move_pages", "migrate_pages",
            "modify_ldt")
-assert not any(name in PROFILES["toolchain"] for name in REFUSED)
+assert not any(name in PROFILES[p] for p in PROFILES for name in REFUSED)
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
@@ -164,6 +170,7 @@ CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x1000000
     0x20000000 | 0x40000000
 RET_KILL_PROCESS, RET_ALLOW, RET_ERRNO = 0x80000000, 0x7FFF0000, 0x00050000
 EPERM, ENOSYS = 1, 38
+AF_UNIX = 1
 # classic BPF opcodes
 LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 NR_OFFSET, ARCH_OFFSET, ARG0_LOW_OFFSET = 0, 4, 16
@@ -194,6 +201,9 @@ def build(profile: str) -> bytes:
            _op(JEQ_K, X86_64["clone3"], 0, 1), _op(RET_K, RET_ERRNO | ENOSYS)]
     for number in allowed:  # two instructions each: no jump is ever longer than one
         out += [_op(JEQ_K, number, 0, 1), allow]
+    if profile == "jvm":  # socketpair: AF_UNIX only (the accumulator keeps the call number
+        out += [_op(JEQ_K, X86_64["socketpair"], 0, 4),  # on every other path)
+                _op(LD_W_ABS, ARG0_LOW_OFFSET), _op(JEQ_K, AF_UNIX, 0, 1), allow, deny]
     # clone: never a namespace flag; the python profile only for threads
     out += [_op(JEQ_K, X86_64["clone"], 1, 0), deny, _op(LD_W_ABS, ARG0_LOW_OFFSET),
             _op(JSET_K, CLONE_NAMESPACES, 0, 1), deny]

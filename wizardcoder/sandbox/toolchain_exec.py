@@ -86,9 +86,8 @@ def _step(step: dict, request: dict, out_w: int, err_w: int) -> None:
         os.closerange(3, 4096)
         _worker.drop_privileges({"uid": request["uid"], "gid": request["gid"]})
         # The kernel's filter for compilers and their programs: processes and exec, but no
-        # sockets, IPC, namespaces, mounts or ptrace (seccomp.py's "toolchain" profile).
-        if step["seccomp"]:
-            _seccomp.install("toolchain")
+        # sockets, IPC, namespaces, mounts or ptrace (seccomp.py's "toolchain" or "jvm").
+        _seccomp.install(step["seccomp"])
         os.chdir("/tmp")
         os.execve(step["argv"][0], step["argv"], step["env"])
     except BaseException as exc:

@@ -60,8 +60,9 @@ class Toolchain:
     # Address-space limits break runtimes that reserve large virtual ranges (JVM, V8, Go):
     # those get RLIMIT_DATA (private writable memory) instead.
     memory_rlimit: str = "as"
-    # seccomp.py's "toolchain" filter; off only where the runtime cannot start under it.
-    seccomp: bool = True
+    # seccomp.py's profile for every step: "toolchain", or "jvm" (the JDK's startup
+    # socketpair, AF_UNIX only).
+    seccomp: str = "toolchain"
     builds_in_run: bool = False        # the run step compiles too (`go test`)
 
     def argv(self, step: tuple[str, ...]) -> list[str]:
@@ -80,10 +81,7 @@ TOOLCHAINS: dict[str, Toolchain] = {t.language: t for t in (
                    "/tmp/classes:/usr/share/java/javatuples.jar", "Problem"),
               env={"CLASSPATH": "/usr/share/java/javatuples.jar", "JAVA_HOME": _JAVA_HOME},
               paths=(_JAVA_HOME, "/usr/bin/java", "/usr/bin/javac"), memory_rlimit="data",
-              # The JDK opens an AF_UNIX socketpair as it starts (FileDispatcherImpl's
-              # pre-close descriptor), which the filter refuses; the empty network and IPC
-              # namespaces still apply.
-              seccomp=False),
+              seccomp="jvm"),
     Toolchain("js", "JavaScript", ("nodejs",), "main.js", run=("/usr/bin/node", "{src}"),
               memory_rlimit="data"),
     Toolchain("ts", "TypeScript", ("nodejs", "node-typescript"), "main.ts",
