@@ -48,7 +48,7 @@ def test_cold_repro_writes_real_metrics(pipeline):
     headline = json.loads((repo / "metrics/score.json").read_text())["humaneval"]
     assert headline["pass@1"] == score["pass@1"]
     assert headline["pass@1_low"] <= headline["pass@1"] <= headline["pass@1_high"]
-    results = [json.loads(line) for line in (repo / "data/eval/results.jsonl").open()]
+    results = [json.loads(line) for line in (repo / "data/eval/results/humaneval.jsonl").open()]
     assert len(results) == 2 and all(r["kind"] for r in results)
     evolve = json.loads((repo / "metrics/details/evolve/r1.json").read_text())
     assert evolve["rows_in"] == 2 and evolve["calls"] >= 2
@@ -89,7 +89,7 @@ def test_identical_inputs_give_identical_outputs(workspace):
     rerun downstream."""
     repo, env, dvc = workspace
     before = _lock_outputs(repo)
-    assert {"models/sft", "data/eval/samples.jsonl", "data/eval/results.jsonl",
+    assert {"models/sft", "data/eval/samples", "data/eval/results",
             "data/evolved/r1.jsonl", "metrics/train.json", "metrics/evolve/r1.json",
             "data/dev/results.jsonl"} <= set(before)
     from wizardcoder.log.stage import lock_outputs
@@ -113,7 +113,7 @@ def test_edits_never_hit_a_stale_cache(workspace):
     rerun their stage without one answer from a cache filled before the edit; the prompt
     edit changes the samples."""
     repo, env, dvc = workspace
-    samples = repo / "data/eval/samples.jsonl"
+    samples = repo / "data/eval/samples/humaneval.jsonl"
     old = samples.read_bytes()
     template = repo / "wizardcoder/prompt_template.py"
     template.write_text(template.read_text().replace(
@@ -292,7 +292,7 @@ def test_a_team_shares_data_and_models_through_a_dvc_remote(workspace, tmp_path)
     run(f"git clone -q {repo} {clone}", tmp_path, env)
     run(f"{dvc} pull", clone, env)
     for path in ("data/merged/train.jsonl", "models/sft/model.safetensors",
-                 "data/eval/samples.jsonl", "data/eval/results.jsonl"):
+                 "data/eval/samples/humaneval.jsonl", "data/eval/results/humaneval.jsonl"):
         assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
     status = json.loads(run(f"{dvc} status --json", clone, env).strip().splitlines()[-1])
     assert set(status) <= {"log"}, status
