@@ -298,7 +298,7 @@ def test_verify_tests_with_the_embedded_model_through_dvc_repro(tmp_path):
 
 def test_runs_the_sandbox_failed_stop_the_stage_above_the_tolerance(tmp_path, monkeypatch):
     """A run the sandbox itself failed (a worker that cannot start) is no verdict on the
-    answer: above score.max_sandbox_errors the round stops and writes nothing."""
+    answer: above evolve.sandbox.max_sandbox_errors the round stops and writes nothing."""
     import wizardcoder.evolve.verify as verify
     from wizardcoder.errors import ExternalError
     from wizardcoder.evolve.verify_relay import RunResult

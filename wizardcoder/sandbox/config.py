@@ -9,13 +9,10 @@ key only scoring reads never reruns evolution or merge.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-from wizardcoder.config import from_dict, option, read_params, require
-from wizardcoder.errors import ConfigError
+from wizardcoder.config import option, require
 from wizardcoder.sandbox.pool import ISOLATION_MODES, SandboxLimits
 
 SECTION = "score"
@@ -72,16 +69,3 @@ class SandboxConfig:
                              memory_mb=self.memory_mb, max_procs=self.max_procs,
                              tmp_mb=self.tmp_mb, tmp_inodes=self.tmp_inodes,
                              isolate_network=self.isolate_network, isolation=self.isolation)
-
-
-def load_sandbox_config(params: str | Path) -> SandboxConfig:
-    """The sandbox keys of section `score` in ``params`` (the section's other keys, scoring's
-    own, are left to the score stage)."""
-    data = read_params(params).get(SECTION)
-    if isinstance(data, dict):
-        keys = {f.name for f in dataclasses.fields(SandboxConfig)}
-        data = {k: v for k, v in data.items() if k in keys}
-    try:
-        return from_dict(SandboxConfig, data, SECTION)
-    except ConfigError as exc:
-        raise ConfigError(f"{params}: {exc}") from None
