@@ -182,11 +182,13 @@ def _log_model(mlflow, config: TrackingConfig, model_dir: str, digest: str,
     from mlflow.entities import LoggedModelOutput
 
     client = mlflow.MlflowClient()
-    with mlflow.start_run(run_id=parent_id, nested=True):
-        model_id = _logged_model(mlflow, model_dir, digest)
+    # Logged from the log stage's run: log_model() puts model_config (the prompt template)
+    # in the active run's params, which on the parent would differ between experiments
+    # that logged the weights and experiments that reuse them.
+    model_id = _logged_model(mlflow, model_dir, digest)
     parent = client.get_run(parent_id)
     linked = {m.model_id for m in (parent.outputs.model_outputs if parent.outputs else [])}
-    if model_id not in linked:  # the same weights, trained by another experiment too
+    if model_id not in linked:  # linked to every experiment that trained these weights
         client.log_outputs(parent_id, [LoggedModelOutput(model_id, 0)])
     if config.register_model:
         number = register_version(client, config.register_model, model_id, parent, digest)
