@@ -54,7 +54,7 @@ def colourful_pixels(png: Path) -> int:
     return int((spread > 0.15).sum())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: set up before the session-wide `pipeline`
 def browser_ready():
     reason = shots.missing_browser()
     if reason:
