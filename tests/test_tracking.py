@@ -483,7 +483,7 @@ def test_experiments_that_differ_in_rounds_differ_in_that_param(workspace):
     # metrics: the headline, the reported pass@1 first; rounds-2 adds its second round's
     for parent in (one, two):
         names = sorted(parent["metrics"])
-        assert names[0] == "benchmark/pass_at_1", names
+        assert names[0] == "benchmark/humaneval.pass_at_1", names  # generate.benchmarks
         assert all(n.split("/")[0] in ("benchmark", "dev_score", "evolve", "merge", "train")
                    for n in names), names
     assert {n for n in two["metrics"] if n not in one["metrics"]} == {
@@ -536,4 +536,4 @@ def test_a_copied_repository_reads_its_own_artifacts(workspace, tmp_path):
         print(type(loaded.unwrap_python_model()).__name__)
     """)
     out = run([sys.executable, "-c", code], copy, {**env, "PYTHONPATH": str(copy)})
-    assert out.strip().splitlines()[-1] == "InstructionModel", out[-3000:]
+    assert "InstructionModel" in out.splitlines(), out[-3000:]
