@@ -210,7 +210,8 @@ class MlflowServer:
             return json.loads(resp.read())
 
 
-HEADLINE_COLUMNS = ("benchmark/pass_at_1", "train/train_loss", "merge/rows", "evolve/r1/kept")
+HEADLINE_COLUMNS = ("benchmark/humaneval.pass_at_1", "train/train_loss", "merge/rows",
+                    "evolve/r1/r1_kept")
 HIDDEN_COLUMNS = ("Dataset", "Models")
 # wizardcoder.tracking's names (this script runs without the package too)
 ROLE_TAG, PARENT_ROLE = "pipeline_role", "pipeline"

@@ -228,8 +228,8 @@ def test_sandbox_errors_fail_the_stage_above_the_threshold(workdir, name):
     (run,) = [r for e in client.search_experiments() for r in
               client.search_runs([e.experiment_id]) if r.data.tags.get("stage") == "score"]
     assert run.info.status == "FAILED"
-    assert run.data.metrics["sandbox_errors"] == 2
-    assert run.data.metrics["plus_sandbox_errors"] == (0 if name == "humaneval" else 2)
+    assert run.data.metrics["benchmark/sandbox_errors"] == 2
+    assert run.data.metrics["benchmark/plus_sandbox_errors"] == (0 if name == "humaneval" else 2)
 
     (workdir / "params.yaml").write_text("score:\n  workers: 1\n  isolation: best_effort\n"
                                          "  max_sandbox_errors: 2\n")
@@ -317,10 +317,11 @@ def test_external_samples_inside_a_checkout_touch_nothing_of_the_pipeline(workdi
         assert (workdir / path).read_text() == "the pipeline's\n"
     code = ("import json, mlflow\n"
             f"mlflow.set_tracking_uri('sqlite:///{workdir / 'mlflow.db'}')\n"
-            "runs = mlflow.search_runs(experiment_names=['wizardcoder'], output_format='list')\n"
+            "runs = mlflow.search_runs(experiment_names=['wizardcoder-by-hand'],\n"
+            "                          output_format='list')\n"
             "print(json.dumps([[r.info.run_name, r.data.tags.get('pipeline_role'),\n"
-            "  r.data.tags.get('mlflow.parentRunId'), r.data.metrics.get('pass@1',\n"
-            "  r.data.metrics.get('pass_at_1'))] for r in runs]))\n")
+            "  r.data.tags.get('mlflow.parentRunId'),\n"
+            "  r.data.metrics.get('benchmark/pass_at_1')] for r in runs]))\n")
     runs = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                      text=True, check=True).stdout.strip().splitlines()[-1])
     assert runs == [["score theirs.jsonl", "standalone", None, 1.0]]

@@ -206,12 +206,20 @@ def mlflow_parents(root: Path, exps: list, ui: str = "http://127.0.0.1:5000") ->
         named = [r for r in same if r.data.tags.get("dvc_exp_name") == exp.name] or same
         # Stages DVC restored from its run-cache logged nothing: prefer the newest parent
         # that got as far as a score, then the newest.
-        named.sort(key=lambda r: ("pass_at_1" in r.data.metrics, r.info.start_time or 0),
-                   reverse=True)
+        named.sort(key=lambda r: (_pass_at_1(r.data.metrics) is not None,
+                                  r.info.start_time or 0), reverse=True)
         if named:
             pick = named[0]
             found[exp.name] = {
-                "run_id": pick.info.run_id, "pass_at_1": pick.data.metrics.get("pass_at_1"),
+                "run_id": pick.info.run_id, "pass_at_1": _pass_at_1(pick.data.metrics),
                 "others": len(named) - 1,
                 "url": f"{ui}/#/experiments/{experiment.experiment_id}/runs/{pick.info.run_id}"}
     return found
+
+
+def _pass_at_1(metrics: dict[str, float]) -> float | None:
+    """A parent's headline pass@1 (``benchmark/<name>.pass_at_1``): HumanEval's where it was
+    scored, else the first benchmark's by name."""
+    names = sorted((not name.startswith("benchmark/humaneval."), name) for name in metrics
+                   if name.startswith("benchmark/") and name.endswith(".pass_at_1"))
+    return metrics[names[0][1]] if names else None
