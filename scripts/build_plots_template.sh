@@ -40,6 +40,22 @@ notice = "\n".join(f"  {n}@{v} (license {lic}, https://github.com/vega/{n})"
                    for n, v, lic, _ in libs)
 notice += "\n\n" + "\n\n".join(licenses)
 scripts = "\n".join(f'<script data-lib="{n}@{v}">\n{js}\n</script>' for n, v, _, js in libs)
+HIDE_EMPTY = """<script data-lib="wizardcoder">
+// DVC embeds every plot of dvc.yaml, and an empty spec ({}) for a plot whose data is empty (a
+// feature that is off, e.g. evolve.verify or train.eval_fraction): hide that plot's place
+// instead of drawing an empty chart.
+(function () {
+  var draw = window.vegaEmbed;
+  window.vegaEmbed = function (el, spec, opt) {
+    if (!spec || Object.keys(spec).length === 0) {
+      var node = document.querySelector(el);
+      if (node) { node.style.display = "none"; node.setAttribute("data-empty", "true"); }
+      return Promise.resolve();
+    }
+    return draw(el, spec, opt);
+  };
+})();
+</script>"""
 page = f"""<!DOCTYPE html>
 <!--
   DVC plots page that renders offline. Built by scripts/build_plots_template.sh from the npm
@@ -54,6 +70,7 @@ page = f"""<!DOCTYPE html>
 {{refresh_tag}}
 <title>DVC plots (wizardcoder)</title>
 {scripts}
+{HIDE_EMPTY}
 <style>
   body {{ font-family: sans-serif; margin: 16px; }}
   body > div {{ display: inline-block; vertical-align: top; margin: 8px 16px 24px 0; }}

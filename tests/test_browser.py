@@ -200,7 +200,7 @@ def test_dvc_plots_show_renders_offline_in_chromium(experiments, screenshots):
                                       capture_output=True, text=True, check=True).stdout)
     assert not shown.get("errors"), shown.get("errors")
     # Features that are off (verification, the eval split) leave their data files empty: DVC
-    # still lists those plots in --json, but the page must not draw a chart for them.
+    # lists those plots with no data and embeds an empty spec; the page hides them.
     empty = {name for name, data in shown["data"].items() if not data}
     assert empty <= OFF_BY_DEFAULT, f"plots without data: {sorted(empty - OFF_BY_DEFAULT)}"
     out = repo / "dvc_plots"
@@ -208,13 +208,14 @@ def test_dvc_plots_show_renders_offline_in_chromium(experiments, screenshots):
     run(f"{dvc} plots show -o {out}", repo, env)  # .dvc/config's template
     page = (out / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
-    n_plots = page.count("vegaEmbed(")
-    assert n_plots == len(shown["data"]) - len(empty), (n_plots, sorted(empty))
+    assert page.count("vegaEmbed(") == len(shown["data"])
+    charts = len(shown["data"]) - len(empty)
     with shots.Browser((1400, 1000)) as browser:
         drawn = shots.shoot_page(browser, (out / "index.html").as_uri(),
-                                 screenshots / "plots.png", charts=n_plots)
+                                 screenshots / "plots.png", charts=charts)
         text = browser.text()
-    assert drawn == n_plots and "Error" not in text
+        hidden = browser.js("return document.querySelectorAll('div[data-empty]').length;")
+    assert drawn == charts and hidden == len(empty) and "Error" not in text, (drawn, hidden)
     for title in OFF_TITLES:  # no empty chart of a feature that is off
         assert title not in text, title
     assert "training loss per step" in text
