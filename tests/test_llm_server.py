@@ -158,4 +158,6 @@ def test_a_server_that_stops_mid_run_fails_the_next_request_at_once(tmp_path):
                               "connection refused: it has stopped)")
     assert f"`python -m llama_cpp.server --model {server.gguf_path} " in message
     assert f"--port {url.split(':')[-1].split('/')[0]} " in message
-    assert client.stats["retries"] == 0 and elapsed < 2.0
+    # A request that went out on a pooled keep-alive connection the dead server dropped sees a
+    # reset, not a refusal: that one retry is allowed, the refusal after it ends the run.
+    assert client.stats["retries"] <= 1 and elapsed < 2.0, (client.stats, elapsed)

@@ -116,8 +116,9 @@ def test_edits_never_hit_a_stale_cache(workspace):
     samples = repo / "data/eval/samples/humaneval.jsonl"
     old = samples.read_bytes()
     template = repo / "wizardcoder/prompt_template.py"
+    assert '"Create a {language} script for this problem:' in template.read_text()
     template.write_text(template.read_text().replace(
-        '"Create a Python script for this problem:', '"Write Python code for this task:'))
+        '"Create a {language} script for this problem:', '"Write {language} code for this task:'))
     log = run(f"{dvc} repro -s generate", repo, env)
     assert "Running stage 'generate'" in log and "resuming" not in log
     rows = [json.loads(line) for line in samples.read_text().splitlines()[1:]]
