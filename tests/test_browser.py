@@ -216,7 +216,10 @@ def test_dvc_plots_show_renders_offline_in_chromium(experiments, screenshots):
         text = browser.text()
         hidden = browser.js("return document.querySelectorAll('div[data-empty]').length;")
     assert drawn == charts and hidden == len(empty) and "Error" not in text, (drawn, hidden)
-    for title in OFF_TITLES:  # no empty chart of a feature that is off
-        assert title not in text, title
-    assert "training loss per step" in text
-    assert colourful_pixels(screenshots / "plots.png") > 2000
+    # Charts draw their titles on a canvas: read them from the specs the page embeds.
+    assert "training loss per step" in page
+    for title in OFF_TITLES:  # no chart, not even an empty one, for a feature that is off
+        assert title not in page, title
+    # The first screen of the tiny run: one point per chart, legends, the smoothing slider (a
+    # page that drew nothing has none).
+    assert colourful_pixels(screenshots / "plots.png") > 300
